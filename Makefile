@@ -1,0 +1,29 @@
+# webhook: PGXS build.  `make && make install`, then `make installcheck` (pg_regress).
+# The whole suite (pg_regress, TAP, end to end) runs from test/run.sh.
+
+MODULE_big = webhook
+OBJS = \
+	src/init.o \
+	src/shmem.o \
+	src/launcher.o \
+	src/worker.o \
+	src/queue.o \
+	src/http.o \
+	src/capture.o \
+	src/api.o
+
+EXTENSION = webhook
+DATA = sql/webhook--0.1.sql
+
+REGRESS = setup api capture
+REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf --load-extension=webhook
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -Isrc
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
+SHLIB_LINK = -lcurl
+
+EXTRA_CLEAN = tmp_regress results regression.diffs regression.out
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,476 @@
+/*
+ * http.c
+ *		HTTP requests through the libcurl multi interface, driven by the
+ *		worker's own wait loop.
+ *
+ * libcurl tells us which sockets to watch (socket callback) and when to
+ * call back on a timer (timer callback).  The sockets live in one epoll
+ * set, and that epoll descriptor is one event of the worker's WaitEventSet,
+ * next to its latch: the worker sleeps until a socket is ready, a timer is
+ * due, or a commit sets its latch.  Connections stay in the multi handle's
+ * cache and are reused (keep-alive).
+ */
+#include "webhook.h"
+#include "http.h"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "mb/pg_wchar.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+static CURLM *multi = NULL;
+static int	epoll_fd = -1;
+static int	in_flight = 0;
+static TimestampTz timer_deadline = 0;	/* 0: no timer */
+static dlist_head done_requests = DLIST_STATIC_INIT(done_requests);
+
+const char *
+webhook_outcome_name(WebhookOutcome outcome)
+{
+	switch (outcome)
+	{
+		case OUTCOME_RESPONSE:
+			return "response";
+		case OUTCOME_TIMEOUT:
+			return "timeout";
+		case OUTCOME_CONNECT_ERROR:
+			return "connect_error";
+		case OUTCOME_TLS_ERROR:
+			return "tls_error";
+		case OUTCOME_ERROR:
+			return "error";
+	}
+	return "error";
+}
+
+WebhookRequest *
+webhook_request_create(void)
+{
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext,
+											  "webhook request",
+											  ALLOCSET_SMALL_SIZES);
+	WebhookRequest *req = MemoryContextAllocZero(cxt, sizeof(WebhookRequest));
+
+	req->cxt = cxt;
+	return req;
+}
+
+void
+webhook_request_free(WebhookRequest *req)
+{
+	if (req->header_list)
+		curl_slist_free_all(req->header_list);
+	if (req->easy)
+		curl_easy_cleanup(req->easy);
+	MemoryContextDelete(req->cxt);
+}
+
+static size_t
+write_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+	WebhookRequest *req = userp;
+	size_t		len = size * nmemb;
+	size_t		room = webhook_max_response_size - req->response_body.len;
+
+	if (len > room)
+	{
+		/* keep what fits; returning short makes libcurl stop reading */
+		appendBinaryStringInfo(&req->response_body, data, room);
+		req->body_truncated = true;
+		return room;
+	}
+	appendBinaryStringInfo(&req->response_body, data, len);
+	return len;
+}
+
+static size_t
+write_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+	WebhookRequest *req = userp;
+	size_t		len = size * nmemb;
+
+	/* a new status line (after 100 Continue, say) starts a new response */
+	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0)
+		resetStringInfo(&req->response_headers);
+	if (req->response_headers.len + len <= (size_t) Max(webhook_max_response_size, 8192))
+		appendBinaryStringInfo(&req->response_headers, data, len);
+	return len;
+}
+
+static int
+socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.data.fd = fd;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (socketp != NULL)
+			(void) epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+		curl_multi_assign(multi, fd, NULL);
+		return 0;
+	}
+	if (what & CURL_POLL_IN)
+		ev.events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev.events |= EPOLLOUT;
+	if (socketp == NULL)
+	{
+		if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+			(void) epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+		curl_multi_assign(multi, fd, (void *) 1);
+	}
+	else
+		(void) epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+	return 0;
+}
+
+static int
+timer_callback(CURLM *m, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		timer_deadline = 0;
+	else
+		timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	return 0;
+}
+
+void
+webhook_http_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl")));
+	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (epoll_fd < 0)
+		ereport(ERROR,
+				(errcode_for_socket_access(),
+				 errmsg("could not create epoll descriptor: %m")));
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) Max(webhook_max_concurrency, 8));
+}
+
+void
+webhook_http_shutdown(void)
+{
+	if (multi)
+		curl_multi_cleanup(multi);
+	multi = NULL;
+	if (epoll_fd >= 0)
+		close(epoll_fd);
+	epoll_fd = -1;
+}
+
+int
+webhook_http_in_flight(void)
+{
+	return in_flight;
+}
+
+int
+webhook_http_socket(void)
+{
+	return epoll_fd;
+}
+
+/* Milliseconds until libcurl wants its timer called, -1 for none. */
+long
+webhook_http_timeout_ms(void)
+{
+	TimestampTz now;
+
+	if (timer_deadline == 0)
+		return -1;
+	now = GetCurrentTimestamp();
+	if (timer_deadline <= now)
+		return 0;
+	return (long) ((timer_deadline - now + 999) / 1000);
+}
+
+void
+webhook_http_start(WebhookRequest *req)
+{
+	CURL	   *easy;
+	ListCell   *lc;
+	MemoryContext old = MemoryContextSwitchTo(req->cxt);
+
+	initStringInfo(&req->response_body);
+	initStringInfo(&req->response_headers);
+	req->errbuf = palloc0(CURL_ERROR_SIZE);
+	req->started_at = GetCurrentTimestamp();
+
+	easy = curl_easy_init();
+	if (easy == NULL)
+	{
+		req->outcome = OUTCOME_ERROR;
+		req->error = pstrdup("could not create a libcurl handle");
+		dlist_push_tail(&done_requests, &req->node);
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	req->easy = easy;
+
+	foreach(lc, req->headers)
+		req->header_list = curl_slist_append(req->header_list, (char *) lfirst(lc));
+	/* no "Expect: 100-continue" round trip before larger bodies */
+	req->header_list = curl_slist_append(req->header_list, "Expect:");
+
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) req->timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) webhook_connect_timeout);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, webhook_user_agent);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->header_list);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->body));
+	if (strcmp(req->method, "POST") != 0)
+		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_body);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, write_header);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+
+	MemoryContextSwitchTo(old);
+
+	if (curl_multi_add_handle(multi, easy) != CURLM_OK)
+	{
+		req->outcome = OUTCOME_ERROR;
+		req->error = MemoryContextStrdup(req->cxt, "could not add the request to libcurl");
+		dlist_push_tail(&done_requests, &req->node);
+		return;
+	}
+	in_flight++;
+}
+
+static WebhookOutcome
+classify(CURLcode code)
+{
+	switch (code)
+	{
+		case CURLE_OPERATION_TIMEDOUT:
+			return OUTCOME_TIMEOUT;
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+		case CURLE_COULDNT_CONNECT:
+			return OUTCOME_CONNECT_ERROR;
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CIPHER:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_ISSUER_ERROR:
+		case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+		case CURLE_SSL_INVALIDCERTSTATUS:
+		case CURLE_SSL_CRL_BADFILE:
+		case CURLE_USE_SSL_FAILED:
+			return OUTCOME_TLS_ERROR;
+		default:
+			return OUTCOME_ERROR;
+	}
+}
+
+/*
+ * Make received bytes storable as text in the database encoding: a NUL or
+ * an invalid byte becomes '?'.  Receivers may answer with anything.
+ */
+static void
+make_storable(StringInfo buf)
+{
+	int			encoding = GetDatabaseEncoding();
+	int			i = 0;
+
+	while (i < buf->len)
+	{
+		int			len = pg_encoding_verifymbchar(encoding, buf->data + i, buf->len - i);
+
+		if (len <= 0 || buf->data[i] == '\0')
+		{
+			buf->data[i] = '?';
+			len = 1;
+		}
+		i += len;
+	}
+}
+
+static void
+finish_request(WebhookRequest *req, CURLcode code)
+{
+	curl_off_t	total_us = 0;
+
+	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
+	curl_easy_getinfo(req->easy, CURLINFO_TOTAL_TIME_T, &total_us);
+	req->duration_ms = total_us / 1000.0;
+
+	if (code == CURLE_OK || (code == CURLE_WRITE_ERROR && req->body_truncated))
+		req->outcome = OUTCOME_RESPONSE;
+	else
+	{
+		req->outcome = classify(code);
+		req->error = MemoryContextStrdup(req->cxt,
+										 req->errbuf[0] ? req->errbuf : curl_easy_strerror(code));
+		/* a status seen before a timeout or reset is not a response */
+		req->status = 0;
+	}
+
+	make_storable(&req->response_body);
+	make_storable(&req->response_headers);
+
+	curl_multi_remove_handle(multi, req->easy);
+	curl_easy_cleanup(req->easy);
+	req->easy = NULL;
+	curl_slist_free_all(req->header_list);
+	req->header_list = NULL;
+	in_flight--;
+	dlist_push_tail(&done_requests, &req->node);
+}
+
+/* Let libcurl work on every ready socket and a due timer. */
+void
+webhook_http_perform(void)
+{
+	struct epoll_event events[64];
+	int			running;
+	int			n;
+	CURLMsg    *msg;
+	int			left;
+
+	do
+	{
+		n = epoll_wait(epoll_fd, events, lengthof(events), 0);
+		for (int i = 0; i < n; i++)
+		{
+			int			flags = 0;
+
+			if (events[i].events & EPOLLIN)
+				flags |= CURL_CSELECT_IN;
+			if (events[i].events & EPOLLOUT)
+				flags |= CURL_CSELECT_OUT;
+			if (events[i].events & (EPOLLERR | EPOLLHUP))
+				flags |= CURL_CSELECT_ERR;
+			curl_multi_socket_action(multi, events[i].data.fd, flags, &running);
+		}
+	} while (n == lengthof(events));
+
+	if (timer_deadline != 0 && timer_deadline <= GetCurrentTimestamp())
+	{
+		timer_deadline = 0;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		WebhookRequest *req;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		finish_request(req, msg->data.result);
+	}
+}
+
+WebhookRequest *
+webhook_http_next_done(void)
+{
+	if (dlist_is_empty(&done_requests))
+		return NULL;
+	return dlist_container(WebhookRequest, node, dlist_pop_head_node(&done_requests));
+}
+
+/* Append the JSON form of a header line "Name: value" to an object. */
+static void
+append_header_json(StringInfo out, bool *first, const char *name, int namelen,
+				   const char *value)
+{
+	char	   *n = pnstrdup(name, namelen);
+
+	if (!*first)
+		appendStringInfoString(out, ", ");
+	*first = false;
+	escape_json(out, n);
+	appendStringInfoString(out, ": ");
+	escape_json(out, value);
+	pfree(n);
+}
+
+/* The request headers as a JSON object, secrets replaced by "[redacted]". */
+char *
+webhook_request_headers_json(WebhookRequest *req)
+{
+	StringInfoData out;
+	bool		first = true;
+	ListCell   *lc;
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	foreach(lc, req->headers)
+	{
+		const char *line = lfirst(lc);
+		const char *colon = strchr(line, ':');
+		const char *value;
+		bool		secret = false;
+		ListCell   *rc;
+
+		if (colon == NULL)
+			continue;
+		value = colon + 1;
+		while (*value == ' ')
+			value++;
+		foreach(rc, req->redacted)
+			if (pg_strncasecmp(line, lfirst(rc), colon - line) == 0 &&
+				strlen(lfirst(rc)) == (size_t) (colon - line))
+				secret = true;
+		append_header_json(&out, &first, line, colon - line,
+						   secret ? "[redacted]" : value);
+	}
+	appendStringInfoChar(&out, '}');
+	return out.data;
+}
+
+/*
+ * The response headers as a JSON object.  A header that occurs more than
+ * once keeps its last value.  The status line is left out (it is a column).
+ */
+char *
+webhook_response_headers_json(WebhookRequest *req)
+{
+	StringInfoData out;
+	bool		first = true;
+	char	   *raw = pstrdup(req->response_headers.data);
+	char	   *save = NULL;
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	for (char *line = strtok_r(raw, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save))
+	{
+		char	   *colon = strchr(line, ':');
+		char	   *value;
+
+		if (colon == NULL || strncmp(line, "HTTP/", 5) == 0)
+			continue;
+		value = colon + 1;
+		while (*value == ' ' || *value == '\t')
+			value++;
+		append_header_json(&out, &first, line, colon - line, value);
+	}
+	appendStringInfoChar(&out, '}');
+	pfree(raw);
+	return out.data;
+}

@@ -1,0 +1,73 @@
+/*
+ * http.h
+ *		One HTTP request of a delivery, and the libcurl multi driver.
+ */
+#ifndef WEBHOOK_HTTP_H
+#define WEBHOOK_HTTP_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "lib/ilist.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+
+/* How one attempt ended; stored in webhook.attempt.outcome. */
+typedef enum WebhookOutcome
+{
+	OUTCOME_RESPONSE,			/* a complete HTTP response, any status */
+	OUTCOME_TIMEOUT,
+	OUTCOME_CONNECT_ERROR,
+	OUTCOME_TLS_ERROR,
+	OUTCOME_ERROR				/* anything else: protocol, send, receive */
+} WebhookOutcome;
+
+extern const char *webhook_outcome_name(WebhookOutcome outcome);
+
+typedef struct WebhookRequest
+{
+	MemoryContext cxt;			/* owns the request and everything in it */
+	dlist_node	node;
+
+	/* what to send */
+	int64		delivery_id;
+	int32		attempt;
+	int64		profile_id;
+	char	   *url;
+	char	   *method;
+	char	   *body;
+	List	   *headers;		/* "Name: value" strings, in order */
+	List	   *redacted;		/* header names whose values are not recorded */
+	int			timeout_ms;
+
+	/* what happened */
+	TimestampTz started_at;
+	double		duration_ms;
+	WebhookOutcome outcome;
+	long		status;			/* HTTP status, 0 without a response */
+	char	   *error;			/* NULL without an error */
+	StringInfoData response_body;
+	StringInfoData response_headers;	/* raw lines of the final response */
+	bool		body_truncated;
+
+	/* libcurl state, released when the request completes */
+	void	   *easy;
+	struct curl_slist *header_list;
+	char	   *errbuf;
+} WebhookRequest;
+
+extern WebhookRequest *webhook_request_create(void);
+extern void webhook_request_free(WebhookRequest *req);
+extern char *webhook_request_headers_json(WebhookRequest *req);
+extern char *webhook_response_headers_json(WebhookRequest *req);
+
+extern void webhook_http_init(void);
+extern void webhook_http_shutdown(void);
+extern void webhook_http_start(WebhookRequest *req);
+extern int	webhook_http_in_flight(void);
+extern int	webhook_http_socket(void);
+extern long webhook_http_timeout_ms(void);
+extern void webhook_http_perform(void);
+extern WebhookRequest *webhook_http_next_done(void);
+
+#endif							/* WEBHOOK_HTTP_H */

@@ -1,0 +1,235 @@
+/*
+ * init.c
+ *		Library entry point: GUCs, shared memory hooks, the launcher, and the
+ *		utility hook that keeps the worker out of the way of DROP DATABASE.
+ */
+#include "webhook.h"
+
+#include <limits.h>
+
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "storage/ipc.h"
+#include "tcop/utility.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+int			webhook_request_timeout = 30000;
+int			webhook_connect_timeout = 5000;
+int			webhook_max_response_size = 65536;
+int			webhook_retention = 30 * 24 * 3600;
+int			webhook_max_concurrency = 64;
+char	   *webhook_user_agent = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+void		_PG_init(void);
+
+static void
+webhook_shmem_request_hook(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	webhook_shmem_request();
+}
+
+static void
+webhook_shmem_startup_hook(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	webhook_shmem_startup();
+}
+
+/*
+ * The database that a utility statement needs free of other sessions, if
+ * any: DROP DATABASE, ALTER DATABASE ... RENAME / SET TABLESPACE, and the
+ * template of CREATE DATABASE all refuse to run while our worker is
+ * connected, so the worker is paused around them.
+ */
+static const char *
+database_needing_exclusive_use(Node *stmt)
+{
+	ListCell   *lc;
+
+	switch (nodeTag(stmt))
+	{
+		case T_DropdbStmt:
+			return ((DropdbStmt *) stmt)->dbname;
+		case T_RenameStmt:
+			if (((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+				return ((RenameStmt *) stmt)->subname;
+			return NULL;
+		case T_AlterDatabaseStmt:
+			foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
+			{
+				DefElem    *opt = lfirst_node(DefElem, lc);
+
+				if (strcmp(opt->defname, "tablespace") == 0)
+					return ((AlterDatabaseStmt *) stmt)->dbname;
+			}
+			return NULL;
+		case T_CreatedbStmt:
+			foreach(lc, ((CreatedbStmt *) stmt)->options)
+			{
+				DefElem    *opt = lfirst_node(DefElem, lc);
+
+				if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
+					return defGetString(opt);
+			}
+			return "template1";
+		default:
+			return NULL;
+	}
+}
+
+static bool
+is_drop_of_our_extension(Node *stmt)
+{
+	DropStmt   *drop;
+	ListCell   *lc;
+
+	if (!IsA(stmt, DropStmt))
+		return false;
+	drop = (DropStmt *) stmt;
+	if (drop->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(lc, drop->objects)
+	{
+		Node	   *name = lfirst(lc);
+
+		if (IsA(name, String) && strcmp(strVal(name), WEBHOOK_EXTENSION_NAME) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void
+webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					   bool readOnlyTree, ProcessUtilityContext context,
+					   ParamListInfo params, QueryEnvironment *queryEnv,
+					   DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+	const char *dbname = database_needing_exclusive_use(stmt);
+	Oid			paused = InvalidOid;
+
+	if (dbname != NULL)
+	{
+		Oid			dboid = get_database_oid(dbname, true);
+
+		if (OidIsValid(dboid) && webhook_pause_worker(dboid))
+			paused = dboid;
+	}
+
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		if (OidIsValid(paused))
+			webhook_unpause_worker(paused, false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (OidIsValid(paused))
+		webhook_unpause_worker(paused, IsA(stmt, DropdbStmt));
+
+	if (IsA(stmt, CreatedbStmt))
+	{
+		/* a database copied from a template may already have the extension */
+		Oid			newdb = get_database_oid(((CreatedbStmt *) stmt)->dbname, true);
+
+		if (OidIsValid(newdb))
+			webhook_request_worker(newdb);
+	}
+	else if (is_drop_of_our_extension(stmt))
+		webhook_wake_on_commit();
+	else if (IsA(stmt, TransactionStmt) &&
+			 ((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+		webhook_wake_worker(MyDatabaseId);
+}
+
+static void
+define_gucs(void)
+{
+	DefineCustomIntVariable("webhook.request_timeout",
+							"Sets how long one HTTP request may take, connection included.",
+							"A request still running after this is recorded as a timeout and retried. "
+							"A profile's timeout overrides it.",
+							&webhook_request_timeout,
+							30000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("webhook.connect_timeout",
+							"Sets how long connecting to a receiver may take.",
+							NULL,
+							&webhook_connect_timeout,
+							5000, 100, 600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("webhook.max_response_size",
+							"Sets how much of a response body is read and kept.",
+							"Reading stops at this size; the rest of the body is discarded.",
+							&webhook_max_response_size,
+							65536, 0, 64 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("webhook.retention",
+							"Sets how long finished deliveries and their attempts are kept.",
+							"The worker deletes older ones in small steps.",
+							&webhook_retention,
+							30 * 24 * 3600, 60, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("webhook.max_concurrency",
+							"Sets how many HTTP requests one worker keeps in flight.",
+							NULL,
+							&webhook_max_concurrency,
+							64, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("webhook.user_agent",
+							   "Sets the User-Agent header of every request.",
+							   NULL,
+							   &webhook_user_agent,
+							   "webhook/" WEBHOOK_VERSION,
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	MarkGUCPrefixReserved("webhook");
+}
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("webhook must be loaded via shared_preload_libraries"),
+				 errhint("Add webhook to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	define_gucs();
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = webhook_shmem_request_hook;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = webhook_shmem_startup_hook;
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = webhook_ProcessUtility;
+
+	webhook_capture_init();
+	webhook_register_launcher();
+}

@@ -1,0 +1,391 @@
+/*
+ * queue.c
+ *		The worker's SQL: turn captured occurrences into deliveries, claim the
+ *		deliveries that are due, record the attempts, purge old history.
+ *
+ * Every function here is one short transaction of its own; none is ever
+ * open while a request is on the wire.  Statements are prepared once and
+ * kept (SPI_keepplan).  Results of many requests are recorded by one
+ * statement that takes arrays.
+ */
+#include "webhook.h"
+#include "http.h"
+#include "queue.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+/* Occurrences turned into deliveries by one transaction at most. */
+#define EXPAND_STEP 1000
+
+/* Finished deliveries purged by one transaction at most. */
+#define PURGE_STEP 1000
+
+/* A claimed delivery not recorded by then is claimable again. */
+#define LEASE_SECONDS 3600
+
+/*
+ * One row change becomes one delivery per matching binding.  The envelope
+ * is built here, from the snapshot taken by the capture trigger.
+ */
+static const char *expand_sql =
+"WITH claimed AS ("
+"  DELETE FROM webhook.occurrence"
+"  WHERE occurrence_id IN (SELECT occurrence_id FROM webhook.occurrence"
+"                          ORDER BY occurrence_id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+"  RETURNING *"
+"), item AS ("
+"  SELECT c.occurrence_id, c.captured_at, b.binding_id, p.profile_id, p.name AS profile,"
+"         p.enabled, e.name AS event, e.title, e.object, e.operation,"
+"         CASE WHEN e.operation = 'delete' THEN c.old_row ELSE c.new_row END AS row,"
+"         c.old_row, c.new_row, e.key_columns, pg_catalog.gen_random_uuid()::text AS id"
+"  FROM claimed c"
+"  CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"
+"  JOIN webhook.binding b ON b.binding_id = m.binding_id"
+"  JOIN webhook.event e ON e.event_id = b.event_id"
+"  JOIN webhook.profile p ON p.profile_id = b.profile_id"
+"), inserted AS ("
+"  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
+"                                next_attempt_at, captured_at)"
+"  SELECT i.profile_id, i.id, ARRAY[i.event], 1,"
+"         webhook._envelope(i.id, i.profile, i.binding_id, i.event, i.title, i.object,"
+"                           i.key_columns, i.captured_at, i.operation, i.row, i.old_row,"
+"                           i.new_row),"
+"         CASE WHEN i.enabled THEN 'pending' ELSE 'held' END,"
+"         pg_catalog.now(), i.captured_at"
+"  FROM item i ORDER BY i.occurrence_id, i.binding_id"
+"  RETURNING 1"
+")"
+"SELECT (SELECT pg_catalog.count(*) FROM claimed), (SELECT pg_catalog.count(*) FROM inserted)";
+
+static const char *claim_sql =
+"UPDATE webhook.delivery d"
+"   SET status = 'sending', attempts = d.attempts + 1,"
+"       last_attempt_at = pg_catalog.now(),"
+"       lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2)"
+"  FROM (SELECT delivery_id FROM webhook.delivery"
+"        WHERE status IN ('pending', 'retrying') AND next_attempt_at <= pg_catalog.now()"
+"        ORDER BY next_attempt_at, delivery_id LIMIT $1 FOR UPDATE SKIP LOCKED) due,"
+"       webhook.profile p"
+" WHERE d.delivery_id = due.delivery_id AND p.profile_id = d.profile_id AND p.enabled"
+" RETURNING d.delivery_id, d.attempts, d.profile_id, p.url, p.method, d.body::text,"
+"           d.webhook_id";
+
+static const char *next_due_sql =
+"SELECT pg_catalog.min(d.next_attempt_at)"
+"  FROM webhook.delivery d JOIN webhook.profile p ON p.profile_id = d.profile_id"
+" WHERE d.status IN ('pending', 'retrying') AND p.enabled";
+
+static const char *record_sql =
+"WITH r AS ("
+"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::int4[]),"
+"                           pg_catalog.unnest($3::timestamptz[]), pg_catalog.unnest($4::float8[]),"
+"                           pg_catalog.unnest($5::text[]), pg_catalog.unnest($6::int4[]),"
+"                           pg_catalog.unnest($7::text[]), pg_catalog.unnest($8::text[]),"
+"                           pg_catalog.unnest($9::text[]), pg_catalog.unnest($10::text[]))"
+"    AS r(delivery_id, attempt, started_at, duration_ms, outcome, response_status,"
+"         response_headers, response_body, error, request_headers)"
+"), a AS ("
+"  INSERT INTO webhook.attempt (delivery_id, attempt, started_at, duration_ms, outcome,"
+"                               response_status, response_headers, response_body, error,"
+"                               request_headers)"
+"  SELECT delivery_id, attempt, started_at, duration_ms, outcome, response_status,"
+"         response_headers::jsonb, response_body, error, request_headers::jsonb FROM r"
+")"
+"UPDATE webhook.delivery d"
+"   SET status = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN 'delivered'"
+"                     WHEN d.attempts >= p.max_attempts THEN 'failed'"
+"                     ELSE 'retrying' END,"
+"       next_attempt_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
+"                                OR d.attempts >= p.max_attempts THEN NULL"
+"                              ELSE pg_catalog.now() + webhook._retry_delay(p.retry_schedule, d.attempts) END,"
+"       delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN pg_catalog.clock_timestamp() END,"
+"       lease_until = NULL, response_status = r.response_status, duration_ms = r.duration_ms,"
+"       error = r.error, response_body = r.response_body"
+"  FROM r, webhook.profile p"
+" WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'";
+
+static const char *recover_sql =
+"UPDATE webhook.delivery SET status = 'pending', attempts = attempts - 1, lease_until = NULL,"
+"       next_attempt_at = pg_catalog.now()"
+" WHERE status = 'sending'";
+
+static const char *purge_sql =
+"WITH old AS ("
+"  SELECT delivery_id FROM webhook.delivery"
+"   WHERE status IN ('delivered', 'failed')"
+"     AND created_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
+"   ORDER BY delivery_id LIMIT $2"
+"), gone AS ("
+"  DELETE FROM webhook.attempt WHERE delivery_id IN (SELECT delivery_id FROM old)"
+")"
+"DELETE FROM webhook.delivery WHERE delivery_id IN (SELECT delivery_id FROM old)";
+
+static SPIPlanPtr expand_plan = NULL;
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr next_due_plan = NULL;
+static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr purge_plan = NULL;
+
+/* The caller's memory context: results outlive the step's transaction. */
+static MemoryContext caller_cxt = NULL;
+
+static SPIPlanPtr
+keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*cache == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "could not prepare webhook statement: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*cache = plan;
+	}
+	return *cache;
+}
+
+/*
+ * Start a transaction.  Returns false (and starts nothing) when the
+ * extension is gone from this database.
+ */
+static bool
+begin_step(const char *activity)
+{
+	caller_cxt = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!OidIsValid(get_extension_oid(WEBHOOK_EXTENSION_NAME, true)))
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(caller_cxt);
+		return false;
+	}
+	pgstat_report_activity(STATE_RUNNING, activity);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	return true;
+}
+
+static void
+end_step(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller_cxt);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Give the deliveries a dead worker left in flight back to the queue. */
+bool
+webhook_queue_recover(void)
+{
+	if (!begin_step("webhook: recover"))
+		return false;
+	if (SPI_execute(recover_sql, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not recover webhook deliveries");
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("webhook worker re-queued %llu deliveries left in flight",
+						(unsigned long long) SPI_processed)));
+	end_step();
+	return true;
+}
+
+static char *
+copy_text(HeapTuple tuple, TupleDesc desc, int column, MemoryContext cxt)
+{
+	char	   *value = SPI_getvalue(tuple, desc, column);
+
+	return value ? MemoryContextStrdup(cxt, value) : NULL;
+}
+
+static WebhookRequest *
+request_from_claim(HeapTuple tuple, TupleDesc desc)
+{
+	WebhookRequest *req = webhook_request_create();
+	MemoryContext old = MemoryContextSwitchTo(req->cxt);
+	bool		isnull;
+	char		timestamp[32];
+
+	req->delivery_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+	req->attempt = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
+	req->profile_id = DatumGetInt64(SPI_getbinval(tuple, desc, 3, &isnull));
+	req->url = copy_text(tuple, desc, 4, req->cxt);
+	req->method = copy_text(tuple, desc, 5, req->cxt);
+	req->body = copy_text(tuple, desc, 6, req->cxt);
+	req->timeout_ms = webhook_request_timeout;
+
+	snprintf(timestamp, sizeof(timestamp), "%lld",
+			 (long long) (GetCurrentTimestamp() / USECS_PER_SEC +
+						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
+	req->headers = list_make4(pstrdup("Content-Type: application/json"),
+							  psprintf("User-Agent: %s", webhook_user_agent),
+							  psprintf("webhook-id: %s", copy_text(tuple, desc, 7, req->cxt)),
+							  psprintf("webhook-timestamp: %s", timestamp));
+	MemoryContextSwitchTo(old);
+	return req;
+}
+
+/*
+ * Expand new occurrences into deliveries, then claim up to limit due
+ * deliveries, in one transaction.
+ */
+void
+webhook_queue_claim(int limit, WebhookClaim *claim)
+{
+	Oid			expand_types[1] = {INT4OID};
+	Oid			claim_types[2] = {INT4OID, INT4OID};
+	Datum		args[2];
+	bool		isnull;
+
+	claim->requests = NIL;
+	claim->more_occurrences = false;
+	claim->next_due = 0;
+	claim->extension_present = begin_step("webhook: claim");
+	if (!claim->extension_present)
+		return;
+
+	args[0] = Int32GetDatum(EXPAND_STEP);
+	if (SPI_execute_plan(keep_plan(&expand_plan, expand_sql, 1, expand_types),
+						 args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not expand webhook occurrences");
+	claim->more_occurrences =
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									&isnull)) >= EXPAND_STEP;
+
+	if (limit > 0)
+	{
+		args[0] = Int32GetDatum(limit);
+		args[1] = Int32GetDatum(LEASE_SECONDS);
+		if (SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 2, claim_types),
+							 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not claim webhook deliveries");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			WebhookRequest *req = request_from_claim(SPI_tuptable->vals[i],
+													 SPI_tuptable->tupdesc);
+			MemoryContext old = MemoryContextSwitchTo(caller_cxt);
+
+			claim->requests = lappend(claim->requests, req);
+			MemoryContextSwitchTo(old);
+		}
+	}
+
+	if (SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
+						 NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the next webhook due time");
+	{
+		Datum		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			claim->next_due = DatumGetTimestampTz(due);
+	}
+	end_step();
+}
+
+typedef struct ArrayColumn
+{
+	ArrayBuildState *state;
+	Oid			type;
+} ArrayColumn;
+
+static void
+add_value(ArrayColumn *col, Datum value, bool isnull)
+{
+	col->state = accumArrayResult(col->state, value, isnull, col->type, CurrentMemoryContext);
+}
+
+static void
+add_text(ArrayColumn *col, const char *value)
+{
+	add_value(col, value ? CStringGetTextDatum(value) : (Datum) 0, value == NULL);
+}
+
+/* Record the attempts of finished requests, all in one statement. */
+void
+webhook_queue_record(List *requests)
+{
+	enum
+	{
+		NCOLS = 10
+	};
+	Oid			types[NCOLS] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
+		FLOAT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID};
+	Oid			elemtypes[NCOLS] = {INT8OID, INT4OID, TIMESTAMPTZOID, FLOAT8OID,
+	TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	ArrayColumn cols[NCOLS];
+	Datum		args[NCOLS];
+	ListCell   *lc;
+
+	if (requests == NIL)
+		return;
+	if (!begin_step("webhook: record"))
+		return;
+
+	for (int i = 0; i < NCOLS; i++)
+	{
+		cols[i].state = NULL;
+		cols[i].type = elemtypes[i];
+	}
+	foreach(lc, requests)
+	{
+		WebhookRequest *req = lfirst(lc);
+		bool		response = req->outcome == OUTCOME_RESPONSE;
+
+		add_value(&cols[0], Int64GetDatum(req->delivery_id), false);
+		add_value(&cols[1], Int32GetDatum(req->attempt), false);
+		add_value(&cols[2], TimestampTzGetDatum(req->started_at), false);
+		add_value(&cols[3], Float8GetDatum(req->duration_ms), false);
+		add_text(&cols[4], webhook_outcome_name(req->outcome));
+		add_value(&cols[5], Int32GetDatum((int32) req->status), !response);
+		add_text(&cols[6], response ? webhook_response_headers_json(req) : NULL);
+		add_text(&cols[7], response ? req->response_body.data : NULL);
+		add_text(&cols[8], req->error);
+		add_text(&cols[9], webhook_request_headers_json(req));
+	}
+	for (int i = 0; i < NCOLS; i++)
+		args[i] = makeArrayResult(cols[i].state, CurrentMemoryContext);
+
+	if (SPI_execute_plan(keep_plan(&record_plan, record_sql, NCOLS, types),
+						 args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record webhook attempts");
+	end_step();
+}
+
+/*
+ * Delete one step of deliveries (and their attempts) older than
+ * webhook.retention.  Returns true when there may be more to delete.
+ */
+bool
+webhook_queue_purge(void)
+{
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		args[2];
+	bool		more;
+
+	if (!begin_step("webhook: purge"))
+		return false;
+	args[0] = Int32GetDatum(webhook_retention);
+	args[1] = Int32GetDatum(PURGE_STEP);
+	if (SPI_execute_plan(keep_plan(&purge_plan, purge_sql, 2, types),
+						 args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not purge webhook history");
+	more = SPI_processed >= PURGE_STEP;
+	end_step();
+	return more;
+}

@@ -1,0 +1,94 @@
+/*
+ * webhook.h
+ *		Declarations shared by the files of the webhook extension.
+ *
+ * One file per responsibility:
+ *	init.c		_PG_init, GUCs, the utility hook and the commit callback
+ *	shmem.c		shared state: the launcher's latch and one slot per database
+ *	launcher.c	the launcher: starts and supervises one worker per database
+ *	worker.c	the per-database worker loop
+ *	queue.c		SQL work of the worker: expand, claim, record, purge
+ *	http.c		libcurl multi interface driven by the worker's wait loop
+ *	capture.c	the capture trigger that enqueues occurrences
+ *	api.c		SQL-callable C functions used by the install script
+ */
+#ifndef WEBHOOK_H
+#define WEBHOOK_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+#define WEBHOOK_VERSION "0.1"
+#define WEBHOOK_EXTENSION_NAME "webhook"
+#define WEBHOOK_SCHEMA_NAME "webhook"
+
+/* GUCs (init.c) */
+extern int	webhook_request_timeout;	/* ms */
+extern int	webhook_connect_timeout;	/* ms */
+extern int	webhook_max_response_size;	/* bytes */
+extern int	webhook_retention;	/* seconds */
+extern int	webhook_max_concurrency;
+extern char *webhook_user_agent;
+
+/*
+ * Shared memory (shmem.c).
+ *
+ * A slot belongs to one database.  Only cross-process state lives here: the
+ * database OID, the worker's pid and latch (a PGPROC latch, valid in every
+ * process), and flags.  The launcher owns the slot's life cycle.
+ */
+typedef enum WebhookSlotState
+{
+	SLOT_FREE = 0,
+	SLOT_REQUESTED,				/* a worker should be started */
+	SLOT_STARTING,				/* registered, not yet attached */
+	SLOT_RUNNING,				/* worker attached */
+	SLOT_PAUSED,				/* stopped while a DROP/ALTER DATABASE runs */
+	SLOT_DONE					/* worker ended on purpose (no extension) */
+} WebhookSlotState;
+
+typedef struct WebhookDbSlot
+{
+	Oid			dboid;
+	WebhookSlotState state;
+	pid_t		pid;			/* worker pid, 0 when none */
+	Latch	   *latch;			/* worker's latch, NULL when none */
+	bool		stop_requested; /* the worker must exit soon */
+	TimestampTz restart_at;		/* not before this time (crash backoff) */
+} WebhookDbSlot;
+
+typedef struct WebhookShared
+{
+	LWLock	   *lock;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	int			nslots;
+	WebhookDbSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} WebhookShared;
+
+extern WebhookShared *webhook_shared;
+
+extern void webhook_shmem_request(void);
+extern void webhook_shmem_startup(void);
+extern WebhookDbSlot *webhook_slot_find(Oid dboid);
+extern void webhook_request_worker(Oid dboid);
+extern void webhook_wake_worker(Oid dboid);
+extern bool webhook_pause_worker(Oid dboid);
+extern void webhook_unpause_worker(Oid dboid, bool database_gone);
+
+/* launcher.c */
+extern void webhook_register_launcher(void);
+extern PGDLLEXPORT void webhook_launcher_main(Datum main_arg);
+
+/* worker.c */
+extern PGDLLEXPORT void webhook_worker_main(Datum main_arg);
+
+/* capture.c: wake this database's worker when the transaction commits */
+extern void webhook_wake_on_commit(void);
+extern void webhook_start_on_commit(void);
+extern void webhook_capture_init(void);
+
+#endif							/* WEBHOOK_H */

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""A webhook receiver for tests and the demo: records every request it gets.
+
+Listens on 127.0.0.1 only.  Each request is appended to the log file as one
+JSON line: {"received_at", "method", "path", "headers", "body"}.
+
+How it answers depends on the path:
+  /status/NNN     answers with status NNN
+  /slow/MS        waits MS milliseconds, then answers 200
+  /hang           never answers (until the client gives up)
+  anything else   answers 200 with {"ok": true}
+"""
+import argparse
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log_lock = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        record = {
+            "received_at": time.time(),
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body.decode("utf-8", "replace"),
+        }
+        with log_lock:
+            with open(self.server.log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+        parts = self.path.strip("/").split("/")
+        status, reply = 200, b'{"ok": true}'
+        if parts[0] == "status" and len(parts) > 1 and parts[1].isdigit():
+            status, reply = int(parts[1]), b'{"status": %s}' % parts[1].encode()
+        elif parts[0] == "slow" and len(parts) > 1 and parts[1].isdigit():
+            time.sleep(int(parts[1]) / 1000.0)
+        elif parts[0] == "hang":
+            time.sleep(3600)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Receiver", "webhook-test")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_POST = do_PUT = do_PATCH = do_GET = handle_any
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file", help="write the chosen port here")
+    parser.add_argument("--log", required=True, help="append requests here (JSON lines)")
+    args = parser.parse_args()
+
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    server.log_path = args.log
+    open(args.log, "a").close()
+    if args.port_file:
+        with open(args.port_file + ".tmp", "w") as f:
+            f.write(str(server.server_address[1]))
+        import os
+        os.rename(args.port_file + ".tmp", args.port_file)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
