@@ -16,7 +16,7 @@ EXTENSION = webhook
 DATA = sql/webhook--0.1.sql
 
 REGRESS = setup api capture
-REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf --load-extension=webhook
+REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -Isrc

@@ -38,6 +38,25 @@ CREATE TABLE webhook.event (
 );
 COMMENT ON TABLE webhook.event IS 'The event catalogue: one named kind of change to one table.';
 
+/*
+ * Whoever adds or changes an event, through define_event or by writing the
+ * table, needs the TRIGGER privilege on its table, as CREATE TRIGGER does:
+ * the capture triggers are created for them with the extension's rights.
+ */
+CREATE FUNCTION webhook._event_guard() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT has_table_privilege(NEW.table_oid, 'TRIGGER') THEN
+        RAISE EXCEPTION 'permission denied for table %', NEW.table_oid
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Defining an event needs the TRIGGER privilege on the table, as CREATE TRIGGER does.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER event_guard BEFORE INSERT OR UPDATE ON webhook.event
+    FOR EACH ROW EXECUTE FUNCTION webhook._event_guard();
+
 -- A webhook: where and how to send.
 CREATE TABLE webhook.profile (
     profile_id      bigserial PRIMARY KEY,
@@ -222,7 +241,10 @@ BEGIN
           FROM webhook.binding b JOIN webhook.event e ON e.event_id = b.event_id
          WHERE e.table_oid = tbl AND e.operation = op;
 
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'webhook_capture_' || op, tbl);
+        IF EXISTS (SELECT 1 FROM pg_trigger
+                    WHERE tgrelid = tbl AND tgname = 'webhook_capture_' || op) THEN
+            EXECUTE format('DROP TRIGGER %I ON %s', 'webhook_capture_' || op, tbl);
+        END IF;
         CONTINUE WHEN ids IS NULL;
 
         query := CASE op
@@ -285,10 +307,10 @@ BEGIN
         RAISE EXCEPTION 'events cannot be defined on the tables of the webhook extension'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Define events on your own tables.';
     END IF;
-    IF NOT has_table_privilege(on_table, 'TRIGGER') THEN
-        RAISE EXCEPTION 'permission denied for table %', on_table
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Defining an event needs the TRIGGER privilege on the table, as CREATE TRIGGER does.';
+    IF rel.relnamespace IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+       OR rel.relnamespace::regnamespace::text LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'events cannot be defined on system catalogs'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Define events on your own tables.';
     END IF;
     IF op IS NULL OR op NOT IN ('insert', 'update', 'delete') THEN
         RAISE EXCEPTION 'invalid operation %', coalesce(quote_literal(operation), 'NULL')
@@ -346,7 +368,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'A profile name is 1 to 200 characters.';
     END IF;
     IF url IS NULL OR url !~* '^https?://[^/?#[:space:]@]+([/?#][^[:space:]]*)?$' OR length(url) > 2048 THEN
-        RAISE EXCEPTION 'invalid URL %', coalesce(quote_literal(left(url, 200)), 'NULL')
+        RAISE EXCEPTION 'invalid URL %',
+            coalesce(quote_literal(regexp_replace(left(url, 200), '[[:cntrl:]]', '?', 'g')), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The URL must be http:// or https:// with a host, without spaces or credentials, at most 2048 characters.';
     END IF;
