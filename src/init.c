@@ -9,6 +9,7 @@
 
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -110,6 +111,32 @@ is_drop_of_our_extension(Node *stmt)
 	return false;
 }
 
+/*
+ * The capture triggers on users' tables depend on webhook._capture(), so
+ * they would make DROP EXTENSION fail; they belong to the extension in
+ * spirit, so they go first, in the same transaction.
+ */
+static void
+drop_capture_triggers(void)
+{
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute("DO $$"
+					 "DECLARE t record;"
+					 "BEGIN"
+					 "  IF pg_catalog.to_regprocedure('webhook._capture()') IS NULL THEN RETURN; END IF;"
+					 "  FOR t IN SELECT tgrelid::pg_catalog.regclass AS tbl, tgname FROM pg_catalog.pg_trigger"
+					 "            WHERE tgfoid = 'webhook._capture()'::pg_catalog.regprocedure LOOP"
+					 "    EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.tbl);"
+					 "  END LOOP;"
+					 "END $$", false, 0);
+	if (rc < 0)
+		elog(ERROR, "could not drop the webhook capture triggers: %s", SPI_result_code_string(rc));
+	SPI_finish();
+}
+
 static void
 webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 					   bool readOnlyTree, ProcessUtilityContext context,
@@ -127,6 +154,9 @@ webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		if (OidIsValid(dboid) && webhook_pause_worker(dboid))
 			paused = dboid;
 	}
+
+	if (is_drop_of_our_extension(stmt))
+		drop_capture_triggers();
 
 	PG_TRY();
 	{

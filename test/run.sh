@@ -47,7 +47,7 @@ fi
 
 # 2. TAP: the worker end to end
 echo "== TAP"
-if [ $# -gt 0 ]; then tests=("$@"); else tests=(t/*.pl); fi
+if [ $# -gt 0 ]; then tests=("$@"); else tests=(--ext=.pl t/); fi
 (cd "$work/test" && as_pg env PERL5LIB="$PGXS_DIR/src/test/perl:$work/test/lib" \
     PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" TESTDIR="$work/test" \
     PG_TEST_TIMEOUT_DEFAULT=60 \
@@ -56,7 +56,7 @@ tap_status=$?
 cat "$work/tap.out"
 ok=$(grep -cE '^\s*ok [0-9]+' "$work/tap.out")
 bad=$(grep -cE '^\s*not ok [0-9]+' "$work/tap.out")
-dubious=$(grep -cE 'Dubious|Bad plan|No plan found' "$work/tap.out")
+dubious=$(grep -cE 'Bad plan|No plan found|Parse errors' "$work/tap.out")
 if [ "$tap_status" -ne 0 ] && [ "$bad" -eq 0 ] && [ "$dubious" -eq 0 ]; then dubious=1; fi
 passed=$((passed + ok)); failed=$((failed + bad + dubious))
 if [ "$failed" -gt 0 ]; then

@@ -1,0 +1,148 @@
+# WebhookTest: helpers for the webhook TAP tests.
+#
+# A node with the library preloaded, the sample schema, and a receiver
+# (test/receiver.py on 127.0.0.1) that records what it gets.
+package WebhookTest;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use File::Basename qw(dirname);
+use File::Spec;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+our @EXPORT = qw(new_webhook_node sample_schema worker_pid wait_until);
+
+our $test_dir = File::Spec->rel2abs(dirname(__FILE__) . '/..');
+
+# A started node that preloads webhook and restarts after a crash.
+sub new_webhook_node
+{
+	my ($name, %init) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(%init);
+	$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'webhook'
+restart_after_crash = on
+log_statement = none
+log_min_messages = info
+});
+	$node->start;
+	return $node;
+}
+
+sub sample_schema
+{
+	return PostgreSQL::Test::Utils::slurp_file("$test_dir/sql/sample_schema.sql");
+}
+
+# The pid of the webhook worker of a database, or '' when none runs.
+sub worker_pid
+{
+	my ($node, $dbname) = @_;
+	return $node->safe_psql('postgres', qq{
+		SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_stat_activity
+		 WHERE backend_type = 'webhook worker' AND datname = '$dbname'});
+}
+
+# Calls $check until it returns true or $timeout seconds pass.
+sub wait_until
+{
+	my ($check, $timeout) = @_;
+	$timeout //= 30;
+	my $deadline = time + $timeout;
+	while (time < $deadline)
+	{
+		return 1 if $check->();
+		usleep(50_000);
+	}
+	return 0;
+}
+
+package WebhookTest::Receiver;
+
+use strict;
+use warnings;
+
+use JSON::PP;
+use Time::HiRes qw(time usleep);
+
+# Starts test/receiver.py on 127.0.0.1 with a free port.
+sub start
+{
+	my ($class) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $self = bless {
+		log => "$dir/requests.jsonl",
+		port_file => "$dir/port",
+	}, $class;
+	my $pid = fork();
+	die "fork failed: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		exec('python3', "$WebhookTest::test_dir/receiver.py",
+			'--port-file', $self->{port_file}, '--log', $self->{log})
+		  or die "could not start the receiver: $!";
+	}
+	$self->{pid} = $pid;
+	WebhookTest::wait_until(sub { -s $self->{port_file} }, 10)
+	  or die "the receiver did not start";
+	$self->{port} = PostgreSQL::Test::Utils::slurp_file($self->{port_file});
+	return $self;
+}
+
+sub url
+{
+	my ($self, $path) = @_;
+	return "http://127.0.0.1:$self->{port}" . ($path // '/hooks');
+}
+
+# Every request received so far, oldest first, with the body decoded when
+# it is JSON (as ->{json}).
+sub requests
+{
+	my ($self) = @_;
+	my @requests;
+	open my $fh, '<', $self->{log} or return [];
+	while (my $line = <$fh>)
+	{
+		next unless $line =~ /\n$/;    # a line still being written
+		my $r = decode_json($line);
+		$r->{json} = eval { decode_json($r->{body}) };
+		push @requests, $r;
+	}
+	close $fh;
+	return \@requests;
+}
+
+# Waits until $count requests (matching $filter, when given) have arrived.
+sub wait_for
+{
+	my ($self, $count, $filter, $timeout) = @_;
+	my $matching = [];
+	WebhookTest::wait_until(
+		sub {
+			$matching = [ grep { !$filter || $filter->($_) } @{ $self->requests } ];
+			return @$matching >= $count;
+		},
+		$timeout);
+	return $matching;
+}
+
+sub stop
+{
+	my ($self) = @_;
+	return unless $self->{pid};
+	kill 'TERM', $self->{pid};
+	waitpid($self->{pid}, 0);
+	delete $self->{pid};
+}
+
+sub DESTROY { $_[0]->stop }
+
+1;
