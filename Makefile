@@ -20,7 +20,8 @@ REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -Isrc
-PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
+# PostgreSQL headers and libcurl callback signatures leave parameters unused
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
 SHLIB_LINK = -lcurl
 
 EXTRA_CLEAN = tmp_regress results regression.diffs regression.out

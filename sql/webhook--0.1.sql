@@ -428,7 +428,7 @@ CREATE VIEW webhook.deliveries AS
 SELECT d.delivery_id, p.name AS profile, d.events, d.items, d.status, d.attempts,
        d.created_at, d.last_attempt_at, d.next_attempt_at, d.response_status,
        d.duration_ms, d.error, d.body::jsonb AS request_body, d.response_body,
-       d.webhook_id, d.delivered_at
+       d.webhook_id, d.captured_at, d.delivered_at
   FROM webhook.delivery d
   LEFT JOIN webhook.profile p ON p.profile_id = d.profile_id;
 COMMENT ON VIEW webhook.deliveries IS 'One row per delivery, with its latest outcome.';

@@ -25,6 +25,7 @@
 #include "executor/tstoreReceiver.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -285,6 +286,7 @@ webhook_capture(PG_FUNCTION_ARGS)
 	Tuplestorestate *matches;
 	DestReceiver *dest;
 	SPIExecuteOptions options;
+	int			guc_level;
 	int			rc;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -321,9 +323,14 @@ webhook_capture(PG_FUNCTION_ARGS)
 	memset(&options, 0, sizeof(options));
 	options.read_only = false;
 	options.dest = dest;
+	/* rows are rendered in UTC whatever the writer's time zone */
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	entry->in_use++;
 	rc = SPI_execute_plan_extended(entry->plan, &options);
 	entry->in_use--;
+	AtEOXact_GUC(true, guc_level);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "the capture query of trigger \"%s\" failed: %s",
 			 trigger->tgname, SPI_result_code_string(rc));

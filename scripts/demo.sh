@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The demo: a throwaway cluster with the sample ticket schema and a local
+# receiver; one webhook profile; a few ticket changes; then what the
+# receiver got and what webhook.deliveries shows.  Run as root on Debian 12.
+#
+#   bash scripts/demo.sh          run, show, clean up
+#   bash scripts/demo.sh --keep   leave the cluster and receiver running
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+PGBIN=/usr/lib/postgresql/15/bin
+PGPORT=5488
+keep=no
+[ "${1:-}" = "--keep" ] && keep=yes
+
+dir=$(mktemp -d /tmp/webhook-demo.XXXXXX)
+chmod 755 "$dir"
+chown postgres: "$dir"
+as_pg() { runuser -u postgres -- "$@"; }
+receiver_pid=
+cleanup() {
+    as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
+    [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null || true
+    rm -rf "$dir"
+}
+[ "$keep" = no ] && trap cleanup EXIT
+
+echo "== A throwaway cluster in $dir (Unix socket only), with webhook preloaded"
+as_pg "$PGBIN/initdb" -D "$dir/data" -A trust >/dev/null
+cat >> "$dir/data/postgresql.conf" <<CONF
+shared_preload_libraries = 'webhook'
+listen_addresses = ''
+unix_socket_directories = '$dir'
+port = $PGPORT
+CONF
+as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w start >/dev/null
+
+echo "== A receiver on 127.0.0.1 that records what it gets"
+python3 test/receiver.py --port-file "$dir/receiver.port" --log "$dir/received.jsonl" &
+receiver_pid=$!
+for _ in $(seq 100); do [ -s "$dir/receiver.port" ] && break; sleep 0.05; done
+receiver_port=$(cat "$dir/receiver.port")
+
+psql=(as_pg "$PGBIN/psql" -X -h "$dir" -p "$PGPORT" -d postgres -v ON_ERROR_STOP=1)
+"${psql[@]}" -q -f test/sql/sample_schema.sql
+
+echo "== The extension, three events, one profile, and some ticket changes"
+"${psql[@]}" -e <<SQL
+CREATE EXTENSION webhook;
+SELECT webhook.define_event('ticket.created', 'tickets', 'insert', title => 'New Ticket Logged');
+SELECT webhook.define_event('ticket.updated', 'tickets', 'update');
+SELECT webhook.define_event('action.added', 'actions', 'insert');
+SELECT webhook.create_profile('service-bus', 'http://127.0.0.1:$receiver_port/halo',
+                              ARRAY['ticket.created', 'ticket.updated', 'action.added']);
+
+INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id)
+VALUES ('Printer on fire', 'Third floor, tray 2', 1, 1, 1, 1, 1),
+       ('VPN drops every hour', NULL, 1, NULL, 2, 3, 2);
+
+BEGIN;
+INSERT INTO tickets (summary, status_id) VALUES ('Rolled back: never sent', 1);
+ROLLBACK;
+
+UPDATE tickets SET agent_id = 2, status_id = 2 WHERE summary = 'Printer on fire';
+INSERT INTO actions (ticket_id, agent_id, note)
+SELECT ticket_id, 2, 'Replaced the fuser' FROM tickets WHERE summary = 'Printer on fire';
+SQL
+
+for _ in $(seq 300); do
+    n=$("${psql[@]}" -Atc "SELECT count(*) FROM webhook.deliveries WHERE status = 'delivered'")
+    [ "$n" -ge 4 ] && break
+    sleep 0.05
+done
+
+echo
+echo "== What the receiver got"
+python3 - "$dir/received.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    print(f"{r['method']} {r['path']}   webhook-id: {r['headers'].get('webhook-id')}")
+    print(json.dumps(json.loads(r["body"]), indent=2))
+    print()
+PY
+
+echo "== SELECT ... FROM webhook.deliveries"
+"${psql[@]}" -c "SELECT delivery_id, profile, events, status, attempts, response_status,
+                        round(duration_ms::numeric, 1) AS duration_ms,
+                        round(extract(epoch FROM delivered_at - captured_at)::numeric * 1000, 1)
+                          AS change_to_response_ms
+                   FROM webhook.deliveries ORDER BY delivery_id"
+echo "== SELECT ... FROM webhook.attempts (the first one)"
+"${psql[@]}" -x -c "SELECT * FROM webhook.attempts ORDER BY delivery_id LIMIT 1"
+
+if [ "$keep" = yes ]; then
+    echo "The cluster and the receiver are still running:"
+    echo "  connect:  runuser -u postgres -- $PGBIN/psql -h $dir -p $PGPORT postgres"
+    echo "  received: $dir/received.jsonl"
+    echo "  stop:     runuser -u postgres -- $PGBIN/pg_ctl -D $dir/data stop; kill $receiver_pid; rm -rf $dir"
+fi
