@@ -68,6 +68,18 @@ like($stderr, qr/being accessed by other users/, 'because of the other session, 
 ok(wait_until(sub { worker_pid($node, 'db3') ne '' }), 'the worker of db3 is back');
 $session->quit;
 
+# ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE need the
+# database to themselves: the worker steps aside and comes back
+($ret, $stdout, $stderr) = $node->psql('postgres', 'ALTER DATABASE db3 RENAME TO db4');
+is($ret, 0, 'ALTER DATABASE RENAME succeeds while the worker runs') or diag($stderr);
+ok(wait_until(sub { worker_pid($node, 'db4') ne '' }), 'the renamed database has its worker back');
+($ret, $stdout, $stderr) = $node->psql('postgres', 'CREATE DATABASE db5 TEMPLATE db4');
+is($ret, 0, 'a database with the extension can be used as a template') or diag($stderr);
+ok(wait_until(sub { worker_pid($node, 'db5') ne '' }), 'the copy gets a worker of its own');
+ok(wait_until(sub { worker_pid($node, 'db4') ne '' }), 'the template has its worker back');
+$node->safe_psql('postgres', 'DROP DATABASE db4');
+$node->safe_psql('postgres', 'DROP DATABASE db5');
+
 # the worker of db1 still delivers
 $node->safe_psql('db1', "INSERT INTO tickets (summary, status_id) VALUES ('db1 after drop', 1)");
 $got = $receiver->wait_for(1, sub { $_[0]{body} =~ /db1 after drop/ });
