@@ -27,35 +27,24 @@ COMMENT ON FUNCTION webhook._capture() IS
 
 -- The event catalogue: a named kind of change to one table.
 CREATE TABLE webhook.event (
-    event_id     bigserial PRIMARY KEY,
-    name         text NOT NULL UNIQUE,
-    table_oid    regclass NOT NULL,
-    operation    text NOT NULL CHECK (operation IN ('insert', 'update', 'delete')),
-    title        text NOT NULL,
-    object       text NOT NULL,
-    key_columns  text[] NOT NULL,       -- the table's primary key, for object_id
-    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+    event_id      bigserial PRIMARY KEY,
+    name          text NOT NULL UNIQUE,
+    table_oid     regclass NOT NULL,
+    operation     text NOT NULL CHECK (operation IN ('insert', 'update', 'delete')),
+    columns       text[],               -- update: fires only when one of them changed
+    condition     text,                 -- SQL over new and old, run with created_by's rights
+    title         text NOT NULL,
+    object        text NOT NULL,
+    parent_object text,                 -- the payload key of the parent row (ticket)
+    parent_table  regclass,
+    parent_column text,                 -- the column of this table that holds the parent's key
+    parent_key    text,                 -- the parent table's key column
+    key_columns   text[] NOT NULL,      -- the table's primary key, for object_id
+    created_by    regrole NOT NULL,
+    search_path   text NOT NULL,        -- the search_path the condition was written for
+    created_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE webhook.event IS 'The event catalogue: one named kind of change to one table.';
-
-/*
- * Whoever adds or changes an event, through define_event or by writing the
- * table, needs the TRIGGER privilege on its table, as CREATE TRIGGER does:
- * the capture triggers are created for them with the extension's rights.
- */
-CREATE FUNCTION webhook._event_guard() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NOT has_table_privilege(NEW.table_oid, 'TRIGGER') THEN
-        RAISE EXCEPTION 'permission denied for table %', NEW.table_oid
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Defining an event needs the TRIGGER privilege on the table, as CREATE TRIGGER does.';
-    END IF;
-    RETURN NEW;
-END
-$$;
-CREATE TRIGGER event_guard BEFORE INSERT OR UPDATE ON webhook.event
-    FOR EACH ROW EXECUTE FUNCTION webhook._event_guard();
 
 -- A webhook: where and how to send.
 CREATE TABLE webhook.profile (
@@ -72,16 +61,21 @@ CREATE TABLE webhook.profile (
 );
 COMMENT ON TABLE webhook.profile IS 'Webhook profiles: URL, method, payload kind, retry policy.';
 
--- One event added to one profile.
+-- One event added to one profile, with its own conditions.
 CREATE TABLE webhook.binding (
-    binding_id  bigserial PRIMARY KEY,
-    profile_id  bigint NOT NULL REFERENCES webhook.profile ON DELETE CASCADE,
-    event_id    bigint NOT NULL REFERENCES webhook.event,
-    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+    binding_id    bigserial PRIMARY KEY,
+    profile_id    bigint NOT NULL REFERENCES webhook.profile ON DELETE CASCADE,
+    event_id      bigint NOT NULL REFERENCES webhook.event,
+    conditions    jsonb NOT NULL DEFAULT '[]',
+    condition_sql text,
+    compiled      text,                 -- conditions as SQL, set by the guard trigger
+    created_by    regrole NOT NULL,
+    search_path   text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 CREATE INDEX ON webhook.binding (event_id);
 CREATE INDEX ON webhook.binding (profile_id);
-COMMENT ON TABLE webhook.binding IS 'Bindings: one event added to one profile.';
+COMMENT ON TABLE webhook.binding IS 'Bindings: one event added to one profile, with its conditions.';
 
 /*
  * The capture queue: one row per changed row that matched at least one
@@ -95,7 +89,8 @@ CREATE TABLE webhook.occurrence (
     operation     text NOT NULL,
     bindings      bigint[] NOT NULL,
     new_row       json,
-    old_row       json
+    old_row       json,
+    capture_error text                  -- a condition failed: recorded as failed deliveries
 );
 COMMENT ON TABLE webhook.occurrence IS 'Captured row changes not yet turned into deliveries.';
 
@@ -183,27 +178,45 @@ CREATE FUNCTION webhook._changes(old_row json, new_row json) RETURNS json
      WHERE n.value::text IS DISTINCT FROM o.value::text
 $$;
 
--- The envelope of one occurrence (DESIGN: "What is sent").
+-- The row a parent column points to, read by the worker as the row's snapshot is expanded.
+CREATE FUNCTION webhook._parent_row(parent_table regclass, parent_key text, key_value json)
+    RETURNS json LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result json;
+BEGIN
+    IF parent_table IS NULL OR key_value IS NULL OR json_typeof(key_value) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT pg_catalog.to_json(p) FROM %s AS p WHERE p.%I = CAST($1 AS %s)',
+                   parent_table, parent_key,
+                   (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                     WHERE a.attrelid = parent_table AND a.attname = parent_key))
+       INTO result USING key_value #>> '{}';
+    RETURN result;
+END
+$$;
+
+-- The envelope of one occurrence (see README, "What is sent"), keys in a readable order.
 CREATE FUNCTION webhook._envelope(id text, profile text, binding_id bigint, event text,
                                   title text, object text, key_columns text[],
                                   captured_at timestamptz, operation text,
-                                  row_data json, old_row json, new_row json)
-    RETURNS json LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN operation = 'update' THEN
-        pg_catalog.json_build_object(
-            'id', id, 'profile', profile, 'binding_id', binding_id, 'event', event,
-            'title', title, 'object_id', webhook._object_id(row_data, key_columns),
-            'timestamp', pg_catalog.to_char(captured_at AT TIME ZONE 'UTC',
-                                            'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-            object, row_data, 'changes', webhook._changes(old_row, new_row))
-    ELSE
-        pg_catalog.json_build_object(
-            'id', id, 'profile', profile, 'binding_id', binding_id, 'event', event,
-            'title', title, 'object_id', webhook._object_id(row_data, key_columns),
-            'timestamp', pg_catalog.to_char(captured_at AT TIME ZONE 'UTC',
-                                            'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-            object, row_data)
-    END
+                                  row_data json, old_row json, new_row json,
+                                  parent_object text, parent_row json)
+    RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT (pg_catalog.left(base::text, -1)
+            || CASE WHEN parent_object IS NULL THEN ''
+                    ELSE ', ' || pg_catalog.to_json(parent_object)::text || ' : '
+                         || COALESCE(parent_row::text, 'null') END
+            || CASE WHEN operation = 'update'
+                    THEN ', "changes" : ' || webhook._changes(old_row, new_row)::text
+                    ELSE '' END
+            || '}')::json
+      FROM (SELECT pg_catalog.json_build_object(
+                'id', id, 'profile', profile, 'binding_id', binding_id, 'event', event,
+                'title', title, 'object_id', webhook._object_id(row_data, key_columns),
+                'timestamp', pg_catalog.to_char(captured_at AT TIME ZONE 'UTC',
+                                                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                object, row_data) AS base) AS b
 $$;
 
 /*
@@ -220,148 +233,766 @@ CREATE FUNCTION webhook._retry_delay(schedule interval[], attempts int) RETURNS 
             ) AS t(s)
 $$;
 
-/*
- * Attach, replace or remove the capture triggers of one table so that they
- * match its bindings: one AFTER ... FOR EACH STATEMENT trigger per
- * operation that has at least one binding, none otherwise.  The trigger's
- * query returns, for each changed row, the bindings it matches.
- */
-CREATE FUNCTION webhook._sync_triggers(tbl regclass) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    op text;
-    ids bigint[];
-    query text;
+------------------------------------------------------------------------------
+-- Conditions
+------------------------------------------------------------------------------
+
+CREATE FUNCTION webhook._check_condition(expr text, tbl regclass) RETURNS void
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'webhook_check_condition';
+COMMENT ON FUNCTION webhook._check_condition(text, regclass) IS
+    'Refuses anything but one boolean SQL expression over new and old rows of the table (internal).';
+
+CREATE FUNCTION webhook._capturing() RETURNS boolean
+    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'webhook_capturing';
+COMMENT ON FUNCTION webhook._capturing() IS
+    'True while a capture trigger evaluates conditions in this session (internal).';
+
+-- The columns of a table, for error hints.
+CREATE FUNCTION webhook._column_list(tbl regclass) RETURNS text
+    LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(attname), ', ' ORDER BY attnum)
+      FROM pg_catalog.pg_attribute
+     WHERE attrelid = tbl AND attnum > 0 AND NOT attisdropped
+$$;
+
+-- Raise an error unless the table has the column.
+CREATE FUNCTION webhook._require_column(tbl regclass, col text, what text) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = tbl) THEN
-        RETURN;
+    IF col IS NULL OR NOT EXISTS (SELECT 1 FROM pg_attribute
+                                   WHERE attrelid = tbl AND attname = col
+                                     AND attnum > 0 AND NOT attisdropped) THEN
+        RAISE EXCEPTION '% %: table % has no column %', what, coalesce(quote_literal(col), 'NULL'),
+                        tbl, coalesce(quote_ident(col), 'NULL')
+            USING ERRCODE = 'undefined_column',
+                  HINT = format('The columns of %s are: %s.', tbl, webhook._column_list(tbl));
     END IF;
-    FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
-        SELECT array_agg(b.binding_id ORDER BY b.binding_id) INTO ids
-          FROM webhook.binding b JOIN webhook.event e ON e.event_id = b.event_id
-         WHERE e.table_oid = tbl AND e.operation = op;
-
-        IF EXISTS (SELECT 1 FROM pg_trigger
-                    WHERE tgrelid = tbl AND tgname = 'webhook_capture_' || op) THEN
-            EXECUTE format('DROP TRIGGER %I ON %s', 'webhook_capture_' || op, tbl);
-        END IF;
-        CONTINUE WHEN ids IS NULL;
-
-        query := CASE op
-            WHEN 'insert' THEN format(
-                'SELECT %L::int8[] AS bindings, pg_catalog.to_json(n) AS new_row, NULL::json AS old_row'
-                ' FROM webhook_new AS n', ids)
-            WHEN 'delete' THEN format(
-                'SELECT %L::int8[] AS bindings, NULL::json AS new_row, pg_catalog.to_json(o) AS old_row'
-                ' FROM webhook_old AS o', ids)
-            ELSE format(
-                -- the old and new transition tables hold the rows in the same order
-                'SELECT %L::int8[] AS bindings, pg_catalog.to_json(n.r) AS new_row, pg_catalog.to_json(o.r) AS old_row'
-                ' FROM (SELECT pg_catalog.row_number() OVER () AS i, n AS r FROM webhook_new AS n) AS n'
-                ' JOIN (SELECT pg_catalog.row_number() OVER () AS i, o AS r FROM webhook_old AS o) AS o'
-                ' ON o.i = n.i', ids)
-        END;
-
-        EXECUTE format(
-            'CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT'
-            ' EXECUTE FUNCTION webhook._capture(%L, %L)',
-            'webhook_capture_' || op, upper(op), tbl,
-            CASE op WHEN 'insert' THEN 'NEW TABLE AS webhook_new'
-                    WHEN 'delete' THEN 'OLD TABLE AS webhook_old'
-                    ELSE 'OLD TABLE AS webhook_old NEW TABLE AS webhook_new' END,
-            op, query);
-    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION webhook._sync_triggers(regclass) IS
-    'Makes the capture triggers of a table match its bindings (internal).';
 
-------------------------------------------------------------------------------
--- Event catalogue
-------------------------------------------------------------------------------
-
-CREATE FUNCTION webhook.define_event(event text, on_table regclass, operation text,
-                                     title text DEFAULT NULL, object text DEFAULT NULL)
-    RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+/*
+ * Compile a binding's conditions (Halo's operators, AND-ed) into one SQL
+ * boolean expression over (n.r), the new row, and (o.r), the old row.
+ * Field names become quoted identifiers and values typed literals, checked
+ * against the column's type now.  Returns NULL for no conditions.
+ */
+CREATE FUNCTION webhook._compile_conditions(tbl regclass, operation text, conditions jsonb)
+    RETURNS text LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    op text := lower(btrim(operation));
-    rel pg_class;
-    keys text[];
-    new_id bigint;
+    ops constant text[] := ARRAY['eq', 'ne', 'gt', 'gte', 'lt', 'lte', 'contains', 'not_contains',
+                                 'in', 'not_in', 'has_value', 'no_value', 'changed',
+                                 'changed_from', 'changed_to'];
+    c jsonb;
+    n int := 0;
+    field text;
+    op text;
+    val jsonb;
+    typ text;
+    category "char";
+    subject text;
+    newcol text;
+    oldcol text;
+    lits text[];
+    v jsonb;
+    lit text;
+    parts text[] := '{}';
+    label text;
 BEGIN
-    IF event IS NULL OR event !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$' OR length(event) > 100 THEN
-        RAISE EXCEPTION 'invalid event name %', coalesce(quote_literal(event), 'NULL')
+    IF conditions IS NULL OR conditions = '[]'::jsonb THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(conditions) <> 'array' THEN
+        RAISE EXCEPTION 'conditions must be a JSON array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example: [{"field": "priority_id", "op": "eq", "value": 1}].';
+    END IF;
+    FOR c IN SELECT e FROM jsonb_array_elements(conditions) AS e LOOP
+        n := n + 1;
+        label := format('condition %s', n);
+        IF jsonb_typeof(c) <> 'object' THEN
+            RAISE EXCEPTION '%: must be a JSON object', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For example: {"field": "priority_id", "op": "eq", "value": 1}.';
+        END IF;
+        SELECT k INTO field FROM jsonb_object_keys(c) AS k
+         WHERE k NOT IN ('field', 'op', 'value') LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION '%: unknown key %', label, quote_literal(field)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A condition has the keys field, op and value.';
+        END IF;
+        IF jsonb_typeof(c -> 'field') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION '%: "field" must be a column name', label
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('The columns of %s are: %s.', tbl, webhook._column_list(tbl));
+        END IF;
+        field := c ->> 'field';
+        SELECT format_type(a.atttypid, a.atttypmod), t.typcategory INTO typ, category
+          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+         WHERE a.attrelid = tbl AND a.attname = field AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION '%: table % has no column %', label, tbl, quote_ident(field)
+                USING ERRCODE = 'undefined_column',
+                      HINT = format('The columns of %s are: %s.', tbl, webhook._column_list(tbl));
+        END IF;
+        op := c ->> 'op';
+        IF jsonb_typeof(c -> 'op') IS DISTINCT FROM 'string' OR NOT op = ANY (ops) THEN
+            RAISE EXCEPTION '%: unknown operator %', label, coalesce(quote_literal(c ->> 'op'), 'NULL')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The operators are: ' || array_to_string(ops, ', ') || '.';
+        END IF;
+        IF op IN ('changed', 'changed_from', 'changed_to') AND operation <> 'update' THEN
+            RAISE EXCEPTION '%: operator % needs an update event', label, op
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('This is an %s event: use eq, ne, gt, gte, lt, lte, contains, not_contains, in, not_in, has_value or no_value.', operation);
+        END IF;
+        IF op IN ('has_value', 'no_value', 'changed') THEN
+            IF c ? 'value' THEN
+                RAISE EXCEPTION '%: operator % takes no value', label, op
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Remove "value".';
+            END IF;
+        ELSIF NOT c ? 'value' OR jsonb_typeof(c -> 'value') = 'null' THEN
+            RAISE EXCEPTION '%: operator % needs a value', label, op
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'To test for an empty field use has_value or no_value.';
+        END IF;
+        IF op IN ('contains', 'not_contains') AND category <> 'S' THEN
+            RAISE EXCEPTION '%: operator % needs a text column, and % is %', label, op,
+                            quote_ident(field), typ
+                USING ERRCODE = 'datatype_mismatch', HINT = 'Use eq, ne, in or not_in.';
+        END IF;
+        IF op IN ('gt', 'gte', 'lt', 'lte') AND category NOT IN ('N', 'D', 'T', 'S', 'E') THEN
+            RAISE EXCEPTION '%: operator % needs an ordered column, and % is %', label, op,
+                            quote_ident(field), typ
+                USING ERRCODE = 'datatype_mismatch', HINT = 'Use eq, ne, in or not_in.';
+        END IF;
+
+        -- the values, as literals of the column's type
+        val := c -> 'value';
+        lits := '{}';
+        IF op IN ('in', 'not_in') THEN
+            IF jsonb_typeof(val) <> 'array' OR jsonb_array_length(val) = 0 THEN
+                RAISE EXCEPTION '%: operator % needs a non-empty JSON array of values', label, op
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'For example: "value": [1, 2].';
+            END IF;
+        ELSIF val IS NOT NULL AND jsonb_typeof(val) IN ('array', 'object') THEN
+            RAISE EXCEPTION '%: operator % needs a single value', label, op
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use in or not_in for a list.';
+        END IF;
+        FOR v IN SELECT CASE jsonb_typeof(val) WHEN 'array' THEN e ELSE val END
+                   FROM jsonb_array_elements(CASE jsonb_typeof(val) WHEN 'array' THEN val
+                                                  ELSE '[0]' END) AS e
+                  WHERE val IS NOT NULL LOOP
+            IF jsonb_typeof(v) IN ('array', 'object', 'null') THEN
+                RAISE EXCEPTION '%: % is not a value for column %', label, v::text, quote_ident(field)
+                    USING ERRCODE = 'invalid_parameter_value', HINT = format('Give a value of type %s.', typ);
+            END IF;
+            BEGIN
+                EXECUTE format('SELECT CAST(%L AS %s)', v #>> '{}', typ);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION '%: % is not a valid % for column %', label, v::text, typ,
+                                quote_ident(field)
+                    USING ERRCODE = 'invalid_parameter_value', HINT = format('Give a value of type %s.', typ);
+            END;
+            lits := lits || format('CAST(%L AS %s)', v #>> '{}', typ);
+        END LOOP;
+        lit := lits[1];
+
+        newcol := format('(n.r).%I', field);
+        oldcol := format('(o.r).%I', field);
+        subject := CASE operation WHEN 'delete' THEN oldcol ELSE newcol END;
+        parts := parts || CASE op
+            WHEN 'eq' THEN format('%s = %s', subject, lit)
+            WHEN 'ne' THEN format('%s IS DISTINCT FROM %s', subject, lit)
+            WHEN 'gt' THEN format('%s > %s', subject, lit)
+            WHEN 'gte' THEN format('%s >= %s', subject, lit)
+            WHEN 'lt' THEN format('%s < %s', subject, lit)
+            WHEN 'lte' THEN format('%s <= %s', subject, lit)
+            WHEN 'contains' THEN
+                format('pg_catalog.strpos(pg_catalog.lower(%s::text), pg_catalog.lower(%s::text)) > 0', subject, lit)
+            WHEN 'not_contains' THEN
+                format('(%1$s IS NULL OR pg_catalog.strpos(pg_catalog.lower(%1$s::text), pg_catalog.lower(%2$s::text)) = 0)', subject, lit)
+            WHEN 'in' THEN format('%s = ANY (ARRAY[%s])', subject, array_to_string(lits, ', '))
+            WHEN 'not_in' THEN format('(%1$s IS NULL OR %1$s <> ALL (ARRAY[%2$s]))', subject, array_to_string(lits, ', '))
+            WHEN 'has_value' THEN CASE WHEN category = 'S'
+                THEN format('(%1$s IS NOT NULL AND %1$s::text <> %2$L)', subject, '')
+                ELSE format('%s IS NOT NULL', subject) END
+            WHEN 'no_value' THEN CASE WHEN category = 'S'
+                THEN format('(%1$s IS NULL OR %1$s::text = %2$L)', subject, '')
+                ELSE format('%s IS NULL', subject) END
+            WHEN 'changed' THEN format('%s IS DISTINCT FROM %s', newcol, oldcol)
+            WHEN 'changed_from' THEN format('(%s = %s AND %s IS DISTINCT FROM %s)', oldcol, lit, newcol, oldcol)
+            WHEN 'changed_to' THEN format('(%s = %s AND %s IS DISTINCT FROM %s)', newcol, lit, newcol, oldcol)
+        END;
+    END LOOP;
+    RETURN array_to_string(parts, ' AND ');
+END
+$$;
+COMMENT ON FUNCTION webhook._compile_conditions(regclass, text, jsonb) IS
+    'Compiles and checks the conditions of a binding into SQL (internal).';
+
+-- The search_path of the caller, as a list of quoted schema names.
+CREATE FUNCTION webhook._current_path() RETURNS text
+    LANGUAGE sql STABLE AS $$
+    SELECT COALESCE(pg_catalog.string_agg(pg_catalog.quote_ident(s), ', '), 'pg_catalog')
+      FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) AS s
+$$;
+
+/*
+ * Whoever adds or changes an event, through define_event or by writing the
+ * table, needs the TRIGGER privilege on its table (as CREATE TRIGGER does)
+ * and SELECT on its parent table; everything is checked here, so that a
+ * direct write is held to the same rules as the functions.
+ */
+CREATE FUNCTION webhook._event_guard() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+DECLARE
+    rel pg_class;
+    col text;
+BEGIN
+    IF NEW.name IS NULL OR NEW.name !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$' OR length(NEW.name) > 100 THEN
+        RAISE EXCEPTION 'invalid event name %', coalesce(quote_literal(NEW.name), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'An event name is lower-case words of letters, digits and "_", joined by dots, e.g. ticket.created.';
     END IF;
-    IF on_table IS NULL THEN
-        RAISE EXCEPTION 'on_table must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed', HINT = 'Name the table whose changes the event is about.';
+    IF TG_OP = 'UPDATE' AND (NEW.table_oid <> OLD.table_oid OR NEW.operation <> OLD.operation) THEN
+        RAISE EXCEPTION 'the table and operation of event % cannot change', quote_literal(OLD.name)
+            USING ERRCODE = 'feature_not_supported', HINT = 'Define a new event instead.';
     END IF;
-    SELECT * INTO rel FROM pg_class WHERE oid = on_table;
-    IF rel.relkind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', on_table
+    SELECT * INTO rel FROM pg_class WHERE oid = NEW.table_oid;
+    IF NOT FOUND OR rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', NEW.table_oid
             USING ERRCODE = 'wrong_object_type', HINT = 'Events can be defined on ordinary and partitioned tables.';
-    END IF;
-    IF rel.relnamespace = 'webhook'::regnamespace THEN
-        RAISE EXCEPTION 'events cannot be defined on the tables of the webhook extension'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Define events on your own tables.';
     END IF;
     IF rel.relnamespace IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
        OR rel.relnamespace::regnamespace::text LIKE 'pg\_toast%' THEN
         RAISE EXCEPTION 'events cannot be defined on system catalogs'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Define events on your own tables.';
     END IF;
-    IF op IS NULL OR op NOT IN ('insert', 'update', 'delete') THEN
-        RAISE EXCEPTION 'invalid operation %', coalesce(quote_literal(operation), 'NULL')
+    IF rel.relnamespace = 'webhook'::regnamespace THEN
+        RAISE EXCEPTION 'events cannot be defined on the tables of the webhook extension'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Define events on your own tables.';
+    END IF;
+    IF NOT has_table_privilege(NEW.table_oid, 'TRIGGER') THEN
+        RAISE EXCEPTION 'permission denied for table %', NEW.table_oid
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Defining an event needs the TRIGGER privilege on the table, as CREATE TRIGGER does.';
+    END IF;
+    IF NEW.operation IS NULL OR NEW.operation NOT IN ('insert', 'update', 'delete') THEN
+        RAISE EXCEPTION 'invalid operation %', coalesce(quote_literal(NEW.operation), 'NULL')
             USING ERRCODE = 'invalid_parameter_value', HINT = 'The operation is insert, update or delete.';
     END IF;
-    IF object IS NOT NULL AND object !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
-        RAISE EXCEPTION 'invalid object key %', quote_literal(object)
+    IF NEW.columns IS NOT NULL THEN
+        IF NEW.operation <> 'update' THEN
+            RAISE EXCEPTION 'columns are only for update events'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'An update event with columns fires when one of them changes.';
+        END IF;
+        IF cardinality(NEW.columns) = 0 THEN
+            RAISE EXCEPTION 'columns must name at least one column'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Use NULL for any change.';
+        END IF;
+        FOREACH col IN ARRAY NEW.columns LOOP
+            PERFORM webhook._require_column(NEW.table_oid, col, 'column');
+        END LOOP;
+        IF (SELECT count(DISTINCT c) FROM unnest(NEW.columns) AS c) <> cardinality(NEW.columns) THEN
+            RAISE EXCEPTION 'columns lists a column more than once'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'List each column once.';
+        END IF;
+    END IF;
+    IF NEW.object IS NULL OR NEW.object !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
+        RAISE EXCEPTION 'invalid object key %', coalesce(quote_literal(NEW.object), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The object key is the payload key of the row, e.g. ticket: letters, digits and "_".';
     END IF;
+    IF NEW.condition IS NOT NULL THEN
+        PERFORM webhook._check_condition(NEW.condition, NEW.table_oid);
+    END IF;
+    IF NEW.parent_table IS NOT NULL OR NEW.parent_object IS NOT NULL
+       OR NEW.parent_column IS NOT NULL OR NEW.parent_key IS NOT NULL THEN
+        IF NEW.parent_object IS NULL OR NEW.parent_object !~ '^[A-Za-z_][A-Za-z0-9_]*$'
+           OR NEW.parent_object IN (NEW.object, 'id', 'profile', 'binding_id', 'event', 'title',
+                                    'object_id', 'timestamp', 'changes') THEN
+            RAISE EXCEPTION 'invalid parent object key %', coalesce(quote_literal(NEW.parent_object), 'NULL')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The parent''s payload key, e.g. ticket: letters, digits and "_", not a key of the envelope.';
+        END IF;
+        IF NEW.parent_table IS NULL OR NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = NEW.parent_table
+                                                    AND relkind IN ('r', 'p')) THEN
+            RAISE EXCEPTION 'the parent table must be a table'
+                USING ERRCODE = 'wrong_object_type', HINT = 'For example: {"object": "ticket", "table": "tickets", "column": "ticket_id"}.';
+        END IF;
+        IF NOT has_table_privilege(NEW.parent_table, 'SELECT') THEN
+            RAISE EXCEPTION 'permission denied for table %', NEW.parent_table
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'The payload carries the parent row: you need SELECT on the parent table.';
+        END IF;
+        PERFORM webhook._require_column(NEW.table_oid, NEW.parent_column, 'parent column');
+        PERFORM webhook._require_column(NEW.parent_table, NEW.parent_key, 'parent key');
+    END IF;
+    NEW.created_by := current_user::regrole;
+    NEW.search_path := webhook._current_path();
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER event_guard BEFORE INSERT OR UPDATE ON webhook.event
+    FOR EACH ROW EXECUTE FUNCTION webhook._event_guard();
+
+/*
+ * The same for bindings: conditions are compiled and checked here, and
+ * condition_sql needs the TRIGGER privilege on the event's table.
+ */
+CREATE FUNCTION webhook._binding_guard() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+DECLARE
+    ev webhook.event;
+BEGIN
+    SELECT * INTO ev FROM webhook.event WHERE event_id = NEW.event_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % does not exist', NEW.event_id
+            USING ERRCODE = 'undefined_object', HINT = 'See webhook.events.';
+    END IF;
+    NEW.compiled := webhook._compile_conditions(ev.table_oid, ev.operation, NEW.conditions);
+    IF NEW.condition_sql IS NOT NULL THEN
+        IF NOT has_table_privilege(ev.table_oid, 'TRIGGER') THEN
+            RAISE EXCEPTION 'permission denied for table %', ev.table_oid
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'condition_sql needs the TRIGGER privilege on the table; conditions do not.';
+        END IF;
+        PERFORM webhook._check_condition(NEW.condition_sql, ev.table_oid);
+    END IF;
+    NEW.created_by := current_user::regrole;
+    NEW.search_path := webhook._current_path();
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER binding_guard BEFORE INSERT OR UPDATE ON webhook.binding
+    FOR EACH ROW EXECUTE FUNCTION webhook._binding_guard();
+
+------------------------------------------------------------------------------
+-- Capture triggers
+------------------------------------------------------------------------------
+
+/*
+ * Attach, replace or remove the capture triggers of one table so that they
+ * match its bindings: one AFTER ... FOR EACH STATEMENT trigger per
+ * operation that has at least one binding, none otherwise.
+ *
+ * The trigger's query returns, for each changed row, the ids of the
+ * bindings it matches.  Compiled conditions are inlined; SQL written by
+ * users (an event's condition, a binding's condition_sql) runs inside a
+ * function owned by its author, so it runs with the author's rights.  The
+ * fallback query (every binding, no condition) is used when the query
+ * fails: the change is then queued with the error.  A trigger whose
+ * arguments are already right is left alone.
+ */
+CREATE FUNCTION webhook._sync_triggers(tbl regclass) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    op text;
+    b record;
+    typ text;
+    conds text[];
+    parts text[];
+    ids bigint[];
+    conditional boolean;
+    source text;
+    new_expr text;
+    old_expr text;
+    query text;
+    fallback text;
+    args text;
+    trigger_name text;
+    fn text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = tbl) THEN
+        RETURN;
+    END IF;
+    typ := tbl::text;
+
+    -- functions that run users' SQL with their author's rights
+    FOR b IN SELECT 'e' || e.event_id AS id, e.condition AS expr, e.created_by, e.search_path
+               FROM webhook.event e
+              WHERE e.table_oid = tbl AND e.condition IS NOT NULL
+                AND EXISTS (SELECT 1 FROM webhook.binding x WHERE x.event_id = e.event_id)
+             UNION ALL
+             SELECT 'b' || x.binding_id, x.condition_sql, x.created_by, x.search_path
+               FROM webhook.binding x JOIN webhook.event e ON e.event_id = x.event_id
+              WHERE e.table_oid = tbl AND x.condition_sql IS NOT NULL LOOP
+        fn := format('webhook.%I', '_condition_' || b.id);
+        EXECUTE format('CREATE OR REPLACE FUNCTION %s(new %s, old %s) RETURNS boolean'
+                       ' LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path TO %L'
+                       ' AS %L', fn, typ, typ, b.search_path,
+                       format('SELECT CASE WHEN webhook._capturing() THEN (%s) END', b.expr));
+        EXECUTE format('ALTER FUNCTION %s(%s, %s) OWNER TO %I', fn, typ, typ,
+                       (SELECT rolname FROM pg_roles WHERE oid = b.created_by));
+        EXECUTE format('REVOKE ALL ON FUNCTION %s(%s, %s) FROM PUBLIC', fn, typ, typ);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s(%s, %s) TO PUBLIC', fn, typ, typ);
+    END LOOP;
+
+    FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+        trigger_name := 'webhook_capture_' || op;
+        parts := '{}';
+        ids := '{}';
+        conditional := false;
+        FOR b IN SELECT x.binding_id, x.compiled, x.condition_sql, e.event_id, e.columns, e.condition
+                   FROM webhook.binding x JOIN webhook.event e ON e.event_id = x.event_id
+                  WHERE e.table_oid = tbl AND e.operation = op
+                  ORDER BY x.binding_id LOOP
+            conds := '{}';
+            IF b.columns IS NOT NULL THEN
+                conds := conds || ('(' || (SELECT string_agg(format('(n.r).%1$I IS DISTINCT FROM (o.r).%1$I', c), ' OR ')
+                                             FROM unnest(b.columns) AS c) || ')');
+            END IF;
+            IF b.condition IS NOT NULL THEN
+                conds := conds || format('webhook.%I(n.r, o.r)', '_condition_e' || b.event_id);
+            END IF;
+            IF b.compiled IS NOT NULL THEN
+                conds := conds || ('(' || b.compiled || ')');
+            END IF;
+            IF b.condition_sql IS NOT NULL THEN
+                conds := conds || format('webhook.%I(n.r, o.r)', '_condition_b' || b.binding_id);
+            END IF;
+            ids := ids || b.binding_id;
+            IF cardinality(conds) = 0 THEN
+                parts := parts || format('%s::int8', b.binding_id);
+            ELSE
+                conditional := true;
+                parts := parts || format('CASE WHEN COALESCE(%s, false) THEN %s::int8 END',
+                                         array_to_string(conds, ' AND '), b.binding_id);
+            END IF;
+        END LOOP;
+
+        IF cardinality(ids) = 0 THEN
+            IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = trigger_name) THEN
+                EXECUTE format('DROP TRIGGER %I ON %s', trigger_name, tbl);
+            END IF;
+            CONTINUE;
+        END IF;
+
+        source := CASE op
+            WHEN 'insert' THEN format('(SELECT t::%1$s AS r FROM webhook_new AS t) AS n'
+                                      ' CROSS JOIN (SELECT NULL::%1$s AS r) AS o', typ)
+            WHEN 'delete' THEN format('(SELECT NULL::%1$s AS r) AS n'
+                                      ' CROSS JOIN (SELECT t::%1$s AS r FROM webhook_old AS t) AS o', typ)
+            -- the old and new transition tables hold the rows in the same order
+            ELSE format('(SELECT pg_catalog.row_number() OVER () AS i, t::%1$s AS r FROM webhook_new AS t) AS n'
+                        ' JOIN (SELECT pg_catalog.row_number() OVER () AS i, t::%1$s AS r FROM webhook_old AS t) AS o'
+                        ' ON o.i = n.i', typ)
+        END;
+        new_expr := CASE op WHEN 'delete' THEN 'NULL::json' ELSE 'pg_catalog.to_json(n.r)' END;
+        old_expr := CASE op WHEN 'insert' THEN 'NULL::json' ELSE 'pg_catalog.to_json(o.r)' END;
+        fallback := format('SELECT %L::int8[] AS bindings, %s AS new_row, %s AS old_row FROM %s',
+                           ids, new_expr, old_expr, source);
+        IF conditional THEN
+            query := format('SELECT m.ids AS bindings, %s AS new_row, %s AS old_row FROM %s'
+                            ' CROSS JOIN LATERAL (SELECT pg_catalog.array_remove(ARRAY[%s], NULL) AS ids) AS m'
+                            ' WHERE pg_catalog.cardinality(m.ids) > 0',
+                            new_expr, old_expr, source, array_to_string(parts, ', '));
+        ELSE
+            query := fallback;
+        END IF;
+
+        -- pg_trigger.tgargs holds the arguments, each ended by a NUL byte
+        args := format('%s\000%s\000%s\000', op, replace(query, '\', '\\'), replace(fallback, '\', '\\'));
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_trigger
+                               WHERE tgrelid = tbl AND tgname = trigger_name
+                                 AND encode(tgargs, 'escape') = args);
+        IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = trigger_name) THEN
+            EXECUTE format('DROP TRIGGER %I ON %s', trigger_name, tbl);
+        END IF;
+        EXECUTE format(
+            'CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT'
+            ' EXECUTE FUNCTION webhook._capture(%L, %L, %L)',
+            trigger_name, upper(op), tbl,
+            CASE op WHEN 'insert' THEN 'NEW TABLE AS webhook_new'
+                    WHEN 'delete' THEN 'OLD TABLE AS webhook_old'
+                    ELSE 'OLD TABLE AS webhook_old NEW TABLE AS webhook_new' END,
+            op, query, fallback);
+    END LOOP;
+
+    -- functions of conditions that are gone
+    FOR fn IN SELECT p.oid::regprocedure::text FROM pg_proc p
+               WHERE p.pronamespace = 'webhook'::regnamespace
+                 AND p.proname ~ '^_condition_[eb][0-9]+$'
+                 AND NOT EXISTS (SELECT 1 FROM webhook.event e
+                                  WHERE p.proname = '_condition_e' || e.event_id
+                                    AND e.condition IS NOT NULL
+                                    AND EXISTS (SELECT 1 FROM webhook.binding x WHERE x.event_id = e.event_id))
+                 AND NOT EXISTS (SELECT 1 FROM webhook.binding x
+                                  WHERE p.proname = '_condition_b' || x.binding_id
+                                    AND x.condition_sql IS NOT NULL) LOOP
+        EXECUTE 'DROP FUNCTION ' || fn;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION webhook._sync_triggers(regclass) IS
+    'Makes the capture triggers of a table match its bindings (internal).';
+
+-- Bindings and events change: the triggers of their tables follow.
+CREATE FUNCTION webhook._catalog_changed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tbl regclass;
+BEGIN
+    FOR tbl IN SELECT DISTINCT e.table_oid FROM webhook.event e
+                WHERE e.event_id IN (NEW.event_id, OLD.event_id) LOOP
+        PERFORM webhook._sync_triggers(tbl);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER binding_changed AFTER INSERT OR UPDATE OR DELETE ON webhook.binding
+    FOR EACH ROW EXECUTE FUNCTION webhook._catalog_changed();
+CREATE TRIGGER event_changed AFTER UPDATE ON webhook.event
+    FOR EACH ROW EXECUTE FUNCTION webhook._catalog_changed();
+
+CREATE FUNCTION webhook.sync_triggers() RETURNS int
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tbl regclass;
+    n int := 0;
+BEGIN
+    FOR tbl IN SELECT DISTINCT table_oid FROM webhook.event LOOP
+        PERFORM webhook._sync_triggers(tbl);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION webhook.sync_triggers() IS
+    'Rebuilds the capture triggers of every table that has events; returns how many tables.';
+
+------------------------------------------------------------------------------
+-- Event catalogue
+------------------------------------------------------------------------------
+
+CREATE FUNCTION webhook.define_event(event text, on_table regclass, operation text,
+                                     columns text[] DEFAULT NULL, condition text DEFAULT NULL,
+                                     title text DEFAULT NULL, object text DEFAULT NULL,
+                                     parent jsonb DEFAULT NULL)
+    RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    op text := lower(btrim(operation));
+    keys text[];
+    p_table regclass;
+    p_key text;
+    new_id bigint;
+BEGIN
+    IF on_table IS NULL THEN
+        RAISE EXCEPTION 'on_table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Name the table whose changes the event is about.';
+    END IF;
     IF EXISTS (SELECT 1 FROM webhook.event e WHERE e.name = define_event.event) THEN
         RAISE EXCEPTION 'event % already exists', quote_literal(event)
-            USING ERRCODE = 'duplicate_object', HINT = 'Choose another name.';
+            USING ERRCODE = 'duplicate_object', HINT = 'Choose another name, or drop it with webhook.drop_event.';
+    END IF;
+
+    IF parent IS NOT NULL THEN
+        IF jsonb_typeof(parent) <> 'object'
+           OR jsonb_typeof(parent -> 'object') IS DISTINCT FROM 'string'
+           OR jsonb_typeof(parent -> 'table') IS DISTINCT FROM 'string'
+           OR jsonb_typeof(parent -> 'column') IS DISTINCT FROM 'string'
+           OR EXISTS (SELECT 1 FROM jsonb_object_keys(parent) AS k WHERE k NOT IN ('object', 'table', 'column')) THEN
+            RAISE EXCEPTION 'parent must be {"object": ..., "table": ..., "column": ...}'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For example: {"object": "ticket", "table": "tickets", "column": "ticket_id"}.';
+        END IF;
+        p_table := pg_catalog.to_regclass(parent ->> 'table');
+        IF p_table IS NULL THEN
+            RAISE EXCEPTION 'parent table % does not exist', quote_literal(parent ->> 'table')
+                USING ERRCODE = 'undefined_table', HINT = 'Name the table that the parent column points to.';
+        END IF;
+        SELECT a.attname INTO p_key
+          FROM pg_catalog.pg_index i
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE i.indrelid = p_table AND i.indisprimary AND i.indnatts = 1;
+        IF p_key IS NULL THEN
+            RAISE EXCEPTION 'parent table % has no single-column primary key', p_table
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The parent row is found by its primary key.';
+        END IF;
     END IF;
 
     SELECT coalesce(array_agg(a.attname::text ORDER BY k.ord), '{}') INTO keys
-      FROM pg_index i
+      FROM pg_catalog.pg_index i
       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
      WHERE i.indrelid = on_table AND i.indisprimary;
 
-    INSERT INTO webhook.event (name, table_oid, operation, title, object, key_columns)
-    VALUES (event, on_table, op,
+    -- the guard trigger checks the rest, privileges included
+    INSERT INTO webhook.event (name, table_oid, operation, columns, condition, title, object,
+                               parent_object, parent_table, parent_column, parent_key,
+                               key_columns, created_by, search_path)
+    VALUES (event, on_table, op, columns, condition,
             coalesce(title, initcap(translate(event, '._', '  '))),
             coalesce(object, split_part(event, '.', 1)),
-            keys)
+            parent ->> 'object', p_table, parent ->> 'column', p_key,
+            keys, current_user::regrole, '')
     RETURNING event_id INTO new_id;
     RETURN new_id;
 END
 $$;
-COMMENT ON FUNCTION webhook.define_event(text, regclass, text, text, text) IS
-    'Adds an event to the catalogue: a named insert, update or delete on a table.';
+COMMENT ON FUNCTION webhook.define_event(text, regclass, text, text[], text, text, text, jsonb) IS
+    'Adds an event to the catalogue: a named insert, update or delete on a table, with optional columns, condition and parent.';
+
+CREATE FUNCTION webhook.drop_event(event text, "cascade" boolean DEFAULT false)
+    RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    ev webhook.event;
+    used text;
+    orphan text;
+BEGIN
+    SELECT * INTO ev FROM webhook.event e WHERE e.name = drop_event.event;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % does not exist', coalesce(quote_literal(event), 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = 'See webhook.events.';
+    END IF;
+    SELECT string_agg(DISTINCT quote_literal(p.name), ', ') INTO used
+      FROM webhook.binding b JOIN webhook.profile p ON p.profile_id = b.profile_id
+     WHERE b.event_id = ev.event_id;
+    IF used IS NOT NULL AND NOT coalesce("cascade", false) THEN
+        RAISE EXCEPTION 'event % is used by profile %', quote_literal(event), used
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Remove it from the profiles with webhook.remove_event, or use cascade => true.';
+    END IF;
+    SELECT string_agg(quote_literal(p.name), ', ') INTO orphan
+      FROM webhook.profile p
+     WHERE EXISTS (SELECT 1 FROM webhook.binding b WHERE b.profile_id = p.profile_id)
+       AND NOT EXISTS (SELECT 1 FROM webhook.binding b
+                        WHERE b.profile_id = p.profile_id AND b.event_id <> ev.event_id);
+    IF orphan IS NOT NULL THEN
+        RAISE EXCEPTION 'dropping event % would leave profile % without events', quote_literal(event), orphan
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Add another event to the profile first, or drop the profile.';
+    END IF;
+    DELETE FROM webhook.binding b WHERE b.event_id = ev.event_id;
+    DELETE FROM webhook.event e WHERE e.event_id = ev.event_id;
+END
+$$;
+COMMENT ON FUNCTION webhook.drop_event(text, boolean) IS
+    'Removes an event from the catalogue; with cascade => true, also its bindings.';
+
+/*
+ * The standard service-desk catalogue on the user's own tables.  Every
+ * column parameter may be NULL to leave its event out.
+ */
+CREATE FUNCTION webhook.define_ticket_events(tickets regclass, actions regclass DEFAULT NULL,
+                                             agent text DEFAULT 'agent_id',
+                                             team text DEFAULT 'team_id',
+                                             status text DEFAULT 'status_id',
+                                             priority text DEFAULT 'priority_id',
+                                             closed_statuses text[] DEFAULT NULL,
+                                             action_ticket text DEFAULT 'ticket_id')
+    RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+    status_type text;
+    closed text;
+    v text;
+BEGIN
+    IF tickets IS NULL THEN
+        RAISE EXCEPTION 'tickets must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Name your tickets table.';
+    END IF;
+    IF agent IS NOT NULL THEN PERFORM webhook._require_column(tickets, agent, 'agent'); END IF;
+    IF team IS NOT NULL THEN PERFORM webhook._require_column(tickets, team, 'team'); END IF;
+    IF status IS NOT NULL THEN PERFORM webhook._require_column(tickets, status, 'status'); END IF;
+    IF priority IS NOT NULL THEN PERFORM webhook._require_column(tickets, priority, 'priority'); END IF;
+    IF actions IS NOT NULL THEN
+        PERFORM webhook._require_column(actions, action_ticket, 'action_ticket');
+    END IF;
+    IF closed_statuses IS NOT NULL THEN
+        IF status IS NULL OR cardinality(closed_statuses) = 0 THEN
+            RAISE EXCEPTION 'closed_statuses needs a status column and at least one value'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For example: status => ''status_id'', closed_statuses => ''{9}''.';
+        END IF;
+        SELECT format_type(a.atttypid, a.atttypmod) INTO status_type
+          FROM pg_catalog.pg_attribute a WHERE a.attrelid = tickets AND a.attname = status;
+        FOREACH v IN ARRAY closed_statuses LOOP
+            BEGIN
+                EXECUTE format('SELECT CAST(%L AS %s)', v, status_type);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION 'closed status % is not a valid % for column %', coalesce(quote_literal(v), 'NULL'),
+                                status_type, quote_ident(status)
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Give values of the status column.';
+            END;
+        END LOOP;
+        SELECT string_agg(format('CAST(%L AS %s)', c, status_type), ', ') INTO closed
+          FROM unnest(closed_statuses) AS c;
+    END IF;
+
+    PERFORM webhook.define_event('ticket.created', tickets, 'insert', title => 'New Ticket Logged', object => 'ticket');
+    RETURN NEXT 'ticket.created';
+    PERFORM webhook.define_event('ticket.updated', tickets, 'update', title => 'Ticket Updated', object => 'ticket');
+    RETURN NEXT 'ticket.updated';
+    IF agent IS NOT NULL THEN
+        PERFORM webhook.define_event('ticket.reassigned', tickets, 'update', columns => ARRAY[agent],
+                                     title => 'Ticket Reassigned', object => 'ticket');
+        RETURN NEXT 'ticket.reassigned';
+    END IF;
+    IF team IS NOT NULL THEN
+        PERFORM webhook.define_event('ticket.team_changed', tickets, 'update', columns => ARRAY[team],
+                                     title => 'Ticket Team Changed', object => 'ticket');
+        RETURN NEXT 'ticket.team_changed';
+    END IF;
+    IF status IS NOT NULL THEN
+        PERFORM webhook.define_event('ticket.status_changed', tickets, 'update', columns => ARRAY[status],
+                                     title => 'Ticket Status Changed', object => 'ticket');
+        RETURN NEXT 'ticket.status_changed';
+    END IF;
+    IF priority IS NOT NULL THEN
+        PERFORM webhook.define_event('ticket.priority_changed', tickets, 'update', columns => ARRAY[priority],
+                                     title => 'Ticket Priority Changed', object => 'ticket');
+        RETURN NEXT 'ticket.priority_changed';
+    END IF;
+    IF closed IS NOT NULL THEN
+        PERFORM webhook.define_event('ticket.closed', tickets, 'update', columns => ARRAY[status],
+            condition => format('new.%1$I IN (%2$s) AND (old.%1$I IS NULL OR old.%1$I NOT IN (%2$s))', status, closed),
+            title => 'Ticket Closed', object => 'ticket');
+        RETURN NEXT 'ticket.closed';
+        PERFORM webhook.define_event('ticket.reopened', tickets, 'update', columns => ARRAY[status],
+            condition => format('old.%1$I IN (%2$s) AND (new.%1$I IS NULL OR new.%1$I NOT IN (%2$s))', status, closed),
+            title => 'Ticket Reopened', object => 'ticket');
+        RETURN NEXT 'ticket.reopened';
+    ELSE
+        RAISE NOTICE 'ticket.closed and ticket.reopened are not defined: closed_statuses is NULL'
+            USING HINT = 'Pass closed_statuses => ''{...}'' (status values) to define them.';
+    END IF;
+    PERFORM webhook.define_event('ticket.deleted', tickets, 'delete', title => 'Ticket Deleted', object => 'ticket');
+    RETURN NEXT 'ticket.deleted';
+    IF actions IS NOT NULL THEN
+        PERFORM webhook.define_event('action.added', actions, 'insert', title => 'Action Added', object => 'action',
+            parent => jsonb_build_object('object', 'ticket', 'table', tickets::text, 'column', action_ticket));
+        RETURN NEXT 'action.added';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION webhook.define_ticket_events(regclass, regclass, text, text, text, text, text[], text) IS
+    'Defines the standard service-desk events on your tickets and actions tables.';
 
 CREATE VIEW webhook.events AS
-SELECT e.name AS event, e.table_oid AS on_table, e.operation, e.title, e.object,
+SELECT e.name AS event, e.table_oid AS on_table, e.operation, e.columns, e.condition,
+       e.title, e.object,
+       CASE WHEN e.parent_table IS NOT NULL THEN
+           pg_catalog.jsonb_build_object('object', e.parent_object, 'table', e.parent_table::text,
+                                         'column', e.parent_column)
+       END AS parent,
        e.key_columns,
        (SELECT count(*) FROM webhook.binding b WHERE b.event_id = e.event_id)::int AS bindings,
-       e.created_at
+       e.created_by, e.created_at
   FROM webhook.event e;
 COMMENT ON VIEW webhook.events IS 'The event catalogue.';
 
 ------------------------------------------------------------------------------
--- Profiles
+-- Profiles and bindings
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION webhook.create_profile(name text, url text, events text[])
-    RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     new_id bigint;
     ev text;
-    tbl regclass;
 BEGIN
     IF name IS NULL OR btrim(name) = '' OR length(name) > 200 THEN
         RAISE EXCEPTION 'invalid profile name %', coalesce(quote_literal(name), 'NULL')
@@ -396,20 +1027,76 @@ BEGIN
     END IF;
 
     INSERT INTO webhook.profile (name, url) VALUES (name, url) RETURNING profile_id INTO new_id;
-    INSERT INTO webhook.binding (profile_id, event_id)
-    SELECT new_id, e.event_id
+    INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
+    SELECT new_id, e.event_id, current_user::regrole, ''
       FROM unnest(events) WITH ORDINALITY AS l(name, ord)
       JOIN webhook.event e ON e.name = l.name
      ORDER BY l.ord;
-
-    FOR tbl IN SELECT DISTINCT e.table_oid FROM webhook.event e WHERE e.name = ANY (events) LOOP
-        PERFORM webhook._sync_triggers(tbl);
-    END LOOP;
     RETURN new_id;
 END
 $$;
 COMMENT ON FUNCTION webhook.create_profile(text, text, text[]) IS
     'Creates a webhook profile that sends the listed events to the URL.';
+
+CREATE FUNCTION webhook.add_event(profile text, event text, conditions jsonb DEFAULT '[]',
+                                  condition_sql text DEFAULT NULL)
+    RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    p_id bigint;
+    e_id bigint;
+    new_id bigint;
+BEGIN
+    SELECT p.profile_id INTO p_id FROM webhook.profile p WHERE p.name = add_event.profile;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'profile % does not exist', coalesce(quote_literal(profile), 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = 'See webhook.profiles.';
+    END IF;
+    SELECT e.event_id INTO e_id FROM webhook.event e WHERE e.name = add_event.event;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % does not exist', coalesce(quote_literal(event), 'NULL')
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Define it with webhook.define_event, or pick one of webhook.events.';
+    END IF;
+    INSERT INTO webhook.binding (profile_id, event_id, conditions, condition_sql, created_by, search_path)
+    VALUES (p_id, e_id, coalesce(conditions, '[]'), condition_sql, current_user::regrole, '')
+    RETURNING binding_id INTO new_id;
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION webhook.add_event(text, text, jsonb, text) IS
+    'Adds an event to a profile, with conditions (AND-ed); returns the binding id.';
+
+CREATE FUNCTION webhook.remove_event(binding bigint) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    b webhook.binding;
+    p_name text;
+BEGIN
+    SELECT * INTO b FROM webhook.binding x WHERE x.binding_id = remove_event.binding;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'binding % does not exist', coalesce(binding::text, 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = 'See webhook.bindings.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM webhook.binding x
+                    WHERE x.profile_id = b.profile_id AND x.binding_id <> b.binding_id) THEN
+        SELECT name INTO p_name FROM webhook.profile WHERE profile_id = b.profile_id;
+        RAISE EXCEPTION 'binding % is the last event of profile %', binding, quote_literal(p_name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A profile needs at least one event: add another first, or drop the profile.';
+    END IF;
+    DELETE FROM webhook.binding x WHERE x.binding_id = b.binding_id;
+END
+$$;
+COMMENT ON FUNCTION webhook.remove_event(bigint) IS
+    'Removes a binding (an event of a profile); a profile keeps at least one.';
+
+CREATE VIEW webhook.bindings AS
+SELECT b.binding_id, p.name AS profile, e.name AS event, b.conditions, b.condition_sql,
+       b.created_by, b.created_at
+  FROM webhook.binding b
+  JOIN webhook.profile p ON p.profile_id = b.profile_id
+  JOIN webhook.event e ON e.event_id = b.event_id;
+COMMENT ON VIEW webhook.bindings IS 'The events of each profile, with their conditions.';
 
 CREATE VIEW webhook.profiles AS
 SELECT p.name, p.url, p.method, p.payload, p.enabled, p.disabled_reason, p.max_attempts,
@@ -446,5 +1133,13 @@ COMMENT ON VIEW webhook.attempts IS 'One row per HTTP request, with its response
 REVOKE ALL ON ALL TABLES IN SCHEMA webhook FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA webhook FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhook FROM PUBLIC;
+
+/*
+ * Ticket writers run the capture query, which calls the functions that
+ * hold users' condition SQL: they may look names up in the schema and call
+ * webhook._capturing(), nothing else.
+ */
+GRANT USAGE ON SCHEMA webhook TO PUBLIC;
+GRANT EXECUTE ON FUNCTION webhook._capturing() TO PUBLIC;
 
 SELECT webhook._start_worker();

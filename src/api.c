@@ -4,11 +4,20 @@
  */
 #include "webhook.h"
 
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/plancache.h"
 
 PG_FUNCTION_INFO_V1(webhook_start_worker);
 PG_FUNCTION_INFO_V1(webhook_wake);
+PG_FUNCTION_INFO_V1(webhook_check_condition);
+PG_FUNCTION_INFO_V1(webhook_capturing);
 
 /*
  * webhook._start_worker(): called by CREATE EXTENSION.  The launcher starts
@@ -32,4 +41,75 @@ webhook_wake(PG_FUNCTION_ARGS)
 {
 	webhook_wake_on_commit();
 	PG_RETURN_VOID();
+}
+
+/*
+ * webhook._check_condition(expr text, tbl regclass): refuse anything but
+ * one boolean SQL expression over new and old, rows of tbl.
+ *
+ * The text is first parsed alone, so that it cannot close the expression
+ * and smuggle in more SQL; then it is analysed (not run) over a row of the
+ * table to check its names and that its type is boolean.
+ */
+Datum
+webhook_check_condition(PG_FUNCTION_ARGS)
+{
+	char	   *expr = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			relid = PG_GETARG_OID(1);
+	List	   *parsed;
+	SelectStmt *select = NULL;
+	char	   *relname;
+	char	   *query;
+	SPIPlanPtr	plan;
+	CachedPlanSource *source;
+
+	parsed = raw_parser(expr, RAW_PARSE_PLPGSQL_EXPR);
+	if (list_length(parsed) == 1 && IsA(linitial_node(RawStmt, parsed)->stmt, SelectStmt))
+		select = (SelectStmt *) linitial_node(RawStmt, parsed)->stmt;
+	if (select == NULL || select->op != SETOP_NONE ||
+		list_length(select->targetList) != 1 ||
+		linitial_node(ResTarget, select->targetList)->name != NULL ||
+		select->distinctClause || select->intoClause || select->fromClause ||
+		select->whereClause || select->groupClause || select->havingClause ||
+		select->windowClause || select->valuesLists || select->sortClause ||
+		select->limitOffset || select->limitCount || select->lockingClause ||
+		select->withClause)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a condition must be one SQL expression"),
+				 errdetail("Got: %s", expr),
+				 errhint("Write a boolean expression over new and old, e.g. new.priority_id = 1 AND old.priority_id <> 1.")));
+
+	relname = format_type_be_qualified(get_rel_type_id(relid));
+	query = psprintf("SELECT (%s) FROM (SELECT (NULL::%s).*) AS new, (SELECT (NULL::%s).*) AS old",
+					 expr, relname, relname);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare(query, 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "could not analyse the condition: %s", SPI_result_code_string(SPI_result));
+	source = linitial(SPI_plan_get_plan_sources(plan));
+	if (source->resultDesc == NULL || source->resultDesc->natts != 1 ||
+		TupleDescAttr(source->resultDesc, 0)->atttypid != BOOLOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("a condition must be a boolean expression"),
+				 errdetail("\"%s\" is of type %s.", expr,
+						   source->resultDesc && source->resultDesc->natts == 1 ?
+						   format_type_be(TupleDescAttr(source->resultDesc, 0)->atttypid) : "?"),
+				 errhint("Compare something, e.g. new.priority_id = 1.")));
+	SPI_freeplan(plan);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * webhook._capturing(): true while a capture trigger evaluates its
+ * conditions in this session.  The functions that run condition_sql with
+ * their author's rights answer nothing outside of that.
+ */
+Datum
+webhook_capturing(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(webhook_capture_depth > 0);
 }

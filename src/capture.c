@@ -18,6 +18,7 @@
 #include "webhook.h"
 
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -44,9 +45,12 @@ typedef struct CaptureEntry
 	Oid			tgoid;			/* hash key */
 	Oid			relid;
 	SPIPlanPtr	plan;
+	SPIPlanPtr	fallback_plan;	/* NULL unless the query runs user SQL */
 	int			in_use;			/* executions on the stack */
 	bool		stale;			/* the table changed: prepare again */
 } CaptureEntry;
+
+int			webhook_capture_depth = 0;
 
 static HTAB *capture_cache = NULL;
 static int	stale_entries = 0;
@@ -81,6 +85,7 @@ capture_xact_callback(XactEvent event, void *arg)
 				while ((entry = hash_seq_search(&seq)) != NULL)
 					entry->in_use = 0;
 			}
+			webhook_capture_depth = 0;
 			wake_at_commit = start_at_commit = false;
 			break;
 		case XACT_EVENT_PREPARE:
@@ -145,10 +150,27 @@ sweep_stale_entries(void)
 		{
 			if (entry->plan)
 				SPI_freeplan(entry->plan);
+			if (entry->fallback_plan)
+				SPI_freeplan(entry->fallback_plan);
 			hash_search(capture_cache, &entry->tgoid, HASH_REMOVE, NULL);
 			stale_entries--;
 		}
 	}
+}
+
+static SPIPlanPtr
+prepare_capture_query(Trigger *trigger, const char *query)
+{
+	SPIPlanPtr	plan = SPI_prepare(query, 0, NULL);
+
+	if (plan == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not prepare the capture query of trigger \"%s\": %s",
+						trigger->tgname, SPI_result_code_string(SPI_result)),
+				 errhint("Run SELECT webhook.sync_triggers() to rebuild the triggers.")));
+	SPI_keepplan(plan);
+	return plan;
 }
 
 static CaptureEntry *
@@ -174,21 +196,9 @@ capture_entry(Trigger *trigger, Oid relid)
 	{
 		entry->relid = relid;
 		entry->plan = NULL;
+		entry->fallback_plan = NULL;
 		entry->in_use = 0;
 		entry->stale = false;
-	}
-	if (entry->plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(trigger->tgargs[1], 0, NULL);
-
-		if (plan == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not prepare the capture query of trigger \"%s\": %s",
-							trigger->tgname, SPI_result_code_string(SPI_result)),
-					 errhint("Run SELECT webhook.sync_triggers() to rebuild the triggers.")));
-		SPI_keepplan(plan);
-		entry->plan = plan;
 	}
 	return entry;
 }
@@ -233,11 +243,13 @@ queue_owner(void)
 }
 
 static void
-enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation)
+enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation,
+				const char *capture_error)
 {
 	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
-	Oid			argtypes[2] = {OIDOID, TEXTOID};
-	Datum		args[2];
+	Oid			argtypes[3] = {OIDOID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', capture_error ? ' ' : 'n'};
 	Oid			save_userid;
 	int			save_sec_context;
 	int			rc;
@@ -254,9 +266,10 @@ enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation)
 	if (enqueue_plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(
-									   "INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_row, old_row)"
-									   " SELECT $1, $2, bindings, new_row, old_row FROM " MATCHES_RELATION,
-									   2, argtypes);
+									   "INSERT INTO webhook.occurrence"
+									   " (table_oid, operation, bindings, new_row, old_row, capture_error)"
+									   " SELECT $1, $2, bindings, new_row, old_row, $3 FROM " MATCHES_RELATION,
+									   3, argtypes);
 
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the webhook enqueue statement: %s",
@@ -267,13 +280,50 @@ enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation)
 
 	args[0] = ObjectIdGetDatum(relid);
 	args[1] = CStringGetTextDatum(operation);
+	args[2] = capture_error ? CStringGetTextDatum(capture_error) : (Datum) 0;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(queue_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_plan(enqueue_plan, args, NULL, false, 0);
+	rc = SPI_execute_plan(enqueue_plan, args, nulls, false, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not queue webhook occurrences: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Run one capture query as the current user, into a tuplestore: the rows
+ * that matched at least one binding.  Rows are rendered in UTC whatever the
+ * writer's time zone.
+ */
+static Tuplestorestate *
+run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *tgname)
+{
+	Tuplestorestate *matches = tuplestore_begin_heap(false, false, work_mem);
+	DestReceiver *dest = CreateDestReceiver(DestTuplestore);
+	SPIExecuteOptions options;
+	int			guc_level;
+	int			rc;
+
+	SetTuplestoreDestReceiverParams(dest, matches, CurrentMemoryContext, false, NULL, NULL);
+	memset(&options, 0, sizeof(options));
+	options.read_only = false;
+	options.dest = dest;
+
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	entry->in_use++;
+	webhook_capture_depth++;
+	rc = SPI_execute_plan_extended(plan, &options);
+	webhook_capture_depth--;
+	entry->in_use--;
+	AtEOXact_GUC(true, guc_level);
+	dest->rDestroy(dest);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "the capture query of trigger \"%s\" failed: %s",
+			 tgname, SPI_result_code_string(rc));
+	return matches;
 }
 
 Datum
@@ -283,11 +333,8 @@ webhook_capture(PG_FUNCTION_ARGS)
 	Trigger    *trigger;
 	Oid			relid;
 	CaptureEntry *entry;
-	Tuplestorestate *matches;
-	DestReceiver *dest;
-	SPIExecuteOptions options;
-	int			guc_level;
-	int			rc;
+	Tuplestorestate *volatile matches = NULL;
+	char	   *volatile capture_error = NULL;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -296,10 +343,10 @@ webhook_capture(PG_FUNCTION_ARGS)
 	trigger = trigdata->tg_trigger;
 	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		trigger->tgnargs != 2)
+		trigger->tgnargs < 2 || trigger->tgnargs > 3)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("webhook._capture() must be an AFTER ... FOR EACH STATEMENT trigger with two arguments"),
+				 errmsg("webhook._capture() must be an AFTER ... FOR EACH STATEMENT trigger with two or three arguments"),
 				 errhint("Let webhook.sync_triggers() create the triggers.")));
 
 	/* a statement that changed no row has nothing to queue */
@@ -316,34 +363,69 @@ webhook_capture(PG_FUNCTION_ARGS)
 
 	entry = capture_entry(trigger, relid);
 
-	/* step 1, as the user who changed the rows: which rows match */
-	matches = tuplestore_begin_heap(false, false, work_mem);
-	dest = CreateDestReceiver(DestTuplestore);
-	SetTuplestoreDestReceiverParams(dest, matches, CurrentMemoryContext, false, NULL, NULL);
-	memset(&options, 0, sizeof(options));
-	options.read_only = false;
-	options.dest = dest;
-	/* rows are rendered in UTC whatever the writer's time zone */
-	guc_level = NewGUCNestLevel();
-	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	entry->in_use++;
-	rc = SPI_execute_plan_extended(entry->plan, &options);
-	entry->in_use--;
-	AtEOXact_GUC(true, guc_level);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "the capture query of trigger \"%s\" failed: %s",
-			 trigger->tgname, SPI_result_code_string(rc));
+	if (trigger->tgnargs < 3 || trigger->tgargs[2][0] == '\0')
+	{
+		if (entry->plan == NULL)
+			entry->plan = prepare_capture_query(trigger, trigger->tgargs[1]);
+		matches = run_capture_query(entry, entry->plan, trigger->tgname);
+	}
+	else
+	{
+		/*
+		 * The query may fail: it runs SQL written by users (condition,
+		 * condition_sql), and a column it names may have been dropped.  The
+		 * change must not fail with it: keep it, and queue it for every
+		 * binding with the error, to be recorded as failed deliveries.
+		 */
+		MemoryContext cxt = CurrentMemoryContext;
+		ResourceOwner owner = CurrentResourceOwner;
+		int			in_use = entry->in_use;
+		int			depth = webhook_capture_depth;
 
-	/* step 2, as the queue's owner: queue them */
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			if (entry->plan == NULL)
+				entry->plan = prepare_capture_query(trigger, trigger->tgargs[1]);
+			matches = run_capture_query(entry, entry->plan, trigger->tgname);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(cxt);
+			CurrentResourceOwner = owner;
+			entry->in_use = in_use;
+			webhook_capture_depth = depth;
+
+			capture_error = edata->message;
+			ereport(WARNING,
+					(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+					 errmsg("a webhook condition on table \"%s\" failed: %s",
+							RelationGetRelationName(trigdata->tg_relation), edata->message),
+					 errdetail("The change is kept; its occurrences are recorded as failed deliveries."),
+					 errhint("Correct the condition; webhook.deliveries shows the error.")));
+			if (entry->fallback_plan == NULL)
+				entry->fallback_plan = prepare_capture_query(trigger, trigger->tgargs[2]);
+			matches = run_capture_query(entry, entry->fallback_plan, trigger->tgname);
+		}
+		PG_END_TRY();
+	}
+
 	if (tuplestore_tuple_count(matches) > 0)
 	{
-		enqueue_matches(matches, relid, trigger->tgargs[0]);
+		enqueue_matches(matches, relid, trigger->tgargs[0], capture_error);
 		wake_at_commit = true;
 	}
 
-	tuplestore_end(matches);
-	dest->rDestroy(dest);
 	SPI_finish();
 	return PointerGetDatum(NULL);
 }

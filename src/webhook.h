@@ -90,5 +90,6 @@ extern PGDLLEXPORT void webhook_worker_main(Datum main_arg);
 extern void webhook_wake_on_commit(void);
 extern void webhook_start_on_commit(void);
 extern void webhook_capture_init(void);
+extern int	webhook_capture_depth;
 
 #endif							/* WEBHOOK_H */

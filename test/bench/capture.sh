@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Capture benchmark: what a webhook costs the ticket writer.
+#
+# Inserts into a tickets table (primary key, 10 columns) under four set-ups,
+# measured in the same run, interleaved, median of the rounds:
+#   a  no trigger at all (the baseline)
+#   b  a hand-written PL/pgSQL row trigger that inserts to_jsonb(NEW) into an outbox
+#   c  webhook, 3 profiles whose bindings match every row
+#   d  webhook, 3 bindings whose conditions match no row
+# twice: bulk (INSERT ... SELECT of 100 rows per statement) and single-row
+# transactions (synchronous_commit = on).  Ratios are to (a).
+#
+# The worker is kept from running (no background worker slot for it), so
+# that the figures are the writer's cost alone, not the sending.
+#
+#   bash test/bench/capture.sh [seconds per measurement, default 10] [rounds, default 3]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash scripts/setup.sh postgresql-contrib bc >/dev/null
+
+secs=${1:-10}
+rounds=${2:-3}
+PGBIN=/usr/lib/postgresql/15/bin
+dir=$(mktemp -d /tmp/webhook-bench.XXXXXX)
+chmod 755 "$dir"; chown postgres: "$dir"
+as_pg() { runuser -u postgres -- "$@"; }
+cleanup() { as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
+trap cleanup EXIT
+
+as_pg "$PGBIN/initdb" -D "$dir/data" -A trust >/dev/null
+cat >> "$dir/data/postgresql.conf" <<CONF
+shared_preload_libraries = 'webhook'
+listen_addresses = ''
+unix_socket_directories = '$dir'
+port = 5477
+shared_buffers = 512MB
+max_wal_size = 4GB
+synchronous_commit = on
+# the launcher and the logical replication launcher take both slots
+max_worker_processes = 2
+log_min_messages = error
+CONF
+as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null
+psql() { as_pg "$PGBIN/psql" -X -q -h "$dir" -p 5477 -d postgres -v ON_ERROR_STOP=1 "$@"; }
+
+psql <<'SQL'
+CREATE EXTENSION webhook;
+CREATE TABLE outbox (id bigserial PRIMARY KEY, payload jsonb NOT NULL, created_at timestamptz DEFAULT now());
+CREATE FUNCTION outbox_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO outbox (payload) VALUES (to_jsonb(NEW));
+    RETURN NEW;
+END $$;
+SQL
+
+make_table() {
+    psql <<SQL
+DROP TABLE IF EXISTS tickets CASCADE;
+CREATE TABLE tickets (
+    ticket_id bigserial PRIMARY KEY, summary text NOT NULL, details text,
+    status_id int NOT NULL, agent_id int, team_id int, priority_id int, client_id int,
+    created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());
+SQL
+}
+
+setup() {
+    make_table
+    case $1 in
+    a) ;;
+    b) psql -c "CREATE TRIGGER outbox AFTER INSERT ON tickets FOR EACH ROW EXECUTE FUNCTION outbox_trigger()" ;;
+    c|d)
+        psql <<'SQL'
+DELETE FROM webhook.binding; DELETE FROM webhook.profile; DELETE FROM webhook.event;
+SELECT webhook.define_event('ticket.created', 'tickets', 'insert');
+SQL
+        for p in 1 2 3; do
+            if [ "$1" = c ]; then
+                psql -c "SELECT webhook.create_profile('p$p', 'http://127.0.0.1:9/', ARRAY['ticket.created'])" >/dev/null
+            else
+                psql -c "SELECT webhook.create_profile('p$p', 'http://127.0.0.1:9/', ARRAY['ticket.created'])" >/dev/null
+                psql -c "UPDATE webhook.binding SET conditions = '[{\"field\": \"priority_id\", \"op\": \"eq\", \"value\": 99}]' WHERE profile_id = (SELECT profile_id FROM webhook.profile WHERE name = 'p$p')" >/dev/null
+            fi
+        done ;;
+    esac
+    psql -c "TRUNCATE outbox, webhook.occurrence, webhook.delivery" -c "CHECKPOINT" -c "VACUUM ANALYZE"
+}
+
+echo "INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id) SELECT 'Printer on fire', 'Third floor', 1, 2, 3, 2, 5 FROM generate_series(1, 100);" > "$dir/bulk.sql"
+echo "INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id) VALUES ('Printer on fire', 'Third floor', 1, 2, 3, 2, 5);" > "$dir/single.sql"
+chown postgres: "$dir"/*.sql
+
+# rows per second of one pgbench run
+measure() {
+    local script=$1 clients=$2 rows=$3
+    as_pg "$PGBIN/pgbench" -n -h "$dir" -p 5477 -c "$clients" -j "$clients" -T "$secs" -f "$dir/$script" postgres 2>/dev/null |
+        awk -v rows="$rows" '/^tps/ { printf "%.0f\n", $3 * rows }'
+}
+
+declare -A results
+for round in $(seq "$rounds"); do
+    for cfg in a b c d; do
+        setup "$cfg" >/dev/null
+        results[bulk,$cfg]+="$(measure bulk.sql 1 100) "
+        setup "$cfg" >/dev/null
+        results[single,$cfg]+="$(measure single.sql 2 1) "
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+echo
+echo "capture benchmark: $rounds rounds of ${secs}s, median rows/s, ratio to (a)"
+printf "%-44s %12s %8s %12s %8s\n" "set-up" "bulk rows/s" "ratio" "single tx/s" "ratio"
+declare -A names=([a]="a  no trigger" [b]="b  PL/pgSQL trigger to an outbox"
+       [c]="c  webhook, 3 profiles matching every row" [d]="d  webhook, bindings matching no row")
+base_bulk=$(echo "${results[bulk,a]}" | median)
+base_single=$(echo "${results[single,a]}" | median)
+for cfg in a b c d; do
+    b=$(echo "${results[bulk,$cfg]}" | median)
+    s=$(echo "${results[single,$cfg]}" | median)
+    printf "%-44s %12s %8.2f %12s %8.2f\n" "${names[$cfg]}" "$b" "$(echo "$b / $base_bulk" | bc -l)" \
+        "$s" "$(echo "$s / $base_single" | bc -l)"
+done
