@@ -15,7 +15,7 @@ OBJS = \
 EXTENSION = webhook
 DATA = sql/webhook--0.1.sql
 
-REGRESS = setup api capture
+REGRESS = setup api capture conditions catalogue
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config

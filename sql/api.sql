@@ -69,7 +69,7 @@ SELECT webhook.create_profile('p3', 'http://127.0.0.1:9/', ARRAY['ticket.created
 SELECT * FROM webhook.deliveries;
 SELECT * FROM webhook.profile;
 RESET ROLE;
-SELECT has_function_privilege('webhook_nobody', 'webhook.define_event(text, regclass, text, text, text)', 'EXECUTE') AS nobody_can_define,
+SELECT has_function_privilege('webhook_nobody', 'webhook.define_event(text, regclass, text, text[], text, text, text, jsonb)', 'EXECUTE') AS nobody_can_define,
        has_table_privilege('webhook_nobody', 'webhook.delivery', 'SELECT') AS nobody_can_read;
 
 -- an admin role as documented still needs TRIGGER on the table to define an event

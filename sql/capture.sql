@@ -1,6 +1,6 @@
 -- Capture: what the triggers queue, seen inside the writing transaction
-\set SHOW_CONTEXT never
 -- (the worker only ever sees committed rows).
+\set SHOW_CONTEXT never
 
 BEGIN;
 INSERT INTO tickets (ticket_id, summary, status_id, agent_id, priority_id)
@@ -42,13 +42,19 @@ ROLLBACK;
 -- the trigger function cannot be called directly
 SELECT webhook._capture();
 
--- the envelope of an update, as the worker builds it
+-- the envelope of an update, as the worker builds it, keys in order
 SELECT webhook._envelope('00000000-0000-0000-0000-000000000001', 'ops', 7, 'ticket.updated',
                          'Ticket Updated', 'ticket', ARRAY['ticket_id'],
                          '2026-11-28 18:06:39.123456+00', 'update',
                          '{"ticket_id": 4242, "agent_id": 5, "summary": "x"}',
                          '{"ticket_id": 4242, "agent_id": 2, "summary": "x"}',
-                         '{"ticket_id": 4242, "agent_id": 5, "summary": "x"}')::jsonb;
+                         '{"ticket_id": 4242, "agent_id": 5, "summary": "x"}', NULL, NULL)::text;
+-- an action carries its ticket under the parent's key
+SELECT webhook._envelope('00000000-0000-0000-0000-000000000002', 'ops', 8, 'action.added',
+                         'Action Added', 'action', ARRAY['action_id'],
+                         '2026-11-28 18:06:39+00', 'insert',
+                         '{"action_id": 1, "ticket_id": 4242}', NULL, '{"action_id": 1, "ticket_id": 4242}',
+                         'ticket', '{"ticket_id": 4242, "summary": "x"}')::jsonb;
 -- composite keys give an object, no key gives null
 SELECT webhook._object_id('{"a": 1, "b": "x"}', ARRAY['a', 'b'])::jsonb AS composite,
        webhook._object_id('{"a": 1}', '{}') AS no_key;

@@ -344,7 +344,8 @@ BEGIN
         IF op IN ('changed', 'changed_from', 'changed_to') AND operation <> 'update' THEN
             RAISE EXCEPTION '%: operator % needs an update event', label, op
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('This is an %s event: use eq, ne, gt, gte, lt, lte, contains, not_contains, in, not_in, has_value or no_value.', operation);
+                      HINT = format('This is %s %s event: use eq, ne, gt, gte, lt, lte, contains, not_contains, in, not_in, has_value or no_value.',
+                                    CASE operation WHEN 'insert' THEN 'an' ELSE 'a' END, operation);
         END IF;
         IF op IN ('has_value', 'no_value', 'changed') THEN
             IF c ? 'value' THEN
@@ -671,13 +672,13 @@ BEGIN
         END IF;
 
         source := CASE op
-            WHEN 'insert' THEN format('(SELECT t::%1$s AS r FROM webhook_new AS t) AS n'
+            WHEN 'insert' THEN format('(SELECT (t.*)::%1$s AS r FROM webhook_new AS t) AS n'
                                       ' CROSS JOIN (SELECT NULL::%1$s AS r) AS o', typ)
             WHEN 'delete' THEN format('(SELECT NULL::%1$s AS r) AS n'
-                                      ' CROSS JOIN (SELECT t::%1$s AS r FROM webhook_old AS t) AS o', typ)
+                                      ' CROSS JOIN (SELECT (t.*)::%1$s AS r FROM webhook_old AS t) AS o', typ)
             -- the old and new transition tables hold the rows in the same order
-            ELSE format('(SELECT pg_catalog.row_number() OVER () AS i, t::%1$s AS r FROM webhook_new AS t) AS n'
-                        ' JOIN (SELECT pg_catalog.row_number() OVER () AS i, t::%1$s AS r FROM webhook_old AS t) AS o'
+            ELSE format('(SELECT pg_catalog.row_number() OVER () AS i, (t.*)::%1$s AS r FROM webhook_new AS t) AS n'
+                        ' JOIN (SELECT pg_catalog.row_number() OVER () AS i, (t.*)::%1$s AS r FROM webhook_old AS t) AS o'
                         ' ON o.i = n.i', typ)
         END;
         new_expr := CASE op WHEN 'delete' THEN 'NULL::json' ELSE 'pg_catalog.to_json(n.r)' END;

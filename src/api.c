@@ -56,14 +56,32 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 {
 	char	   *expr = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Oid			relid = PG_GETARG_OID(1);
-	List	   *parsed;
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *volatile parsed = NIL;
 	SelectStmt *select = NULL;
 	char	   *relname;
 	char	   *query;
-	SPIPlanPtr	plan;
+	SPIPlanPtr	volatile plan = NULL;
 	CachedPlanSource *source;
 
-	parsed = raw_parser(expr, RAW_PARSE_PLPGSQL_EXPR);
+	PG_TRY();
+	{
+		parsed = raw_parser(expr, RAW_PARSE_PLPGSQL_EXPR);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("a condition must be one SQL expression"),
+				 errdetail("%s in: %s", edata->message, expr),
+				 errhint("Write a boolean expression over new and old, e.g. new.priority_id = 1 AND old.priority_id <> 1.")));
+	}
+	PG_END_TRY();
 	if (list_length(parsed) == 1 && IsA(linitial_node(RawStmt, parsed)->stmt, SelectStmt))
 		select = (SelectStmt *) linitial_node(RawStmt, parsed)->stmt;
 	if (select == NULL || select->op != SETOP_NONE ||
@@ -85,7 +103,24 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 					 expr, relname, relname);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare(query, 0, NULL);
+	PG_TRY();
+	{
+		plan = SPI_prepare(query, 0, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("invalid condition: %s", edata->message),
+				 errdetail("Condition: %s", expr),
+				 errhint("Refer to the rows as new and old, e.g. new.priority_id = 1.")));
+	}
+	PG_END_TRY();
 	if (plan == NULL)
 		elog(ERROR, "could not analyse the condition: %s", SPI_result_code_string(SPI_result));
 	source = linitial(SPI_plan_get_plan_sources(plan));

@@ -113,7 +113,8 @@ is_drop_of_our_extension(Node *stmt)
 
 /*
  * The capture triggers on users' tables depend on webhook._capture(), so
- * they would make DROP EXTENSION fail; they belong to the extension in
+ * they would make DROP EXTENSION fail, and the functions that hold users'
+ * condition SQL are not members of the extension; both belong to it in
  * spirit, so they go first, in the same transaction.
  */
 static void
@@ -130,6 +131,11 @@ drop_capture_triggers(void)
 					 "  FOR t IN SELECT tgrelid::pg_catalog.regclass AS tbl, tgname FROM pg_catalog.pg_trigger"
 					 "            WHERE tgfoid = 'webhook._capture()'::pg_catalog.regprocedure LOOP"
 					 "    EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.tbl);"
+					 "  END LOOP;"
+					 "  FOR t IN SELECT oid::pg_catalog.regprocedure AS fn FROM pg_catalog.pg_proc"
+					 "            WHERE pronamespace = 'webhook'::pg_catalog.regnamespace"
+					 "              AND proname ~ '^_condition_[eb][0-9]+$' LOOP"
+					 "    EXECUTE 'DROP FUNCTION ' || t.fn;"
 					 "  END LOOP;"
 					 "END $$", false, 0);
 	if (rc < 0)
