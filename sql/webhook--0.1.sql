@@ -597,6 +597,8 @@ DECLARE
     parts text[];
     ids bigint[];
     conditional boolean;
+    user_sql boolean;
+    direct text;
     source text;
     new_expr text;
     old_expr text;
@@ -636,6 +638,7 @@ BEGIN
         parts := '{}';
         ids := '{}';
         conditional := false;
+        user_sql := false;
         FOR b IN SELECT x.binding_id, x.compiled, x.condition_sql, e.event_id, e.columns, e.condition
                    FROM webhook.binding x JOIN webhook.event e ON e.event_id = x.event_id
                   WHERE e.table_oid = tbl AND e.operation = op
@@ -647,12 +650,14 @@ BEGIN
             END IF;
             IF b.condition IS NOT NULL THEN
                 conds := conds || format('webhook.%I(n.r, o.r)', '_condition_e' || b.event_id);
+                user_sql := true;
             END IF;
             IF b.compiled IS NOT NULL THEN
                 conds := conds || ('(' || b.compiled || ')');
             END IF;
             IF b.condition_sql IS NOT NULL THEN
                 conds := conds || format('webhook.%I(n.r, o.r)', '_condition_b' || b.binding_id);
+                user_sql := true;
             END IF;
             ids := ids || b.binding_id;
             IF cardinality(conds) = 0 THEN
@@ -694,8 +699,35 @@ BEGIN
             query := fallback;
         END IF;
 
+        /*
+         * Without SQL written by users, and with columns only of built-in
+         * types (whose operators, casts and output functions are the
+         * system's own), the query needs no one's rights but the queue
+         * owner's: it is run as one INSERT, by the owner of the queue.
+         * Otherwise it runs as the writer and its rows are queued after.
+         */
+        IF NOT user_sql AND NOT EXISTS (
+               SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+                  AND t.typnamespace <> 'pg_catalog'::regnamespace) THEN
+            query := format('INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_row, old_row)'
+                            ' SELECT %s, %L, s.bindings, s.new_row, s.old_row FROM (%s) AS s',
+                            tbl::oid, op, query);
+            fallback := format('INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_row, old_row, capture_error)'
+                               ' SELECT %s, %L, s.bindings, s.new_row, s.old_row, $1 FROM (%s) AS s',
+                               tbl::oid, op, fallback);
+        END IF;
+        -- only a query that may fail needs a fallback
+        IF NOT conditional THEN
+            fallback := '';
+        END IF;
+
+        -- every binding matches every row: the trigger needs no query
+        direct := CASE WHEN conditional THEN NULL ELSE ids::text END;
+
         -- pg_trigger.tgargs holds the arguments, each ended by a NUL byte
-        args := format('%s\000%s\000%s\000', op, replace(query, '\', '\\'), replace(fallback, '\', '\\'));
+        args := format('%s\000%s\000%s\000', op, replace(query, '\', '\\'), replace(fallback, '\', '\\'))
+                || CASE WHEN direct IS NULL THEN '' ELSE direct || '\000' END;
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_trigger
                                WHERE tgrelid = tbl AND tgname = trigger_name
                                  AND encode(tgargs, 'escape') = args);
@@ -704,12 +736,12 @@ BEGIN
         END IF;
         EXECUTE format(
             'CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT'
-            ' EXECUTE FUNCTION webhook._capture(%L, %L, %L)',
+            ' EXECUTE FUNCTION webhook._capture(%L, %L, %L%s)',
             trigger_name, upper(op), tbl,
             CASE op WHEN 'insert' THEN 'NEW TABLE AS webhook_new'
                     WHEN 'delete' THEN 'OLD TABLE AS webhook_old'
                     ELSE 'OLD TABLE AS webhook_old NEW TABLE AS webhook_new' END,
-            op, query, fallback);
+            op, query, fallback, CASE WHEN direct IS NULL THEN '' ELSE format(', %L', direct) END);
     END LOOP;
 
     -- functions of conditions that are gone

@@ -17,15 +17,21 @@
  */
 #include "webhook.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "utils/resowner.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "executor/tstoreReceiver.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -45,7 +51,8 @@ typedef struct CaptureEntry
 	Oid			tgoid;			/* hash key */
 	Oid			relid;
 	SPIPlanPtr	plan;
-	SPIPlanPtr	fallback_plan;	/* NULL unless the query runs user SQL */
+	SPIPlanPtr	fallback_plan;	/* NULL unless the query may fail */
+	Datum		bindings;		/* direct path: the bindings, an int8[] */
 	int			in_use;			/* executions on the stack */
 	bool		stale;			/* the table changed: prepare again */
 } CaptureEntry;
@@ -152,16 +159,31 @@ sweep_stale_entries(void)
 				SPI_freeplan(entry->plan);
 			if (entry->fallback_plan)
 				SPI_freeplan(entry->fallback_plan);
+			if (entry->bindings)
+				pfree(DatumGetPointer(entry->bindings));
 			hash_search(capture_cache, &entry->tgoid, HASH_REMOVE, NULL);
 			stale_entries--;
 		}
 	}
 }
 
-static SPIPlanPtr
-prepare_capture_query(Trigger *trigger, const char *query)
+/*
+ * A capture query is either a SELECT of the matching rows, run as the
+ * writer, or (when it runs nobody's SQL but ours, see _sync_triggers) a
+ * whole INSERT into the queue, run as the queue's owner.  A fallback INSERT
+ * takes the error as $1.
+ */
+static bool
+is_queue_insert(const char *query)
 {
-	SPIPlanPtr	plan = SPI_prepare(query, 0, NULL);
+	return strncmp(query, "INSERT", 6) == 0;
+}
+
+static SPIPlanPtr
+prepare_capture_query(Trigger *trigger, const char *query, bool fallback)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	SPIPlanPtr	plan = SPI_prepare(query, fallback && is_queue_insert(query) ? 1 : 0, argtypes);
 
 	if (plan == NULL)
 		ereport(ERROR,
@@ -197,6 +219,7 @@ capture_entry(Trigger *trigger, Oid relid)
 		entry->relid = relid;
 		entry->plan = NULL;
 		entry->fallback_plan = NULL;
+		entry->bindings = (Datum) 0;
 		entry->in_use = 0;
 		entry->stale = false;
 	}
@@ -291,39 +314,195 @@ enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation,
 }
 
 /*
- * Run one capture query as the current user, into a tuplestore: the rows
- * that matched at least one binding.  Rows are rendered in UTC whatever the
- * writer's time zone.
+ * Run one capture query and queue what matched; returns how many changed
+ * rows were queued.  Rows are rendered in UTC whatever the writer's time
+ * zone, and names resolve in pg_catalog whatever the writer's search_path.
  */
-static Tuplestorestate *
-run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *tgname)
+static uint64
+run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
+				  Trigger *trigger, Oid relid, const char *capture_error)
 {
-	Tuplestorestate *matches = tuplestore_begin_heap(false, false, work_mem);
-	DestReceiver *dest = CreateDestReceiver(DestTuplestore);
-	SPIExecuteOptions options;
 	int			guc_level;
 	int			rc;
-
-	SetTuplestoreDestReceiverParams(dest, matches, CurrentMemoryContext, false, NULL, NULL);
-	memset(&options, 0, sizeof(options));
-	options.read_only = false;
-	options.dest = dest;
+	uint64		queued;
 
 	guc_level = NewGUCNestLevel();
 	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	entry->in_use++;
 	webhook_capture_depth++;
-	rc = SPI_execute_plan_extended(plan, &options);
+
+	if (is_queue_insert(query))
+	{
+		Oid			save_userid;
+		int			save_sec_context;
+		Datum		args[1];
+		char		nulls[1];
+
+		args[0] = capture_error ? CStringGetTextDatum(capture_error) : (Datum) 0;
+		nulls[0] = capture_error ? ' ' : 'n';
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		SetUserIdAndSecContext(queue_owner(), save_sec_context |
+							   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+		rc = SPI_execute_plan(plan, args, nulls, false, 0);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "the capture query of trigger \"%s\" failed: %s",
+				 trigger->tgname, SPI_result_code_string(rc));
+		queued = SPI_processed;
+	}
+	else
+	{
+		Tuplestorestate *matches = tuplestore_begin_heap(false, false, work_mem);
+		DestReceiver *dest = CreateDestReceiver(DestTuplestore);
+		SPIExecuteOptions options;
+
+		SetTuplestoreDestReceiverParams(dest, matches, CurrentMemoryContext, false, NULL, NULL);
+		memset(&options, 0, sizeof(options));
+		options.read_only = false;
+		options.dest = dest;
+		rc = SPI_execute_plan_extended(plan, &options);
+		dest->rDestroy(dest);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "the capture query of trigger \"%s\" failed: %s",
+				 trigger->tgname, SPI_result_code_string(rc));
+		queued = tuplestore_tuple_count(matches);
+		if (queued > 0)
+			enqueue_matches(matches, relid, trigger->tgargs[0], capture_error);
+		tuplestore_end(matches);
+	}
+
 	webhook_capture_depth--;
 	entry->in_use--;
 	AtEOXact_GUC(true, guc_level);
-	dest->rDestroy(dest);
+	return queued;
+}
 
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "the capture query of trigger \"%s\" failed: %s",
-			 tgname, SPI_result_code_string(rc));
-	return matches;
+/*
+ * The direct path, for a table and operation whose bindings all match
+ * every row (no columns, no conditions): no query at all.  Each changed row
+ * becomes one queue row, built here and inserted with the executor's
+ * low-level routines, as logical replication applies rows.  The JSON of a
+ * row is row_to_json's.
+ */
+static Datum
+row_json(TupleTableSlot *slot)
+{
+	return DirectFunctionCall1(row_to_json, ExecFetchSlotHeapTupleDatum(slot));
+}
+
+static TupleTableSlot *
+transition_reader(Tuplestorestate *rows, TupleDesc desc)
+{
+	int			ptr;
+
+	if (rows == NULL)
+		return NULL;
+	/* a read pointer of our own: other triggers may read the same rows */
+	ptr = tuplestore_alloc_read_pointer(rows, EXEC_FLAG_REWIND);
+	tuplestore_select_read_pointer(rows, ptr);
+	tuplestore_rescan(rows);
+	return MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+}
+
+enum
+{
+	Q_OCCURRENCE_ID, Q_CAPTURED_AT, Q_TABLE_OID, Q_OPERATION, Q_BINDINGS,
+	Q_NEW_ROW, Q_OLD_ROW, Q_CAPTURE_ERROR, Q_NATTS
+};
+
+static uint64
+capture_direct(TriggerData *trigdata, CaptureEntry *entry)
+{
+	Oid			nsp = get_namespace_oid(WEBHOOK_SCHEMA_NAME, false);
+	Oid			queue_relid = get_relname_relid("occurrence", nsp);
+	Oid			seq_relid = get_relname_relid("occurrence_occurrence_id_seq", nsp);
+	Relation	queue;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *out;
+	TupleTableSlot *new_slot;
+	TupleTableSlot *old_slot;
+	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
+	MemoryContext row_cxt;
+	MemoryContext old_cxt;
+	Datum		operation = CStringGetTextDatum(trigdata->tg_trigger->tgargs[0]);
+	Oid			relid = RelationGetRelid(trigdata->tg_relation);
+	int			guc_level;
+	uint64		queued = 0;
+
+	if (!OidIsValid(queue_relid) || !OidIsValid(seq_relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("webhook.occurrence does not exist"),
+				 errhint("Is the webhook extension installed in this database?")));
+
+	queue = table_open(queue_relid, RowExclusiveLock);
+	if (RelationGetDescr(queue)->natts != Q_NATTS)
+		elog(ERROR, "webhook.occurrence does not have the expected columns");
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, queue, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	out = MakeSingleTupleTableSlot(RelationGetDescr(queue), &TTSOpsVirtual);
+	new_slot = transition_reader(trigdata->tg_newtable, desc);
+	old_slot = transition_reader(trigdata->tg_oldtable, desc);
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "webhook capture row",
+									ALLOCSET_DEFAULT_SIZES);
+
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	for (;;)
+	{
+		bool		have_new = new_slot &&
+			tuplestore_gettupleslot(trigdata->tg_newtable, true, false, new_slot);
+		bool		have_old = old_slot &&
+			tuplestore_gettupleslot(trigdata->tg_oldtable, true, false, old_slot);
+
+		if (!have_new && !have_old)
+			break;
+
+		MemoryContextReset(row_cxt);
+		old_cxt = MemoryContextSwitchTo(row_cxt);
+		ExecClearTuple(out);
+		memset(out->tts_isnull, false, Q_NATTS * sizeof(bool));
+		out->tts_values[Q_OCCURRENCE_ID] = Int64GetDatum(nextval_internal(seq_relid, false));
+		out->tts_values[Q_CAPTURED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
+		out->tts_values[Q_TABLE_OID] = ObjectIdGetDatum(relid);
+		out->tts_values[Q_OPERATION] = operation;
+		out->tts_values[Q_BINDINGS] = entry->bindings;
+		if (have_new)
+			out->tts_values[Q_NEW_ROW] = row_json(new_slot);
+		else
+			out->tts_isnull[Q_NEW_ROW] = true;
+		if (have_old)
+			out->tts_values[Q_OLD_ROW] = row_json(old_slot);
+		else
+			out->tts_isnull[Q_OLD_ROW] = true;
+		out->tts_isnull[Q_CAPTURE_ERROR] = true;
+		ExecStoreVirtualTuple(out);
+
+		table_tuple_insert(queue, out, GetCurrentCommandId(true), 0, NULL);
+		ExecInsertIndexTuples(rri, out, estate, false, false, NULL, NIL);
+		MemoryContextSwitchTo(old_cxt);
+		queued++;
+	}
+
+	AtEOXact_GUC(true, guc_level);
+	MemoryContextDelete(row_cxt);
+	if (new_slot)
+		ExecDropSingleTupleTableSlot(new_slot);
+	if (old_slot)
+		ExecDropSingleTupleTableSlot(old_slot);
+	ExecDropSingleTupleTableSlot(out);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(queue, NoLock);
+	return queued;
 }
 
 Datum
@@ -333,8 +512,7 @@ webhook_capture(PG_FUNCTION_ARGS)
 	Trigger    *trigger;
 	Oid			relid;
 	CaptureEntry *entry;
-	Tuplestorestate *volatile matches = NULL;
-	char	   *volatile capture_error = NULL;
+	volatile uint64 queued = 0;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -343,10 +521,10 @@ webhook_capture(PG_FUNCTION_ARGS)
 	trigger = trigdata->tg_trigger;
 	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		trigger->tgnargs < 2 || trigger->tgnargs > 3)
+		trigger->tgnargs < 2 || trigger->tgnargs > 4)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("webhook._capture() must be an AFTER ... FOR EACH STATEMENT trigger with two or three arguments"),
+				 errmsg("webhook._capture() must be an AFTER ... FOR EACH STATEMENT trigger with two to four arguments"),
 				 errhint("Let webhook.sync_triggers() create the triggers.")));
 
 	/* a statement that changed no row has nothing to queue */
@@ -363,11 +541,25 @@ webhook_capture(PG_FUNCTION_ARGS)
 
 	entry = capture_entry(trigger, relid);
 
-	if (trigger->tgnargs < 3 || trigger->tgargs[2][0] == '\0')
+	if (trigger->tgnargs == 4)
 	{
+		/* every binding matches every row: the direct path */
+		if (entry->bindings == (Datum) 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			entry->bindings = OidInputFunctionCall(F_ARRAY_IN, trigger->tgargs[3],
+												   INT8OID, -1);
+			MemoryContextSwitchTo(old);
+		}
+		queued = capture_direct(trigdata, entry);
+	}
+	else if (trigger->tgnargs < 3 || trigger->tgargs[2][0] == '\0')
+	{
+		/* no condition: nothing in the query can fail */
 		if (entry->plan == NULL)
-			entry->plan = prepare_capture_query(trigger, trigger->tgargs[1]);
-		matches = run_capture_query(entry, entry->plan, trigger->tgname);
+			entry->plan = prepare_capture_query(trigger, trigger->tgargs[1], false);
+		queued = run_capture_query(entry, entry->plan, trigger->tgargs[1], trigger, relid, NULL);
 	}
 	else
 	{
@@ -387,8 +579,8 @@ webhook_capture(PG_FUNCTION_ARGS)
 		PG_TRY();
 		{
 			if (entry->plan == NULL)
-				entry->plan = prepare_capture_query(trigger, trigger->tgargs[1]);
-			matches = run_capture_query(entry, entry->plan, trigger->tgname);
+				entry->plan = prepare_capture_query(trigger, trigger->tgargs[1], false);
+			queued = run_capture_query(entry, entry->plan, trigger->tgargs[1], trigger, relid, NULL);
 			ReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(cxt);
 			CurrentResourceOwner = owner;
@@ -406,7 +598,6 @@ webhook_capture(PG_FUNCTION_ARGS)
 			entry->in_use = in_use;
 			webhook_capture_depth = depth;
 
-			capture_error = edata->message;
 			ereport(WARNING,
 					(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
 					 errmsg("a webhook condition on table \"%s\" failed: %s",
@@ -414,17 +605,15 @@ webhook_capture(PG_FUNCTION_ARGS)
 					 errdetail("The change is kept; its occurrences are recorded as failed deliveries."),
 					 errhint("Correct the condition; webhook.deliveries shows the error.")));
 			if (entry->fallback_plan == NULL)
-				entry->fallback_plan = prepare_capture_query(trigger, trigger->tgargs[2]);
-			matches = run_capture_query(entry, entry->fallback_plan, trigger->tgname);
+				entry->fallback_plan = prepare_capture_query(trigger, trigger->tgargs[2], true);
+			queued = run_capture_query(entry, entry->fallback_plan, trigger->tgargs[2], trigger,
+									   relid, edata->message);
 		}
 		PG_END_TRY();
 	}
 
-	if (tuplestore_tuple_count(matches) > 0)
-	{
-		enqueue_matches(matches, relid, trigger->tgargs[0], capture_error);
+	if (queued > 0)
 		wake_at_commit = true;
-	}
 
 	SPI_finish();
 	return PointerGetDatum(NULL);
