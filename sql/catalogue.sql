@@ -168,6 +168,28 @@ INSERT INTO helpdesk_case VALUES (8, 10, 1, 'open', 3, 'written by a superuser')
 SELECT * FROM matched;
 ROLLBACK;
 
+-- a change by someone else leaves a condition's author as it was
+UPDATE webhook.binding SET conditions = '[]' WHERE condition_sql IS NOT NULL;
+SELECT DISTINCT created_by FROM webhook.bindings WHERE condition_sql IS NOT NULL;
+
+-- a dropped table takes its events and their bindings with it; a dropped
+-- parent table leaves its events without a parent
+CREATE TABLE gone (id int PRIMARY KEY, case_ref int);
+SELECT webhook.define_event('gone.created', 'gone', 'insert',
+                            parent => '{"object": "ticket", "table": "helpdesk_case", "column": "case_ref"}') > 0 AS ok;
+SELECT webhook.add_event('desk', 'gone.created') > 0 AS added;
+SELECT webhook.create_profile('only_gone', 'http://127.0.0.1:9/', ARRAY['gone.created']) > 0 AS created;
+DROP TABLE gone;
+SELECT count(*) AS gone_events FROM webhook.events WHERE event = 'gone.created';
+SELECT count(*) AS gone_bindings FROM webhook.bindings WHERE event = 'gone.created';
+CREATE TABLE kid_parent (id int PRIMARY KEY);
+CREATE TABLE kid (id int PRIMARY KEY, parent_id int);
+SELECT webhook.define_event('kid.created', 'kid', 'insert',
+                            parent => '{"object": "mother", "table": "kid_parent", "column": "parent_id"}') > 0 AS ok;
+SELECT webhook.add_event('desk', 'kid.created') > 0 AS added;
+DROP TABLE kid_parent;
+SELECT event, parent, bindings FROM webhook.events WHERE event = 'kid.created';
+
 -- DROP EXTENSION takes the capture triggers and condition functions with it
 DROP VIEW matched;
 SELECT count(*) AS capture_triggers FROM pg_trigger WHERE tgname LIKE 'webhook_capture_%';

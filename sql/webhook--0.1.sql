@@ -178,21 +178,30 @@ CREATE FUNCTION webhook._changes(old_row json, new_row json) RETURNS json
      WHERE n.value::text IS DISTINCT FROM o.value::text
 $$;
 
--- The row a parent column points to, read by the worker as the row's snapshot is expanded.
+-- The row a parent column points to, read by the worker as the row's
+-- snapshot is expanded; NULL when there is none, or the table is gone.
 CREATE FUNCTION webhook._parent_row(parent_table regclass, parent_key text, key_value json)
     RETURNS json LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    key_type text;
     result json;
 BEGIN
     IF parent_table IS NULL OR key_value IS NULL OR json_typeof(key_value) = 'null' THEN
         RETURN NULL;
     END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO key_type
+      FROM pg_attribute a
+     WHERE a.attrelid = parent_table AND a.attname = parent_key AND NOT a.attisdropped;
+    IF key_type IS NULL THEN
+        RETURN NULL;
+    END IF;
     EXECUTE format('SELECT pg_catalog.to_json(p) FROM %s AS p WHERE p.%I = CAST($1 AS %s)',
-                   parent_table, parent_key,
-                   (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-                     WHERE a.attrelid = parent_table AND a.attname = parent_key))
+                   parent_table, parent_key, key_type)
        INTO result USING key_value #>> '{}';
     RETURN result;
+EXCEPTION WHEN OTHERS THEN
+    -- a parent that cannot be read must not hold up the queue
+    RETURN NULL;
 END
 $$;
 
@@ -531,8 +540,14 @@ BEGIN
         PERFORM webhook._require_column(NEW.table_oid, NEW.parent_column, 'parent column');
         PERFORM webhook._require_column(NEW.parent_table, NEW.parent_key, 'parent key');
     END IF;
-    NEW.created_by := current_user::regrole;
-    NEW.search_path := webhook._current_path();
+    -- the condition runs with its author's rights: whoever writes it
+    IF TG_OP = 'INSERT' OR NEW.condition IS DISTINCT FROM OLD.condition THEN
+        NEW.created_by := current_user::regrole;
+        NEW.search_path := webhook._current_path();
+    ELSE
+        NEW.created_by := OLD.created_by;
+        NEW.search_path := OLD.search_path;
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -562,8 +577,14 @@ BEGIN
         END IF;
         PERFORM webhook._check_condition(NEW.condition_sql, ev.table_oid);
     END IF;
-    NEW.created_by := current_user::regrole;
-    NEW.search_path := webhook._current_path();
+    -- condition_sql runs with its author's rights: whoever writes it
+    IF TG_OP = 'INSERT' OR NEW.condition_sql IS DISTINCT FROM OLD.condition_sql THEN
+        NEW.created_by := current_user::regrole;
+        NEW.search_path := webhook._current_path();
+    ELSE
+        NEW.created_by := OLD.created_by;
+        NEW.search_path := OLD.search_path;
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -779,6 +800,37 @@ CREATE TRIGGER binding_changed AFTER INSERT OR UPDATE OR DELETE ON webhook.bindi
     FOR EACH ROW EXECUTE FUNCTION webhook._catalog_changed();
 CREATE TRIGGER event_changed AFTER UPDATE ON webhook.event
     FOR EACH ROW EXECUTE FUNCTION webhook._catalog_changed();
+
+/*
+ * A table that is dropped takes its events, and their bindings, with it.
+ * A profile left without events stays (and sends nothing); a warning names
+ * it.  Events whose parent table is dropped lose their parent.
+ */
+CREATE FUNCTION webhook._on_drop() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped oid[];
+    p text;
+BEGIN
+    SELECT array_agg(objid) INTO dropped FROM pg_event_trigger_dropped_objects()
+     WHERE classid = 'pg_class'::regclass AND objsubid = 0 AND object_type = 'table';
+    IF dropped IS NULL OR to_regclass('webhook.event') IS NULL THEN
+        RETURN;
+    END IF;
+    UPDATE webhook.event SET parent_object = NULL, parent_table = NULL,
+                             parent_column = NULL, parent_key = NULL
+     WHERE parent_table = ANY (dropped);
+    DELETE FROM webhook.binding
+     WHERE event_id IN (SELECT event_id FROM webhook.event WHERE table_oid = ANY (dropped));
+    DELETE FROM webhook.event WHERE table_oid = ANY (dropped);
+    FOR p IN SELECT name FROM webhook.profile pr
+              WHERE NOT EXISTS (SELECT 1 FROM webhook.binding b WHERE b.profile_id = pr.profile_id) LOOP
+        RAISE WARNING 'webhook profile % has no events left', quote_literal(p)
+            USING HINT = 'Add events with webhook.add_event, or drop the profile.';
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER webhook_on_drop ON sql_drop EXECUTE FUNCTION webhook._on_drop();
 
 CREATE FUNCTION webhook.sync_triggers() RETURNS int
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Capture benchmark: what a webhook costs the ticket writer.
 #
-# Inserts into a tickets table (primary key, 10 columns) under four set-ups,
-# measured in the same run, interleaved, median of the rounds:
+# Inserts into tickets tables (primary key, 10 columns) under four set-ups,
+# measured in the same run, interleaved round by round, median of the rounds:
 #   a  no trigger at all (the baseline)
 #   b  a hand-written PL/pgSQL row trigger that inserts to_jsonb(NEW) into an outbox
 #   c  webhook, 3 profiles whose bindings match every row
@@ -13,13 +13,13 @@
 # The worker is kept from running (no background worker slot for it), so
 # that the figures are the writer's cost alone, not the sending.
 #
-#   bash test/bench/capture.sh [seconds per measurement, default 10] [rounds, default 3]
+#   bash test/bench/capture.sh [seconds per measurement, default 3] [rounds, default 9]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh postgresql-contrib bc >/dev/null
 
-secs=${1:-10}
-rounds=${2:-3}
+secs=${1:-3}
+rounds=${2:-9}
 PGBIN=/usr/lib/postgresql/15/bin
 dir=$(mktemp -d /tmp/webhook-bench.XXXXXX)
 chmod 755 "$dir"; chown postgres: "$dir"
@@ -53,56 +53,43 @@ BEGIN
 END $$;
 SQL
 
-make_table() {
+# one table per set-up, made once; emptied before every measurement
+for cfg in a b c d; do
     psql <<SQL
-DROP TABLE IF EXISTS tickets CASCADE;
-CREATE TABLE tickets (
+CREATE TABLE tickets_$cfg (
     ticket_id bigserial PRIMARY KEY, summary text NOT NULL, details text,
     status_id int NOT NULL, agent_id int, team_id int, priority_id int, client_id int,
     created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());
 SQL
-}
-
-setup() {
-    make_table
-    case $1 in
-    a) ;;
-    b) psql -c "CREATE TRIGGER outbox AFTER INSERT ON tickets FOR EACH ROW EXECUTE FUNCTION outbox_trigger()" ;;
-    c|d)
-        psql <<'SQL'
-DELETE FROM webhook.binding; DELETE FROM webhook.profile; DELETE FROM webhook.event;
-SELECT webhook.define_event('ticket.created', 'tickets', 'insert');
-SQL
-        for p in 1 2 3; do
-            if [ "$1" = c ]; then
-                psql -c "SELECT webhook.create_profile('p$p', 'http://127.0.0.1:9/', ARRAY['ticket.created'])" >/dev/null
-            else
-                psql -c "SELECT webhook.create_profile('p$p', 'http://127.0.0.1:9/', ARRAY['ticket.created'])" >/dev/null
-                psql -c "UPDATE webhook.binding SET conditions = '[{\"field\": \"priority_id\", \"op\": \"eq\", \"value\": 99}]' WHERE profile_id = (SELECT profile_id FROM webhook.profile WHERE name = 'p$p')" >/dev/null
-            fi
-        done ;;
-    esac
-    psql -c "TRUNCATE outbox, webhook.occurrence, webhook.delivery" -c "CHECKPOINT" -c "VACUUM ANALYZE"
-}
-
-echo "INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id) SELECT 'Printer on fire', 'Third floor', 1, 2, 3, 2, 5 FROM generate_series(1, 100);" > "$dir/bulk.sql"
-echo "INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id) VALUES ('Printer on fire', 'Third floor', 1, 2, 3, 2, 5);" > "$dir/single.sql"
+    echo "INSERT INTO tickets_$cfg (summary, details, status_id, agent_id, team_id, priority_id, client_id) SELECT 'Printer on fire', 'Third floor', 1, 2, 3, 2, 5 FROM generate_series(1, 100);" > "$dir/bulk_$cfg.sql"
+    echo "INSERT INTO tickets_$cfg (summary, details, status_id, agent_id, team_id, priority_id, client_id) VALUES ('Printer on fire', 'Third floor', 1, 2, 3, 2, 5);" > "$dir/single_$cfg.sql"
+done
 chown postgres: "$dir"/*.sql
+psql <<'SQL'
+CREATE TRIGGER outbox AFTER INSERT ON tickets_b FOR EACH ROW EXECUTE FUNCTION outbox_trigger();
+SELECT webhook.define_event('c.created', 'tickets_c', 'insert');
+SELECT webhook.define_event('d.created', 'tickets_d', 'insert');
+SELECT webhook.create_profile('c' || g, 'http://127.0.0.1:9/', ARRAY['c.created']) FROM generate_series(1, 3) g;
+SELECT webhook.create_profile('d' || g, 'http://127.0.0.1:9/', ARRAY['d.created']) FROM generate_series(1, 3) g;
+UPDATE webhook.binding SET conditions = '[{"field": "priority_id", "op": "eq", "value": 99}]'
+ WHERE event_id = (SELECT event_id FROM webhook.event WHERE name = 'd.created');
+SQL
 
-# rows per second of one pgbench run
+# rows per second of one pgbench run, on an empty table
 measure() {
-    local script=$1 clients=$2 rows=$3
-    as_pg "$PGBIN/pgbench" -n -h "$dir" -p 5477 -c "$clients" -j "$clients" -T "$secs" -f "$dir/$script" postgres 2>/dev/null |
+    local kind=$1 cfg=$2 clients=$3 rows=$4
+    psql -c "TRUNCATE tickets_$cfg, outbox, webhook.occurrence"
+    as_pg "$PGBIN/pgbench" -n -h "$dir" -p 5477 -c "$clients" -j "$clients" -T "$secs" -f "$dir/${kind}_$cfg.sql" postgres 2>/dev/null |
         awk -v rows="$rows" '/^tps/ { printf "%.0f\n", $3 * rows }'
 }
 
 declare -A results
 for round in $(seq "$rounds"); do
     for cfg in a b c d; do
-        setup "$cfg" >/dev/null
-        results[bulk,$cfg]+="$(measure bulk.sql 1 100) "
-        setup "$cfg" >/dev/null
-        results[single,$cfg]+="$(measure single.sql 2 1) "
+        results[bulk,$cfg]+="$(measure bulk "$cfg" 1 100) "
+    done
+    for cfg in a b c d; do
+        results[single,$cfg]+="$(measure single "$cfg" 2 1) "
     done
 done
 
