@@ -46,14 +46,15 @@ receiver_port=$(cat "$dir/receiver.port")
 psql=(as_pg "$PGBIN/psql" -X -h "$dir" -p "$PGPORT" -d postgres -v ON_ERROR_STOP=1)
 "${psql[@]}" -q -f test/sql/sample_schema.sql
 
-echo "== The extension, three events, one profile, and some ticket changes"
+echo "== The extension, the standard events, a profile with a condition, and some ticket changes"
 "${psql[@]}" -e <<SQL
 CREATE EXTENSION webhook;
-SELECT webhook.define_event('ticket.created', 'tickets', 'insert', title => 'New Ticket Logged');
-SELECT webhook.define_event('ticket.updated', 'tickets', 'update');
-SELECT webhook.define_event('action.added', 'actions', 'insert');
+SELECT * FROM webhook.define_ticket_events('tickets', 'actions', closed_statuses => '{9}');
 SELECT webhook.create_profile('service-bus', 'http://127.0.0.1:$receiver_port/halo',
-                              ARRAY['ticket.created', 'ticket.updated', 'action.added']);
+                              ARRAY['ticket.created', 'ticket.reassigned', 'ticket.closed', 'action.added']);
+-- and any update of a P1 ticket
+SELECT webhook.add_event('service-bus', 'ticket.updated',
+                         '[{"field": "priority_id", "op": "eq", "value": 1}]');
 
 INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id)
 VALUES ('Printer on fire', 'Third floor, tray 2', 1, 1, 1, 1, 1),
@@ -63,14 +64,16 @@ BEGIN;
 INSERT INTO tickets (summary, status_id) VALUES ('Rolled back: never sent', 1);
 ROLLBACK;
 
-UPDATE tickets SET agent_id = 2, status_id = 2 WHERE summary = 'Printer on fire';
+UPDATE tickets SET agent_id = 2 WHERE summary = 'Printer on fire';
 INSERT INTO actions (ticket_id, agent_id, note)
 SELECT ticket_id, 2, 'Replaced the fuser' FROM tickets WHERE summary = 'Printer on fire';
+UPDATE tickets SET status_id = 9 WHERE summary = 'Printer on fire';
+UPDATE tickets SET details = 'Seen by the network team' WHERE summary = 'VPN drops every hour';
 SQL
 
 for _ in $(seq 300); do
     n=$("${psql[@]}" -Atc "SELECT count(*) FROM webhook.deliveries WHERE status = 'delivered'")
-    [ "$n" -ge 4 ] && break
+    [ "$n" -ge 7 ] && break
     sleep 0.05
 done
 

@@ -6,28 +6,28 @@ BEGIN;
 INSERT INTO tickets (ticket_id, summary, status_id, agent_id, priority_id)
 VALUES (100, 'Printer on fire', 1, 1, 2), (101, 'VPN down', 1, 2, 1);
 SELECT operation, bindings, new_row->>'summary' AS summary, old_row IS NULL AS no_old
-  FROM webhook.occurrence ORDER BY occurrence_id;
+  FROM webhook._occurrence_rows ORDER BY occurrence_id, row_number;
 UPDATE tickets SET agent_id = 2 WHERE ticket_id = 100;
 SELECT operation, new_row->>'agent_id' AS new_agent, old_row->>'agent_id' AS old_agent
-  FROM webhook.occurrence WHERE operation = 'update';
+  FROM webhook._occurrence_rows WHERE operation = 'update';
 -- a statement that changes no row queues nothing
 UPDATE tickets SET agent_id = 1 WHERE ticket_id = -1;
-SELECT count(*) AS occurrences FROM webhook.occurrence;
+SELECT count(*) AS occurrences FROM webhook._occurrence_rows;
 -- an update of several rows pairs each old row with its new row
 UPDATE tickets SET priority_id = priority_id + 1 WHERE ticket_id IN (100, 101);
 SELECT (new_row->>'ticket_id') = (old_row->>'ticket_id') AS paired,
        (new_row->>'priority_id')::int - (old_row->>'priority_id')::int AS step
-  FROM webhook.occurrence WHERE operation = 'update' ORDER BY occurrence_id;
+  FROM webhook._occurrence_rows WHERE operation = 'update' ORDER BY occurrence_id, row_number;
 -- delete and the action event of the second profile
 INSERT INTO actions (ticket_id, agent_id, note) VALUES (101, 2, 'Rebooted the router');
 DELETE FROM tickets WHERE ticket_id = 100;
 SELECT operation, bindings, coalesce(new_row, old_row)->>'summary' AS summary,
        new_row->>'note' AS note
-  FROM webhook.occurrence WHERE operation IN ('insert', 'delete') ORDER BY occurrence_id;
+  FROM webhook._occurrence_rows WHERE operation IN ('insert', 'delete') ORDER BY occurrence_id, row_number;
 ROLLBACK;
 
 -- a rolled-back change leaves nothing in the queue
-SELECT count(*) AS occurrences FROM webhook.occurrence;
+SELECT count(*) AS occurrences FROM webhook._occurrence_rows;
 
 -- a ticket writer with no privilege on the webhook schema still queues
 CREATE ROLE ticket_writer;
@@ -36,7 +36,7 @@ BEGIN;
 SET LOCAL ROLE ticket_writer;
 INSERT INTO tickets (ticket_id, summary, status_id) VALUES (200, 'Written by a plain role', 1);
 RESET ROLE;
-SELECT count(*) AS occurrences FROM webhook.occurrence WHERE new_row->>'ticket_id' = '200';
+SELECT count(*) AS occurrences FROM webhook._occurrence_rows WHERE new_row->>'ticket_id' = '200';
 ROLLBACK;
 
 -- the trigger function cannot be called directly

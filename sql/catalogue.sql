@@ -50,7 +50,7 @@ INSERT INTO case_note VALUES (1, 1, 'Looked at it');
 SELECT o.operation, coalesce(o.new_row, o.old_row)->>'case_no' AS case_no, o.new_row->>'note_no' AS note,
        (SELECT string_agg(b.event, ' ' ORDER BY b.event) FROM unnest(o.bindings) AS m(id)
           JOIN webhook.bindings b ON b.binding_id = m.id) AS events
-  FROM webhook.occurrence o ORDER BY o.occurrence_id;
+  FROM webhook._occurrence_rows o ORDER BY o.occurrence_id, o.row_number;
 ROLLBACK;
 
 -- define_event: columns, condition and parent, and their errors
@@ -137,14 +137,14 @@ INSERT INTO helpdesk_case VALUES (5, 10, 1, 'open', 2, 'an urgent one');
 SELECT count(*) AS case_rows FROM helpdesk_case;
 SELECT o.operation, o.new_row->>'case_no' AS case_no, cardinality(o.bindings) AS bindings,
        o.capture_error
-  FROM webhook.occurrence o ORDER BY o.occurrence_id;
+  FROM webhook._occurrence_rows o ORDER BY o.occurrence_id, o.row_number;
 ROLLBACK;
 -- without the error, each binding decides for itself
 CREATE VIEW matched AS
 SELECT o.new_row->>'case_no' AS case_no, o.capture_error,
        (SELECT string_agg(coalesce(b.condition_sql, b.conditions::text), ' | ' ORDER BY b.binding_id)
           FROM unnest(o.bindings) AS m(id) JOIN webhook.bindings b ON b.binding_id = m.id) AS matched
-  FROM webhook.occurrence o ORDER BY o.occurrence_id;
+  FROM webhook._occurrence_rows o ORDER BY 1;
 BEGIN;
 INSERT INTO helpdesk_case VALUES (6, 10, 1, 'open', 3, 'an urgent one'), (7, 10, 1, 'open', 1, 'calm');
 SELECT * FROM matched;

@@ -16,7 +16,7 @@ CREATE FUNCTION bind(event text, label text, conditions jsonb) RETURNS void
 CREATE VIEW matched AS
 SELECT o.operation, coalesce(o.new_row, o.old_row)->>'id' AS id,
        string_agg(l.label, ' ' ORDER BY l.label) AS bindings
-  FROM webhook.occurrence o CROSS JOIN unnest(o.bindings) AS m(id) JOIN labels l ON l.binding_id = m.id
+  FROM webhook._occurrence_rows o CROSS JOIN unnest(o.bindings) AS m(id) JOIN labels l ON l.binding_id = m.id
  GROUP BY 1, 2 ORDER BY 1, 2;
 
 SELECT bind('cond.inserted', 'eq', '[{"field": "n", "op": "eq", "value": 1}]');

@@ -78,9 +78,10 @@ CREATE INDEX ON webhook.binding (profile_id);
 COMMENT ON TABLE webhook.binding IS 'Bindings: one event added to one profile, with its conditions.';
 
 /*
- * The capture queue: one row per changed row that matched at least one
- * binding, written in the transaction of the change.  The worker turns each
- * into one delivery per binding and deletes it.
+ * The capture queue, written in the transaction of the change.  One row
+ * holds the changed rows of one statement that matched the same bindings
+ * (up to 1000 of them, as JSON arrays, compressed when large); the worker
+ * turns each changed row into one delivery per binding and deletes it.
  */
 CREATE TABLE webhook.occurrence (
     occurrence_id bigserial PRIMARY KEY,
@@ -88,10 +89,26 @@ CREATE TABLE webhook.occurrence (
     table_oid     oid NOT NULL,
     operation     text NOT NULL,
     bindings      bigint[] NOT NULL,
-    new_row       json,
-    old_row       json,
+    new_rows      json,                 -- array of the rows after the change (insert, update)
+    old_rows      json,                 -- array of the rows before it (update, delete), same order
+    row_count     int NOT NULL,
     capture_error text                  -- a condition failed: recorded as failed deliveries
 );
+DO $$
+BEGIN
+    ALTER TABLE webhook.occurrence ALTER new_rows SET COMPRESSION lz4, ALTER old_rows SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    NULL;   -- a server built without lz4 compresses with pglz
+END $$;
+
+-- The queue, one row per changed row (for inspection and tests).
+CREATE VIEW webhook._occurrence_rows AS
+SELECT o.occurrence_id, r.ord AS row_number, o.captured_at, o.table_oid, o.operation, o.bindings,
+       r.new_row, r.old_row, o.capture_error
+  FROM webhook.occurrence o
+ CROSS JOIN LATERAL ROWS FROM (pg_catalog.json_array_elements(o.new_rows),
+                               pg_catalog.json_array_elements(o.old_rows))
+       WITH ORDINALITY AS r(new_row, old_row, ord);
 COMMENT ON TABLE webhook.occurrence IS 'Captured row changes not yet turned into deliveries.';
 
 -- One HTTP request body to send, and where it stands.
@@ -619,6 +636,17 @@ DECLARE
     ids bigint[];
     conditional boolean;
     user_sql boolean;
+    -- the matching rows of a statement, grouped by bindings, 1000 to a queue row
+    enqueue constant text :=
+        'INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_rows, old_rows, row_count, capture_error)'
+        ' SELECT %s, %L, g.bindings,'
+        ' CASE WHEN %2$L <> ''delete'' THEN pg_catalog.json_agg(g.new_row ORDER BY g.i) END,'
+        ' CASE WHEN %2$L <> ''insert'' THEN pg_catalog.json_agg(g.old_row ORDER BY g.i) END,'
+        ' pg_catalog.count(*), %s'
+        ' FROM (SELECT pg_catalog.row_number() OVER () AS i, s.* FROM (%s) AS s) AS g'
+        ' GROUP BY g.bindings, (g.i - 1) / 1000';
+    any_unconditional boolean;
+    filters text[];
     direct text;
     source text;
     new_expr text;
@@ -658,7 +686,9 @@ BEGIN
         trigger_name := 'webhook_capture_' || op;
         parts := '{}';
         ids := '{}';
+        filters := '{}';
         conditional := false;
+        any_unconditional := false;
         user_sql := false;
         FOR b IN SELECT x.binding_id, x.compiled, x.condition_sql, e.event_id, e.columns, e.condition
                    FROM webhook.binding x JOIN webhook.event e ON e.event_id = x.event_id
@@ -683,10 +713,12 @@ BEGIN
             ids := ids || b.binding_id;
             IF cardinality(conds) = 0 THEN
                 parts := parts || format('%s::int8', b.binding_id);
+                any_unconditional := true;
             ELSE
                 conditional := true;
                 parts := parts || format('CASE WHEN COALESCE(%s, false) THEN %s::int8 END',
                                          array_to_string(conds, ' AND '), b.binding_id);
+                filters := filters || format('COALESCE(%s, false)', array_to_string(conds, ' AND '));
             END IF;
         END LOOP;
 
@@ -711,7 +743,13 @@ BEGIN
         old_expr := CASE op WHEN 'insert' THEN 'NULL::json' ELSE 'pg_catalog.to_json(o.r)' END;
         fallback := format('SELECT %L::int8[] AS bindings, %s AS new_row, %s AS old_row FROM %s',
                            ids, new_expr, old_expr, source);
-        IF conditional THEN
+        IF conditional AND NOT user_sql AND NOT any_unconditional THEN
+            -- rows that match no binding are passed over before any array is built
+            query := format('SELECT pg_catalog.array_remove(ARRAY[%s], NULL) AS bindings,'
+                            ' %s AS new_row, %s AS old_row FROM %s WHERE %s',
+                            array_to_string(parts, ', '), new_expr, old_expr, source,
+                            array_to_string(filters, ' OR '));
+        ELSIF conditional THEN
             query := format('SELECT m.ids AS bindings, %s AS new_row, %s AS old_row FROM %s'
                             ' CROSS JOIN LATERAL (SELECT pg_catalog.array_remove(ARRAY[%s], NULL) AS ids) AS m'
                             ' WHERE pg_catalog.cardinality(m.ids) > 0',
@@ -731,12 +769,8 @@ BEGIN
                SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                 WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
                   AND t.typnamespace <> 'pg_catalog'::regnamespace) THEN
-            query := format('INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_row, old_row)'
-                            ' SELECT %s, %L, s.bindings, s.new_row, s.old_row FROM (%s) AS s',
-                            tbl::oid, op, query);
-            fallback := format('INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_row, old_row, capture_error)'
-                               ' SELECT %s, %L, s.bindings, s.new_row, s.old_row, $1 FROM (%s) AS s',
-                               tbl::oid, op, fallback);
+            query := format(enqueue, tbl::oid, op, 'NULL', query);
+            fallback := format(enqueue, tbl::oid, op, '$1', fallback);
         END IF;
         -- only a query that may fail needs a fallback
         IF NOT conditional THEN

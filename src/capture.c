@@ -46,6 +46,9 @@ PG_FUNCTION_INFO_V1(webhook_capture);
 
 #define MATCHES_RELATION "webhook_matches"
 
+/* Changed rows of one statement that one queue row holds at most. */
+#define CHUNK_ROWS 1000
+
 typedef struct CaptureEntry
 {
 	Oid			tgoid;			/* hash key */
@@ -289,9 +292,14 @@ enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation,
 	if (enqueue_plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(
-									   "INSERT INTO webhook.occurrence"
-									   " (table_oid, operation, bindings, new_row, old_row, capture_error)"
-									   " SELECT $1, $2, bindings, new_row, old_row, $3 FROM " MATCHES_RELATION,
+									   "INSERT INTO webhook.occurrence (table_oid, operation, bindings,"
+									   "                                new_rows, old_rows, row_count, capture_error)"
+									   " SELECT $1, $2, g.bindings,"
+									   "        CASE WHEN $2 <> 'delete' THEN pg_catalog.json_agg(g.new_row ORDER BY g.i) END,"
+									   "        CASE WHEN $2 <> 'insert' THEN pg_catalog.json_agg(g.old_row ORDER BY g.i) END,"
+									   "        pg_catalog.count(*), $3"
+									   "   FROM (SELECT pg_catalog.row_number() OVER () AS i, m.* FROM " MATCHES_RELATION " AS m) AS g"
+									   "  GROUP BY g.bindings, (g.i - 1) / " CppAsString2(CHUNK_ROWS),
 									   3, argtypes);
 
 		if (plan == NULL)
@@ -407,50 +415,132 @@ transition_reader(Tuplestorestate *rows, TupleDesc desc)
 	return MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
 }
 
+/* The columns of webhook.occurrence. */
 enum
 {
 	Q_OCCURRENCE_ID, Q_CAPTURED_AT, Q_TABLE_OID, Q_OPERATION, Q_BINDINGS,
-	Q_NEW_ROW, Q_OLD_ROW, Q_CAPTURE_ERROR, Q_NATTS
+	Q_NEW_ROWS, Q_OLD_ROWS, Q_ROW_COUNT, Q_CAPTURE_ERROR, Q_NATTS
 };
+
+/*
+ * A queue row holds up to CHUNK_ROWS changed rows of one statement, or
+ * about CHUNK_BYTES of their JSON, whichever comes first.
+ */
+#define CHUNK_BYTES (4 * 1024 * 1024)
+
+typedef struct QueueChunk
+{
+	Relation	queue;
+	Oid			seq_relid;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	Datum		table_oid;
+	Datum		operation;
+	Datum		bindings;
+	StringInfoData new_rows;	/* "[row,row" while open */
+	StringInfoData old_rows;
+	bool		has_new;
+	bool		has_old;
+	int			count;
+} QueueChunk;
+
+static void
+append_row(StringInfo rows, TupleTableSlot *slot, int count)
+{
+	text	   *json = DatumGetTextPP(row_json(slot));
+
+	appendStringInfoChar(rows, count == 0 ? '[' : ',');
+	appendBinaryStringInfo(rows, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
+	pfree(json);
+}
+
+static void
+flush_chunk(QueueChunk *chunk)
+{
+	TupleTableSlot *out = chunk->slot;
+	text	   *new_rows = NULL;
+	text	   *old_rows = NULL;
+
+	if (chunk->count == 0)
+		return;
+	if (chunk->has_new)
+	{
+		appendStringInfoChar(&chunk->new_rows, ']');
+		new_rows = cstring_to_text_with_len(chunk->new_rows.data, chunk->new_rows.len);
+	}
+	if (chunk->has_old)
+	{
+		appendStringInfoChar(&chunk->old_rows, ']');
+		old_rows = cstring_to_text_with_len(chunk->old_rows.data, chunk->old_rows.len);
+	}
+
+	ExecClearTuple(out);
+	memset(out->tts_isnull, false, Q_NATTS * sizeof(bool));
+	out->tts_values[Q_OCCURRENCE_ID] = Int64GetDatum(nextval_internal(chunk->seq_relid, false));
+	out->tts_values[Q_CAPTURED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
+	out->tts_values[Q_TABLE_OID] = chunk->table_oid;
+	out->tts_values[Q_OPERATION] = chunk->operation;
+	out->tts_values[Q_BINDINGS] = chunk->bindings;
+	out->tts_values[Q_NEW_ROWS] = PointerGetDatum(new_rows);
+	out->tts_isnull[Q_NEW_ROWS] = new_rows == NULL;
+	out->tts_values[Q_OLD_ROWS] = PointerGetDatum(old_rows);
+	out->tts_isnull[Q_OLD_ROWS] = old_rows == NULL;
+	out->tts_values[Q_ROW_COUNT] = Int32GetDatum(chunk->count);
+	out->tts_isnull[Q_CAPTURE_ERROR] = true;
+	ExecStoreVirtualTuple(out);
+
+	table_tuple_insert(chunk->queue, out, GetCurrentCommandId(true), 0, NULL);
+	ExecInsertIndexTuples(chunk->rri, out, chunk->estate, false, false, NULL, NIL);
+
+	/* inserting materialized the slot: our copies are free to go */
+	ExecClearTuple(out);
+	if (new_rows)
+		pfree(new_rows);
+	if (old_rows)
+		pfree(old_rows);
+	resetStringInfo(&chunk->new_rows);
+	resetStringInfo(&chunk->old_rows);
+	chunk->count = 0;
+}
 
 static uint64
 capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 {
 	Oid			nsp = get_namespace_oid(WEBHOOK_SCHEMA_NAME, false);
 	Oid			queue_relid = get_relname_relid("occurrence", nsp);
-	Oid			seq_relid = get_relname_relid("occurrence_occurrence_id_seq", nsp);
-	Relation	queue;
-	EState	   *estate;
-	ResultRelInfo *rri;
-	TupleTableSlot *out;
+	QueueChunk	chunk;
 	TupleTableSlot *new_slot;
 	TupleTableSlot *old_slot;
 	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
-	MemoryContext row_cxt;
-	MemoryContext old_cxt;
-	Datum		operation = CStringGetTextDatum(trigdata->tg_trigger->tgargs[0]);
-	Oid			relid = RelationGetRelid(trigdata->tg_relation);
 	int			guc_level;
 	uint64		queued = 0;
 
-	if (!OidIsValid(queue_relid) || !OidIsValid(seq_relid))
+	memset(&chunk, 0, sizeof(chunk));
+	chunk.seq_relid = get_relname_relid("occurrence_occurrence_id_seq", nsp);
+	if (!OidIsValid(queue_relid) || !OidIsValid(chunk.seq_relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("webhook.occurrence does not exist"),
 				 errhint("Is the webhook extension installed in this database?")));
 
-	queue = table_open(queue_relid, RowExclusiveLock);
-	if (RelationGetDescr(queue)->natts != Q_NATTS)
+	chunk.queue = table_open(queue_relid, RowExclusiveLock);
+	if (RelationGetDescr(chunk.queue)->natts != Q_NATTS)
 		elog(ERROR, "webhook.occurrence does not have the expected columns");
-	estate = CreateExecutorState();
-	rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(rri, queue, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
-	out = MakeSingleTupleTableSlot(RelationGetDescr(queue), &TTSOpsVirtual);
+	chunk.estate = CreateExecutorState();
+	chunk.rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(chunk.rri, chunk.queue, 1, NULL, 0);
+	ExecOpenIndices(chunk.rri, false);
+	chunk.slot = MakeSingleTupleTableSlot(RelationGetDescr(chunk.queue), &TTSOpsVirtual);
+	chunk.table_oid = ObjectIdGetDatum(RelationGetRelid(trigdata->tg_relation));
+	chunk.operation = CStringGetTextDatum(trigdata->tg_trigger->tgargs[0]);
+	chunk.bindings = entry->bindings;
+	initStringInfo(&chunk.new_rows);
+	initStringInfo(&chunk.old_rows);
 	new_slot = transition_reader(trigdata->tg_newtable, desc);
 	old_slot = transition_reader(trigdata->tg_oldtable, desc);
-	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "webhook capture row",
-									ALLOCSET_DEFAULT_SIZES);
+	chunk.has_new = new_slot != NULL;
+	chunk.has_old = old_slot != NULL;
 
 	guc_level = NewGUCNestLevel();
 	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
@@ -465,43 +555,32 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 
 		if (!have_new && !have_old)
 			break;
+		/* the old and new transition tables hold the rows in the same order */
+		if ((new_slot && !have_new) || (old_slot && !have_old))
+			elog(ERROR, "the old and new rows of the statement do not pair up");
 
-		MemoryContextReset(row_cxt);
-		old_cxt = MemoryContextSwitchTo(row_cxt);
-		ExecClearTuple(out);
-		memset(out->tts_isnull, false, Q_NATTS * sizeof(bool));
-		out->tts_values[Q_OCCURRENCE_ID] = Int64GetDatum(nextval_internal(seq_relid, false));
-		out->tts_values[Q_CAPTURED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
-		out->tts_values[Q_TABLE_OID] = ObjectIdGetDatum(relid);
-		out->tts_values[Q_OPERATION] = operation;
-		out->tts_values[Q_BINDINGS] = entry->bindings;
 		if (have_new)
-			out->tts_values[Q_NEW_ROW] = row_json(new_slot);
-		else
-			out->tts_isnull[Q_NEW_ROW] = true;
+			append_row(&chunk.new_rows, new_slot, chunk.count);
 		if (have_old)
-			out->tts_values[Q_OLD_ROW] = row_json(old_slot);
-		else
-			out->tts_isnull[Q_OLD_ROW] = true;
-		out->tts_isnull[Q_CAPTURE_ERROR] = true;
-		ExecStoreVirtualTuple(out);
-
-		table_tuple_insert(queue, out, GetCurrentCommandId(true), 0, NULL);
-		ExecInsertIndexTuples(rri, out, estate, false, false, NULL, NIL);
-		MemoryContextSwitchTo(old_cxt);
+			append_row(&chunk.old_rows, old_slot, chunk.count);
+		chunk.count++;
 		queued++;
+		if (chunk.count >= CHUNK_ROWS || chunk.new_rows.len + chunk.old_rows.len >= CHUNK_BYTES)
+			flush_chunk(&chunk);
 	}
+	flush_chunk(&chunk);
 
 	AtEOXact_GUC(true, guc_level);
-	MemoryContextDelete(row_cxt);
 	if (new_slot)
 		ExecDropSingleTupleTableSlot(new_slot);
 	if (old_slot)
 		ExecDropSingleTupleTableSlot(old_slot);
-	ExecDropSingleTupleTableSlot(out);
-	ExecCloseIndices(rri);
-	FreeExecutorState(estate);
-	table_close(queue, NoLock);
+	ExecDropSingleTupleTableSlot(chunk.slot);
+	pfree(chunk.new_rows.data);
+	pfree(chunk.old_rows.data);
+	ExecCloseIndices(chunk.rri);
+	FreeExecutorState(chunk.estate);
+	table_close(chunk.queue, NoLock);
 	return queued;
 }
 

@@ -23,8 +23,8 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-/* Occurrences turned into deliveries by one transaction at most. */
-#define EXPAND_STEP 1000
+/* Changed rows turned into deliveries by one transaction, about. */
+#define EXPAND_STEP 2000
 
 /* Finished deliveries purged by one transaction at most. */
 #define PURGE_STEP 1000
@@ -33,22 +33,36 @@
 #define LEASE_SECONDS 3600
 
 /*
- * One row change becomes one delivery per matching binding.  The envelope
- * is built here, from the snapshot taken by the capture trigger.
+ * Each changed row of a queue row becomes one delivery per binding it
+ * matched.  The envelope is built here, from the snapshot taken by the
+ * capture trigger.  Queue rows are taken in order, up to $1 changed rows
+ * (and at least one queue row).
  */
 static const char *expand_sql =
-"WITH claimed AS ("
-"  DELETE FROM webhook.occurrence"
-"  WHERE occurrence_id IN (SELECT occurrence_id FROM webhook.occurrence"
-"                          ORDER BY occurrence_id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+"WITH locked AS ("
+"  SELECT occurrence_id, row_count FROM webhook.occurrence"
+"   ORDER BY occurrence_id LIMIT 1000 FOR UPDATE SKIP LOCKED"
+"), picked AS ("
+"  SELECT occurrence_id FROM ("
+"    SELECT occurrence_id, row_count,"
+"           pg_catalog.sum(row_count) OVER (ORDER BY occurrence_id) AS running FROM locked) AS x"
+"   WHERE running - row_count < $1"
+"), claimed AS ("
+"  DELETE FROM webhook.occurrence WHERE occurrence_id IN (SELECT occurrence_id FROM picked)"
 "  RETURNING *"
+"), changed AS ("
+"  SELECT c.occurrence_id, c.captured_at, c.capture_error, c.bindings, r.ord, r.new_row, r.old_row"
+"    FROM claimed c"
+"   CROSS JOIN LATERAL ROWS FROM (pg_catalog.json_array_elements(c.new_rows),"
+"                                 pg_catalog.json_array_elements(c.old_rows))"
+"         WITH ORDINALITY AS r(new_row, old_row, ord)"
 "), item AS ("
-"  SELECT c.occurrence_id, c.captured_at, c.capture_error, b.binding_id, p.profile_id,"
+"  SELECT c.occurrence_id, c.ord, c.captured_at, c.capture_error, b.binding_id, p.profile_id,"
 "         p.name AS profile, p.enabled, e.name AS event, e.title, e.object, e.operation,"
 "         CASE WHEN e.operation = 'delete' THEN c.old_row ELSE c.new_row END AS row,"
 "         c.old_row, c.new_row, e.key_columns, e.parent_object, e.parent_table,"
 "         e.parent_column, e.parent_key, pg_catalog.gen_random_uuid()::text AS id"
-"  FROM claimed c"
+"  FROM changed c"
 "  CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"
 "  JOIN webhook.binding b ON b.binding_id = m.binding_id"
 "  JOIN webhook.event e ON e.event_id = b.event_id"
@@ -67,10 +81,10 @@ static const char *expand_sql =
 "              WHEN i.enabled THEN 'pending' ELSE 'held' END,"
 "         CASE WHEN i.capture_error IS NULL THEN pg_catalog.now() END, i.captured_at,"
 "         'a condition failed when the change was captured: ' || i.capture_error"
-"  FROM item i ORDER BY i.occurrence_id, i.binding_id"
+"  FROM item i ORDER BY i.occurrence_id, i.ord, i.binding_id"
 "  RETURNING 1"
 ")"
-"SELECT (SELECT pg_catalog.count(*) FROM claimed), (SELECT pg_catalog.count(*) FROM inserted)";
+"SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)";
 
 static const char *claim_sql =
 "UPDATE webhook.delivery d"
@@ -269,9 +283,15 @@ webhook_queue_claim(int limit, WebhookClaim *claim)
 	if (SPI_execute_plan(keep_plan(&expand_plan, expand_sql, 1, expand_types),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not expand webhook occurrences");
-	claim->more_occurrences =
-		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-									&isnull)) >= EXPAND_STEP;
+	{
+		int64		locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc, 1, &isnull));
+		int64		claimed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 2, &isnull));
+
+		/* more is waiting when the step was cut short either way */
+		claim->more_occurrences = locked >= 1000 || claimed < locked;
+	}
 
 	if (limit > 0)
 	{

@@ -8,18 +8,18 @@
 #   c  webhook, 3 profiles whose bindings match every row
 #   d  webhook, 3 bindings whose conditions match no row
 # twice: bulk (INSERT ... SELECT of 100 rows per statement) and single-row
-# transactions (synchronous_commit = on).  Ratios are to (a).
+# transactions (synchronous_commit = on), one client each.  Ratios are to (a).
 #
 # The worker is kept from running (no background worker slot for it), so
 # that the figures are the writer's cost alone, not the sending.
 #
-#   bash test/bench/capture.sh [seconds per measurement, default 3] [rounds, default 9]
+#   bash test/bench/capture.sh [seconds per measurement, default 3] [rounds, default 12]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh postgresql-contrib bc >/dev/null
 
 secs=${1:-3}
-rounds=${2:-9}
+rounds=${2:-12}
 PGBIN=/usr/lib/postgresql/15/bin
 dir=$(mktemp -d /tmp/webhook-bench.XXXXXX)
 chmod 755 "$dir"; chown postgres: "$dir"
@@ -39,6 +39,9 @@ synchronous_commit = on
 # the launcher and the logical replication launcher take both slots
 max_worker_processes = 2
 log_min_messages = error
+# no checkpoint or autovacuum in the middle of a measurement
+checkpoint_timeout = 1h
+autovacuum = off
 CONF
 as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null
 psql() { as_pg "$PGBIN/psql" -X -q -h "$dir" -p 5477 -d postgres -v ON_ERROR_STOP=1 "$@"; }
@@ -83,13 +86,16 @@ measure() {
         awk -v rows="$rows" '/^tps/ { printf "%.0f\n", $3 * rows }'
 }
 
+# a warm-up round, not counted; then the rounds, each in another order
+for cfg in a b c d; do measure bulk "$cfg" 1 100 >/dev/null; measure single "$cfg" 1 1 >/dev/null; done
 declare -A results
+orders=("a b c d" "b c d a" "c d a b" "d a b c")
 for round in $(seq "$rounds"); do
-    for cfg in a b c d; do
+    for cfg in ${orders[$((round % 4))]}; do
         results[bulk,$cfg]+="$(measure bulk "$cfg" 1 100) "
     done
-    for cfg in a b c d; do
-        results[single,$cfg]+="$(measure single "$cfg" 2 1) "
+    for cfg in ${orders[$((round % 4))]}; do
+        results[single,$cfg]+="$(measure single "$cfg" 1 1) "
     done
 done
 

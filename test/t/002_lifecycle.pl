@@ -103,6 +103,12 @@ $node->safe_psql('db1', qq{
 });
 ok(wait_until(sub { worker_pid($node, 'db1') ne '' }), 'CREATE EXTENSION starts a worker again');
 
+# a worker that ends with an error (here: terminated) is restarted by the launcher
+my $terminated = worker_pid($node, 'db1');
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($terminated)");
+ok(wait_until(sub { my $p = worker_pid($node, 'db1'); $p ne '' && $p ne $terminated }, 30),
+	'a terminated worker is started again by the launcher');
+
 # kill -9 while requests are in flight: the cluster restarts, the worker
 # comes back and sends again what was not recorded, with the same ids
 my $slow = $receiver->url('/slow/3000');
