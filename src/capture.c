@@ -428,6 +428,51 @@ enum
  */
 #define CHUNK_BYTES (4 * 1024 * 1024)
 
+/*
+ * The JSON arrays of the chunk being built.  They are kept from one
+ * statement to the next (allocating and freeing large buffers for every
+ * statement costs more than the rest), and dropped when they grew large.
+ * Each starts with room for a varlena header, so that it becomes a json
+ * datum in place.
+ */
+static StringInfoData new_rows_buf;
+static StringInfoData old_rows_buf;
+
+#define KEEP_BUFFER_BYTES (256 * 1024)
+
+static void
+start_rows(StringInfo rows)
+{
+	if (rows->data == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		initStringInfo(rows);
+		MemoryContextSwitchTo(old);
+	}
+	resetStringInfo(rows);
+	appendBinaryStringInfo(rows, "\0\0\0\0", VARHDRSZ);
+}
+
+static void
+release_rows(StringInfo rows)
+{
+	if (rows->data != NULL && rows->maxlen > KEEP_BUFFER_BYTES)
+	{
+		pfree(rows->data);
+		rows->data = NULL;
+	}
+}
+
+/* The array as a json datum, in the buffer itself. */
+static Datum
+finish_rows(StringInfo rows)
+{
+	appendStringInfoChar(rows, ']');
+	SET_VARSIZE(rows->data, rows->len);
+	return PointerGetDatum(rows->data);
+}
+
 typedef struct QueueChunk
 {
 	Relation	queue;
@@ -438,8 +483,8 @@ typedef struct QueueChunk
 	Datum		table_oid;
 	Datum		operation;
 	Datum		bindings;
-	StringInfoData new_rows;	/* "[row,row" while open */
-	StringInfoData old_rows;
+	StringInfo	new_rows;		/* "[row,row" while open */
+	StringInfo	old_rows;
 	bool		has_new;
 	bool		has_old;
 	int			count;
@@ -450,6 +495,8 @@ append_row(StringInfo rows, TupleTableSlot *slot, int count)
 {
 	text	   *json = DatumGetTextPP(row_json(slot));
 
+	if (count == 0)
+		start_rows(rows);
 	appendStringInfoChar(rows, count == 0 ? '[' : ',');
 	appendBinaryStringInfo(rows, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
 	pfree(json);
@@ -459,21 +506,9 @@ static void
 flush_chunk(QueueChunk *chunk)
 {
 	TupleTableSlot *out = chunk->slot;
-	text	   *new_rows = NULL;
-	text	   *old_rows = NULL;
 
 	if (chunk->count == 0)
 		return;
-	if (chunk->has_new)
-	{
-		appendStringInfoChar(&chunk->new_rows, ']');
-		new_rows = cstring_to_text_with_len(chunk->new_rows.data, chunk->new_rows.len);
-	}
-	if (chunk->has_old)
-	{
-		appendStringInfoChar(&chunk->old_rows, ']');
-		old_rows = cstring_to_text_with_len(chunk->old_rows.data, chunk->old_rows.len);
-	}
 
 	ExecClearTuple(out);
 	memset(out->tts_isnull, false, Q_NATTS * sizeof(bool));
@@ -482,25 +517,21 @@ flush_chunk(QueueChunk *chunk)
 	out->tts_values[Q_TABLE_OID] = chunk->table_oid;
 	out->tts_values[Q_OPERATION] = chunk->operation;
 	out->tts_values[Q_BINDINGS] = chunk->bindings;
-	out->tts_values[Q_NEW_ROWS] = PointerGetDatum(new_rows);
-	out->tts_isnull[Q_NEW_ROWS] = new_rows == NULL;
-	out->tts_values[Q_OLD_ROWS] = PointerGetDatum(old_rows);
-	out->tts_isnull[Q_OLD_ROWS] = old_rows == NULL;
+	if (chunk->has_new)
+		out->tts_values[Q_NEW_ROWS] = finish_rows(chunk->new_rows);
+	else
+		out->tts_isnull[Q_NEW_ROWS] = true;
+	if (chunk->has_old)
+		out->tts_values[Q_OLD_ROWS] = finish_rows(chunk->old_rows);
+	else
+		out->tts_isnull[Q_OLD_ROWS] = true;
 	out->tts_values[Q_ROW_COUNT] = Int32GetDatum(chunk->count);
 	out->tts_isnull[Q_CAPTURE_ERROR] = true;
 	ExecStoreVirtualTuple(out);
 
 	table_tuple_insert(chunk->queue, out, GetCurrentCommandId(true), 0, NULL);
 	ExecInsertIndexTuples(chunk->rri, out, chunk->estate, false, false, NULL, NIL);
-
-	/* inserting materialized the slot: our copies are free to go */
 	ExecClearTuple(out);
-	if (new_rows)
-		pfree(new_rows);
-	if (old_rows)
-		pfree(old_rows);
-	resetStringInfo(&chunk->new_rows);
-	resetStringInfo(&chunk->old_rows);
 	chunk->count = 0;
 }
 
@@ -535,8 +566,8 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	chunk.table_oid = ObjectIdGetDatum(RelationGetRelid(trigdata->tg_relation));
 	chunk.operation = CStringGetTextDatum(trigdata->tg_trigger->tgargs[0]);
 	chunk.bindings = entry->bindings;
-	initStringInfo(&chunk.new_rows);
-	initStringInfo(&chunk.old_rows);
+	chunk.new_rows = &new_rows_buf;
+	chunk.old_rows = &old_rows_buf;
 	new_slot = transition_reader(trigdata->tg_newtable, desc);
 	old_slot = transition_reader(trigdata->tg_oldtable, desc);
 	chunk.has_new = new_slot != NULL;
@@ -560,12 +591,13 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 			elog(ERROR, "the old and new rows of the statement do not pair up");
 
 		if (have_new)
-			append_row(&chunk.new_rows, new_slot, chunk.count);
+			append_row(chunk.new_rows, new_slot, chunk.count);
 		if (have_old)
-			append_row(&chunk.old_rows, old_slot, chunk.count);
+			append_row(chunk.old_rows, old_slot, chunk.count);
 		chunk.count++;
 		queued++;
-		if (chunk.count >= CHUNK_ROWS || chunk.new_rows.len + chunk.old_rows.len >= CHUNK_BYTES)
+		if (chunk.count >= CHUNK_ROWS ||
+			(have_new ? chunk.new_rows->len : 0) + (have_old ? chunk.old_rows->len : 0) >= CHUNK_BYTES)
 			flush_chunk(&chunk);
 	}
 	flush_chunk(&chunk);
@@ -576,8 +608,8 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	if (old_slot)
 		ExecDropSingleTupleTableSlot(old_slot);
 	ExecDropSingleTupleTableSlot(chunk.slot);
-	pfree(chunk.new_rows.data);
-	pfree(chunk.old_rows.data);
+	release_rows(chunk.new_rows);
+	release_rows(chunk.old_rows);
 	ExecCloseIndices(chunk.rri);
 	FreeExecutorState(chunk.estate);
 	table_close(chunk.queue, NoLock);
