@@ -31,7 +31,7 @@ webhook_start_worker(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("webhook must be loaded via shared_preload_libraries"),
 				 errhint("Add webhook to shared_preload_libraries in postgresql.conf and restart the server.")));
-	webhook_start_on_commit();
+	webhook_start_on_commit(MyDatabaseId);
 	PG_RETURN_VOID();
 }
 

@@ -1,26 +1,31 @@
 /*
  * capture.c
- *		The capture trigger: queues an occurrence for every changed row that
- *		matches a binding, in the transaction that changed it.
+ *		The capture trigger: queues every changed row that matches a binding,
+ *		in the transaction that changed it.
  *
  * webhook._sync_triggers() attaches one AFTER ... FOR EACH STATEMENT
  * trigger per table and operation that has bindings, with the rows of the
- * statement as transition tables (webhook_new, webhook_old).  Its second
- * argument is a query, generated from the bindings, that returns one row
- * (bindings, new_row, old_row) per changed row that matched at least one
- * binding.  A change of bindings replaces the trigger, so a new trigger
- * OID means a new query; plans are cached by trigger OID.
+ * statement as transition tables (webhook_new, webhook_old).  A queue row
+ * holds the changed rows of one statement that matched the same bindings,
+ * up to CHUNK_ROWS, as JSON arrays.  The trigger's arguments say how:
  *
- * The query runs as the user who changed the rows, as any trigger would.
- * Its result is then inserted into webhook.occurrence as the owner of that
- * table, so ticket writers need no privilege on the queue.
+ *	(op, query, '', bindings)	every binding matches every row: the direct
+ *								path builds the queue rows here, no query
+ *	(op, INSERT ..., fallback)	conditions of ours only, on built-in types: one
+ *								INSERT run as the queue's owner
+ *	(op, SELECT ..., fallback)	conditions with users' SQL: the SELECT runs as
+ *								the writer, its rows are queued as the owner
+ *
+ * A fallback (every binding, no condition) is run with the error when the
+ * query fails; see webhook_capture().  A change of bindings replaces the
+ * trigger, so a new trigger OID means new arguments; plans are cached by
+ * trigger OID.
  */
 #include "webhook.h"
 
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
-#include "utils/resowner.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
@@ -37,8 +42,10 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "pgtime.h"
 #include "utils/queryenvironment.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
@@ -67,9 +74,14 @@ static int	stale_entries = 0;
 static SPIPlanPtr enqueue_plan = NULL;
 static TupleDesc matches_desc = NULL;
 
-/* What the transaction asks of the worker at commit. */
+/*
+ * What the transaction asks at commit: wake this database's worker, start
+ * workers (for this database after CREATE EXTENSION, for a new database
+ * after CREATE DATABASE; not before, the launcher would not see them).
+ */
 static bool wake_at_commit = false;
-static bool start_at_commit = false;
+static Oid	start_at_commit[4];
+static int	nstart_at_commit = 0;
 
 static void
 capture_xact_callback(XactEvent event, void *arg)
@@ -78,11 +90,12 @@ capture_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (start_at_commit)
-				webhook_request_worker(MyDatabaseId);
+			for (int i = 0; i < nstart_at_commit; i++)
+				webhook_request_worker(start_at_commit[i]);
 			if (wake_at_commit)
 				webhook_wake_worker(MyDatabaseId);
-			wake_at_commit = start_at_commit = false;
+			wake_at_commit = false;
+			nstart_at_commit = 0;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -96,11 +109,13 @@ capture_xact_callback(XactEvent event, void *arg)
 					entry->in_use = 0;
 			}
 			webhook_capture_depth = 0;
-			wake_at_commit = start_at_commit = false;
+			wake_at_commit = false;
+			nstart_at_commit = 0;
 			break;
 		case XACT_EVENT_PREPARE:
 			/* COMMIT PREPARED wakes the worker (see init.c) */
-			wake_at_commit = start_at_commit = false;
+			wake_at_commit = false;
+			nstart_at_commit = 0;
 			break;
 		default:
 			break;
@@ -141,9 +156,13 @@ webhook_wake_on_commit(void)
 }
 
 void
-webhook_start_on_commit(void)
+webhook_start_on_commit(Oid dboid)
 {
-	start_at_commit = true;
+	for (int i = 0; i < nstart_at_commit; i++)
+		if (start_at_commit[i] == dboid)
+			return;
+	if (nstart_at_commit < (int) lengthof(start_at_commit))
+		start_at_commit[nstart_at_commit++] = dboid;
 }
 
 /* Free the plans of stale entries that are not executing. */
@@ -168,6 +187,32 @@ sweep_stale_entries(void)
 			stale_entries--;
 		}
 	}
+}
+
+/*
+ * Rows are rendered in UTC whatever the writer's time zone: set it for the
+ * capture unless the session is already in UTC.  Returns the GUC nest level
+ * to pass to AtEOXact_GUC, or -1 when nothing was set.
+ */
+static int
+render_in_utc(void)
+{
+	long		gmtoff;
+	int			level;
+
+	if (pg_get_timezone_offset(session_timezone, &gmtoff) && gmtoff == 0)
+		return -1;
+	level = NewGUCNestLevel();
+	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+static void
+render_done(int level)
+{
+	if (level >= 0)
+		AtEOXact_GUC(true, level);
 }
 
 /*
@@ -330,13 +375,13 @@ static uint64
 run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 				  Trigger *trigger, Oid relid, const char *capture_error)
 {
+	int			utc_level;
 	int			guc_level;
 	int			rc;
 	uint64		queued;
 
+	utc_level = render_in_utc();
 	guc_level = NewGUCNestLevel();
-	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	entry->in_use++;
@@ -385,6 +430,7 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 	webhook_capture_depth--;
 	entry->in_use--;
 	AtEOXact_GUC(true, guc_level);
+	render_done(utc_level);
 	return queued;
 }
 
@@ -544,7 +590,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	TupleTableSlot *new_slot;
 	TupleTableSlot *old_slot;
 	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
-	int			guc_level;
+	int			utc_level;
 	uint64		queued = 0;
 
 	memset(&chunk, 0, sizeof(chunk));
@@ -573,9 +619,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	chunk.has_new = new_slot != NULL;
 	chunk.has_old = old_slot != NULL;
 
-	guc_level = NewGUCNestLevel();
-	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	utc_level = render_in_utc();
 
 	for (;;)
 	{
@@ -602,7 +646,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	}
 	flush_chunk(&chunk);
 
-	AtEOXact_GUC(true, guc_level);
+	render_done(utc_level);
 	if (new_slot)
 		ExecDropSingleTupleTableSlot(new_slot);
 	if (old_slot)
@@ -645,11 +689,6 @@ webhook_capture(PG_FUNCTION_ARGS)
 
 	relid = RelationGetRelid(trigdata->tg_relation);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
-		elog(ERROR, "could not register the transition tables");
-
 	entry = capture_entry(trigger, relid);
 
 	if (trigger->tgnargs == 4)
@@ -664,8 +703,17 @@ webhook_capture(PG_FUNCTION_ARGS)
 			MemoryContextSwitchTo(old);
 		}
 		queued = capture_direct(trigdata, entry);
+		if (queued > 0)
+			wake_at_commit = true;
+		return PointerGetDatum(NULL);
 	}
-	else if (trigger->tgnargs < 3 || trigger->tgargs[2][0] == '\0')
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "could not register the transition tables");
+
+	if (trigger->tgnargs < 3 || trigger->tgargs[2][0] == '\0')
 	{
 		/* no condition: nothing in the query can fail */
 		if (entry->plan == NULL)

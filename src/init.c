@@ -190,7 +190,7 @@ webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		Oid			newdb = get_database_oid(((CreatedbStmt *) stmt)->dbname, true);
 
 		if (OidIsValid(newdb))
-			webhook_request_worker(newdb);
+			webhook_start_on_commit(newdb);
 	}
 	else if (is_drop_of_our_extension(stmt))
 		webhook_wake_on_commit();

@@ -88,7 +88,7 @@ extern PGDLLEXPORT void webhook_worker_main(Datum main_arg);
 
 /* capture.c: wake this database's worker when the transaction commits */
 extern void webhook_wake_on_commit(void);
-extern void webhook_start_on_commit(void);
+extern void webhook_start_on_commit(Oid dboid);
 extern void webhook_capture_init(void);
 extern int	webhook_capture_depth;
 
