@@ -10,12 +10,13 @@ OBJS = \
 	src/queue.o \
 	src/http.o \
 	src/capture.o \
+	src/sign.o \
 	src/api.o
 
 EXTENSION = webhook
 DATA = sql/webhook--0.1.sql
 
-REGRESS = setup api capture conditions catalogue
+REGRESS = setup api capture conditions catalogue profiles
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config

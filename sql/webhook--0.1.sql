@@ -52,14 +52,139 @@ CREATE TABLE webhook.profile (
     name            text NOT NULL UNIQUE,
     url             text NOT NULL,
     method          text NOT NULL DEFAULT 'POST',
+    auth            text NOT NULL DEFAULT 'none',
+    username        text,
+    password        text,                   -- basic: the password; bearer: the token
+    headers         jsonb NOT NULL DEFAULT '{}',
     payload         text NOT NULL DEFAULT 'small',
+    secret          text NOT NULL,          -- Standard Webhooks signing secret, whsec_...
     enabled         boolean NOT NULL DEFAULT true,
     max_attempts    int NOT NULL DEFAULT 8,
     retry_schedule  interval[],
+    timeout         interval,
     disabled_reason text,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
-COMMENT ON TABLE webhook.profile IS 'Webhook profiles: URL, method, payload kind, retry policy.';
+COMMENT ON TABLE webhook.profile IS 'Webhook profiles: URL, method, authentication, headers, secret, retry policy.';
+
+CREATE FUNCTION webhook._new_secret() RETURNS text
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'webhook_new_secret';
+COMMENT ON FUNCTION webhook._new_secret() IS 'A new whsec_ signing secret of 32 random bytes (internal).';
+
+/*
+ * Every profile, however written, is checked here: a direct write to the
+ * table is held to the same rules as create_profile.
+ */
+CREATE FUNCTION webhook._profile_guard() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    h record;
+    key_bytes int;
+BEGIN
+    IF NEW.name IS NULL OR btrim(NEW.name) = '' OR length(NEW.name) > 200 THEN
+        RAISE EXCEPTION 'invalid profile name %', coalesce(quote_literal(NEW.name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A profile name is 1 to 200 characters.';
+    END IF;
+    IF NEW.url IS NULL OR NEW.url !~* '^https?://[^/?#[:space:]@]+([/?#][^[:space:]]*)?$' OR length(NEW.url) > 2048 THEN
+        RAISE EXCEPTION 'invalid URL %',
+            coalesce(quote_literal(regexp_replace(left(NEW.url, 200), '[[:cntrl:]]', '?', 'g')), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The URL must be http:// or https:// with a host, without spaces or credentials, at most 2048 characters.';
+    END IF;
+    NEW.method := upper(NEW.method);
+    IF NEW.method IS NULL OR NEW.method NOT IN ('POST', 'PUT', 'PATCH') THEN
+        RAISE EXCEPTION 'invalid method %', coalesce(quote_literal(NEW.method), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The method is POST, PUT or PATCH.';
+    END IF;
+    NEW.auth := lower(NEW.auth);
+    IF NEW.auth IS NULL OR NEW.auth NOT IN ('none', 'basic', 'bearer') THEN
+        RAISE EXCEPTION 'invalid auth %', coalesce(quote_literal(NEW.auth), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'auth is none, basic (username and password) or bearer (password is the token).';
+    END IF;
+    IF NEW.auth = 'basic' AND (NEW.username IS NULL OR NEW.password IS NULL OR NEW.username LIKE '%:%') THEN
+        RAISE EXCEPTION 'basic authentication needs a username (without ":") and a password'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass username => ... and password => ....';
+    END IF;
+    IF NEW.auth = 'bearer' AND (NEW.password IS NULL OR NEW.password = '' OR NEW.username IS NOT NULL) THEN
+        RAISE EXCEPTION 'bearer authentication needs the token as password, and no username'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass password => ''<token>''.';
+    END IF;
+    IF NEW.auth = 'none' AND (NEW.username IS NOT NULL OR NEW.password IS NOT NULL) THEN
+        RAISE EXCEPTION 'a username or password needs auth basic or bearer'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass auth => ''basic'' or auth => ''bearer''.';
+    END IF;
+    IF NEW.username ~ '[[:cntrl:]]' OR NEW.password ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'the username and password must not contain control characters'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Remove line breaks and other control characters.';
+    END IF;
+    IF NEW.headers IS NULL OR jsonb_typeof(NEW.headers) <> 'object' THEN
+        RAISE EXCEPTION 'headers must be a JSON object of names and values'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example: {"X-Team": "service-desk"}.';
+    END IF;
+    FOR h IN SELECT key, value FROM jsonb_each(NEW.headers) LOOP
+        IF h.key !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]{1,100}$' THEN
+            RAISE EXCEPTION 'invalid header name %',
+                quote_literal(regexp_replace(left(h.key, 100), '[[:cntrl:]]', '?', 'g'))
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A header name is 1 to 100 letters, digits and !#$%&''*+.^_`|~-.';
+        END IF;
+        IF lower(h.key) IN ('content-type', 'content-length', 'host', 'user-agent', 'authorization',
+                            'webhook-id', 'webhook-timestamp', 'webhook-signature', 'transfer-encoding',
+                            'connection', 'expect', 'te', 'trailer', 'upgrade', 'keep-alive') THEN
+            RAISE EXCEPTION 'header % is set by webhook itself', quote_literal(h.key)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use auth for Authorization and webhook.user_agent for User-Agent; the others cannot be set.';
+        END IF;
+        IF jsonb_typeof(h.value) <> 'string' OR h.value #>> '{}' ~ '[[:cntrl:]]'
+           OR length(h.value #>> '{}') > 4096 THEN
+            RAISE EXCEPTION 'invalid value for header %', quote_literal(h.key)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A header value is a JSON string of at most 4096 characters, without line breaks or other control characters.';
+        END IF;
+    END LOOP;
+    IF (SELECT count(DISTINCT lower(k)) FROM jsonb_object_keys(NEW.headers) AS k)
+       <> (SELECT count(*) FROM jsonb_object_keys(NEW.headers)) THEN
+        RAISE EXCEPTION 'a header is given twice'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Header names are case-insensitive: give each once.';
+    END IF;
+    IF NEW.payload IS DISTINCT FROM 'small' THEN
+        RAISE EXCEPTION 'invalid payload %', coalesce(quote_literal(NEW.payload), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The payload is small: the row''s own columns.';
+    END IF;
+    IF NEW.secret IS NULL THEN
+        NEW.secret := webhook._new_secret();
+    END IF;
+    BEGIN
+        key_bytes := length(decode(substr(NEW.secret, 7), 'base64'));
+    EXCEPTION WHEN OTHERS THEN
+        key_bytes := 0;
+    END;
+    IF NEW.secret !~ '^whsec_[A-Za-z0-9+/]+={0,2}$' OR key_bytes NOT BETWEEN 24 AND 64 THEN
+        RAISE EXCEPTION 'invalid secret'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A secret is whsec_ followed by the base64 of 24 to 64 random bytes; leave it NULL to have one made.';
+    END IF;
+    IF NEW.max_attempts IS NULL OR NEW.max_attempts NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 100'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default is 8.';
+    END IF;
+    IF NEW.retry_schedule IS NOT NULL AND (
+           cardinality(NEW.retry_schedule) NOT BETWEEN 1 AND 100
+           OR EXISTS (SELECT 1 FROM unnest(NEW.retry_schedule) AS w
+                       WHERE w IS NULL OR w < '0' OR w > '7 days')) THEN
+        RAISE EXCEPTION 'retry_schedule must list 1 to 100 waits of 0 to 7 days'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example: ''{10 seconds, 1 minute, 10 minutes}''; the last wait repeats.';
+    END IF;
+    IF NEW.timeout IS NOT NULL AND (NEW.timeout < '100 milliseconds' OR NEW.timeout > '1 hour') THEN
+        RAISE EXCEPTION 'timeout must be between 100 milliseconds and 1 hour'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'NULL uses webhook.request_timeout.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER profile_guard BEFORE INSERT OR UPDATE ON webhook.profile
+    FOR EACH ROW EXECUTE FUNCTION webhook._profile_guard();
 
 -- One event added to one profile, with its own conditions.
 CREATE TABLE webhook.binding (
@@ -1107,22 +1232,18 @@ COMMENT ON VIEW webhook.events IS 'The event catalogue.';
 -- Profiles and bindings
 ------------------------------------------------------------------------------
 
-CREATE FUNCTION webhook.create_profile(name text, url text, events text[])
+CREATE FUNCTION webhook.create_profile(name text, url text, events text[],
+                                       method text DEFAULT 'POST', auth text DEFAULT 'none',
+                                       username text DEFAULT NULL, password text DEFAULT NULL,
+                                       headers jsonb DEFAULT '{}', secret text DEFAULT NULL,
+                                       max_attempts int DEFAULT 8,
+                                       retry_schedule interval[] DEFAULT NULL,
+                                       timeout interval DEFAULT NULL)
     RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     new_id bigint;
     ev text;
 BEGIN
-    IF name IS NULL OR btrim(name) = '' OR length(name) > 200 THEN
-        RAISE EXCEPTION 'invalid profile name %', coalesce(quote_literal(name), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'A profile name is 1 to 200 characters.';
-    END IF;
-    IF url IS NULL OR url !~* '^https?://[^/?#[:space:]@]+([/?#][^[:space:]]*)?$' OR length(url) > 2048 THEN
-        RAISE EXCEPTION 'invalid URL %',
-            coalesce(quote_literal(regexp_replace(left(url, 200), '[[:cntrl:]]', '?', 'g')), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The URL must be http:// or https:// with a host, without spaces or credentials, at most 2048 characters.';
-    END IF;
     IF events IS NULL OR cardinality(events) = 0 THEN
         RAISE EXCEPTION 'a profile needs at least one event'
             USING ERRCODE = 'invalid_parameter_value',
@@ -1145,7 +1266,12 @@ BEGIN
             USING ERRCODE = 'duplicate_object', HINT = 'Choose another name.';
     END IF;
 
-    INSERT INTO webhook.profile (name, url) VALUES (name, url) RETURNING profile_id INTO new_id;
+    -- the guard trigger checks the rest
+    INSERT INTO webhook.profile (name, url, method, auth, username, password, headers, secret,
+                                 max_attempts, retry_schedule, timeout)
+    VALUES (name, url, method, auth, username, password, headers, secret,
+            max_attempts, retry_schedule, timeout)
+    RETURNING profile_id INTO new_id;
     INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
     SELECT new_id, e.event_id, current_user::regrole, ''
       FROM unnest(events) WITH ORDINALITY AS l(name, ord)
@@ -1154,7 +1280,7 @@ BEGIN
     RETURN new_id;
 END
 $$;
-COMMENT ON FUNCTION webhook.create_profile(text, text, text[]) IS
+COMMENT ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, int, interval[], interval) IS
     'Creates a webhook profile that sends the listed events to the URL.';
 
 CREATE FUNCTION webhook.add_event(profile text, event text, conditions jsonb DEFAULT '[]',
@@ -1218,13 +1344,19 @@ SELECT b.binding_id, p.name AS profile, e.name AS event, b.conditions, b.conditi
 COMMENT ON VIEW webhook.bindings IS 'The events of each profile, with their conditions.';
 
 CREATE VIEW webhook.profiles AS
-SELECT p.name, p.url, p.method, p.payload, p.enabled, p.disabled_reason, p.max_attempts,
-       p.retry_schedule,
+SELECT p.name, p.url, p.method, p.auth, p.username,
+       CASE WHEN p.password IS NOT NULL THEN '[redacted]' END AS password,
+       (SELECT COALESCE(pg_catalog.jsonb_object_agg(h.key,
+                            CASE WHEN h.key ~* '(auth|token|key|secret|cookie|password|session)'
+                                 THEN '"[redacted]"'::jsonb ELSE h.value END), '{}')
+          FROM pg_catalog.jsonb_each(p.headers) AS h) AS headers,
+       p.payload, '[redacted]'::text AS secret, p.enabled, p.disabled_reason, p.max_attempts,
+       p.retry_schedule, p.timeout,
        ARRAY(SELECT e.name FROM webhook.binding b JOIN webhook.event e ON e.event_id = b.event_id
               WHERE b.profile_id = p.profile_id ORDER BY b.binding_id) AS events,
        p.created_at
   FROM webhook.profile p;
-COMMENT ON VIEW webhook.profiles IS 'Webhook profiles and their events.';
+COMMENT ON VIEW webhook.profiles IS 'Webhook profiles and their events, passwords, tokens, secrets and secret-looking headers redacted.';
 
 ------------------------------------------------------------------------------
 -- Deliveries

@@ -20,6 +20,7 @@
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -97,7 +98,12 @@ static const char *claim_sql =
 "       webhook.profile p"
 " WHERE d.delivery_id = due.delivery_id AND p.profile_id = d.profile_id AND p.enabled"
 " RETURNING d.delivery_id, d.attempts, d.profile_id, p.url, p.method, d.body::text,"
-"           d.webhook_id";
+"           d.webhook_id, p.auth, p.username, p.password, p.secret,"
+"           COALESCE((pg_catalog.extract(epoch FROM p.timeout) * 1000)::int, -1),"
+"           ARRAY(SELECT h.key || ': ' || h.value FROM pg_catalog.jsonb_each_text(p.headers) AS h"
+"                  ORDER BY h.key),"
+"           ARRAY(SELECT h.key FROM pg_catalog.jsonb_object_keys(p.headers) AS h(key)"
+"                  WHERE h.key OPERATOR(pg_catalog.~*) '(auth|token|key|secret|cookie|password|session)')";
 
 static const char *next_due_sql =
 "SELECT pg_catalog.min(d.next_attempt_at)"
@@ -233,6 +239,32 @@ copy_text(HeapTuple tuple, TupleDesc desc, int column, MemoryContext cxt)
 	return value ? MemoryContextStrdup(cxt, value) : NULL;
 }
 
+/* The elements of a text[] column, as C strings in the current context. */
+static List *
+text_array(HeapTuple tuple, TupleDesc desc, int column)
+{
+	bool		isnull;
+	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	if (isnull)
+		return NIL;
+	deconstruct_array(DatumGetArrayTypeP(value), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			result = lappend(result, TextDatumGetCString(elems[i]));
+	return result;
+}
+
+/*
+ * The request of a claimed delivery: its body and every header, signed.
+ * The Authorization header and secret-looking headers of the profile are
+ * listed as redacted, so that the recorded request headers do not show them.
+ */
 static WebhookRequest *
 request_from_claim(HeapTuple tuple, TupleDesc desc)
 {
@@ -240,6 +272,10 @@ request_from_claim(HeapTuple tuple, TupleDesc desc)
 	MemoryContext old = MemoryContextSwitchTo(req->cxt);
 	bool		isnull;
 	char		timestamp[32];
+	char	   *webhook_id;
+	char	   *auth;
+	char	   *signature;
+	int			timeout_ms;
 
 	req->delivery_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
 	req->attempt = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
@@ -247,15 +283,33 @@ request_from_claim(HeapTuple tuple, TupleDesc desc)
 	req->url = copy_text(tuple, desc, 4, req->cxt);
 	req->method = copy_text(tuple, desc, 5, req->cxt);
 	req->body = copy_text(tuple, desc, 6, req->cxt);
-	req->timeout_ms = webhook_request_timeout;
+	webhook_id = copy_text(tuple, desc, 7, req->cxt);
+	auth = copy_text(tuple, desc, 8, req->cxt);
+	timeout_ms = DatumGetInt32(SPI_getbinval(tuple, desc, 12, &isnull));
+	req->timeout_ms = timeout_ms > 0 ? timeout_ms : webhook_request_timeout;
 
 	snprintf(timestamp, sizeof(timestamp), "%lld",
 			 (long long) (GetCurrentTimestamp() / USECS_PER_SEC +
 						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
-	req->headers = list_make4(pstrdup("Content-Type: application/json"),
-							  psprintf("User-Agent: %s", webhook_user_agent),
-							  psprintf("webhook-id: %s", copy_text(tuple, desc, 7, req->cxt)),
-							  psprintf("webhook-timestamp: %s", timestamp));
+	signature = webhook_signature(copy_text(tuple, desc, 11, req->cxt), webhook_id,
+								  timestamp, req->body);
+
+	req->headers = list_make2(pstrdup("Content-Type: application/json"),
+							  psprintf("User-Agent: %s", webhook_user_agent));
+	if (strcmp(auth, "basic") == 0)
+		req->headers = lappend(req->headers,
+							   psprintf("Authorization: %s",
+										webhook_basic_credentials(copy_text(tuple, desc, 9, req->cxt),
+																  copy_text(tuple, desc, 10, req->cxt))));
+	else if (strcmp(auth, "bearer") == 0)
+		req->headers = lappend(req->headers,
+							   psprintf("Authorization: Bearer %s", copy_text(tuple, desc, 10, req->cxt)));
+	req->headers = list_concat(req->headers, text_array(tuple, desc, 13));
+	req->headers = lappend(req->headers, psprintf("webhook-id: %s", webhook_id));
+	req->headers = lappend(req->headers, psprintf("webhook-timestamp: %s", timestamp));
+	if (signature)
+		req->headers = lappend(req->headers, psprintf("webhook-signature: %s", signature));
+	req->redacted = lappend(text_array(tuple, desc, 14), pstrdup("Authorization"));
 	MemoryContextSwitchTo(old);
 	return req;
 }

@@ -10,6 +10,7 @@
  *	queue.c		SQL work of the worker: expand, claim, record, purge
  *	http.c		libcurl multi interface driven by the worker's wait loop
  *	capture.c	the capture trigger that enqueues occurrences
+ *	sign.c		Standard Webhooks signatures, secrets, Basic credentials
  *	api.c		SQL-callable C functions used by the install script
  */
 #ifndef WEBHOOK_H
@@ -85,6 +86,11 @@ extern PGDLLEXPORT void webhook_launcher_main(Datum main_arg);
 
 /* worker.c */
 extern PGDLLEXPORT void webhook_worker_main(Datum main_arg);
+
+/* sign.c */
+extern char *webhook_signature(const char *secret, const char *msg_id,
+							   const char *timestamp, const char *body);
+extern char *webhook_basic_credentials(const char *username, const char *password);
 
 /* capture.c: wake this database's worker when the transaction commits */
 extern void webhook_wake_on_commit(void);
