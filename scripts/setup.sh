@@ -9,6 +9,9 @@ PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 packages=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libipc-run-perl
           python3 make gcc "$@")
 
+# node and npm run the official Standard Webhooks verifier in the tests
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
+
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -99,7 +99,7 @@ static const char *claim_sql =
 " WHERE d.delivery_id = due.delivery_id AND p.profile_id = d.profile_id AND p.enabled"
 " RETURNING d.delivery_id, d.attempts, d.profile_id, p.url, p.method, d.body::text,"
 "           d.webhook_id, p.auth, p.username, p.password, p.secret,"
-"           COALESCE((pg_catalog.extract(epoch FROM p.timeout) * 1000)::int, -1),"
+"           COALESCE((pg_catalog.date_part('epoch', p.timeout) * 1000)::int, -1),"
 "           ARRAY(SELECT h.key || ': ' || h.value FROM pg_catalog.jsonb_each_text(p.headers) AS h"
 "                  ORDER BY h.key),"
 "           ARRAY(SELECT h.key FROM pg_catalog.jsonb_object_keys(p.headers) AS h(key)"
@@ -137,7 +137,8 @@ static const char *record_sql =
 "       lease_until = NULL, response_status = r.response_status, duration_ms = r.duration_ms,"
 "       error = r.error, response_body = r.response_body"
 "  FROM r, webhook.profile p"
-" WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'";
+" WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'"
+" RETURNING d.next_attempt_at";
 
 static const char *recover_sql =
 "UPDATE webhook.delivery SET status = 'pending', attempts = attempts - 1, lease_until = NULL,"
@@ -395,8 +396,11 @@ add_text(ArrayColumn *col, const char *value)
 	add_value(col, value ? CStringGetTextDatum(value) : (Datum) 0, value == NULL);
 }
 
-/* Record the attempts of finished requests, all in one statement. */
-void
+/*
+ * Record the attempts of finished requests, all in one statement.  Returns
+ * the earliest retry this scheduled, 0 for none.
+ */
+TimestampTz
 webhook_queue_record(List *requests)
 {
 	enum
@@ -412,10 +416,12 @@ webhook_queue_record(List *requests)
 	Datum		args[NCOLS];
 	ListCell   *lc;
 
+	TimestampTz next_retry = 0;
+
 	if (requests == NIL)
-		return;
+		return 0;
 	if (!begin_step("webhook: record"))
-		return;
+		return 0;
 
 	for (int i = 0; i < NCOLS; i++)
 	{
@@ -442,9 +448,18 @@ webhook_queue_record(List *requests)
 		args[i] = makeArrayResult(cols[i].state, CurrentMemoryContext);
 
 	if (SPI_execute_plan(keep_plan(&record_plan, record_sql, NCOLS, types),
-						 args, NULL, false, 0) != SPI_OK_UPDATE)
+						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record webhook attempts");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		at = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull && (next_retry == 0 || DatumGetTimestampTz(at) < next_retry))
+			next_retry = DatumGetTimestampTz(at);
+	}
 	end_step();
+	return next_retry;
 }
 
 /*

@@ -20,7 +20,7 @@ typedef struct WebhookClaim
 
 extern bool webhook_queue_recover(void);
 extern void webhook_queue_claim(int limit, WebhookClaim *claim);
-extern void webhook_queue_record(List *requests);
+extern TimestampTz webhook_queue_record(List *requests);
 extern bool webhook_queue_purge(void);
 
 #endif							/* WEBHOOK_QUEUE_H */

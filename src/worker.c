@@ -110,22 +110,28 @@ leave(int elevel, const char *why)
 	proc_exit(0);
 }
 
-static void
+/*
+ * Record what finished.  Returns the earliest retry that recording
+ * scheduled, 0 for none: the loop must wake for it.
+ */
+static TimestampTz
 record_finished(void)
 {
 	List	   *done = NIL;
 	WebhookRequest *req;
 	ListCell   *lc;
+	TimestampTz next_retry;
 
 	webhook_http_perform();
 	while ((req = webhook_http_next_done()) != NULL)
 		done = lappend(done, req);
 	if (done == NIL)
-		return;
-	webhook_queue_record(done);
+		return 0;
+	next_retry = webhook_queue_record(done);
 	foreach(lc, done)
 		webhook_request_free(lfirst(lc));
 	list_free(done);
+	return next_retry;
 }
 
 static long
@@ -215,7 +221,12 @@ webhook_worker_main(Datum main_arg)
 			list_free(claim.requests);
 		}
 
-		record_finished();
+		{
+			TimestampTz next_retry = record_finished();
+
+			if (next_retry != 0 && (next_due == 0 || next_retry < next_due))
+				next_due = next_retry;
+		}
 
 		now = GetCurrentTimestamp();
 		if (now >= next_housekeeping)

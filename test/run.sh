@@ -27,6 +27,10 @@ cleanup() {
 trap cleanup EXIT
 
 cp -r Makefile webhook.control sql expected test "$work/"
+# the official Standard Webhooks verifier, for the signature tests
+if ! (cd "$work/test" && npm install --no-save --no-audit --no-fund --silent standardwebhooks >/dev/null 2>&1); then
+    echo "could not install the standardwebhooks npm package: the signature tests will fail"
+fi
 chown -R postgres: "$work"
 as_pg() { runuser -u postgres -- env PATH="$PGBIN:$PATH" "$@"; }
 

@@ -123,14 +123,15 @@ $node->safe_psql('postgres', qq{
 $node->safe_psql('postgres', "INSERT INTO actions (ticket_id, note) VALUES ($ticket_id, 'Looked at it')");
 ok( $node->poll_query_until('postgres', q{
 	SELECT count(*) = 3 FROM webhook.deliveries
-	 WHERE profile IN ('failing', 'down', 'hanging') AND status = 'retrying'}),
+	 WHERE profile IN ('failing', 'down', 'hanging') AND attempts >= 1 AND status <> 'pending'
+	   AND status <> 'sending' AND status <> 'delivered'}),
 	'failed deliveries wait for a retry');
 is( $node->safe_psql('postgres', q{
 	SELECT string_agg(concat_ws('|', d.profile, a.outcome, coalesce(a.response_status, 0),
-	                            a.error IS NOT NULL, d.next_attempt_at > d.last_attempt_at),
+	                            a.error IS NOT NULL, d.next_attempt_at > a.started_at),
 	                  ',' ORDER BY d.profile)
 	  FROM webhook.deliveries d JOIN webhook.attempts a USING (delivery_id)
-	 WHERE d.profile IN ('failing', 'down', 'hanging')}),
+	 WHERE d.profile IN ('failing', 'down', 'hanging') AND a.attempt = 1}),
 	'down|connect_error|0|t|t,failing|response|500|f|t,hanging|timeout|0|t|t',
 	'a 500, a refused connection and a timeout are recorded as such');
 
