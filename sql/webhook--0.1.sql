@@ -1359,6 +1359,193 @@ SELECT p.name, p.url, p.method, p.auth, p.username,
 COMMENT ON VIEW webhook.profiles IS 'Webhook profiles and their events, passwords, tokens, secrets and secret-looking headers redacted.';
 
 ------------------------------------------------------------------------------
+-- Operating profiles
+------------------------------------------------------------------------------
+
+-- The id of a profile, or an error that says there is none.
+CREATE FUNCTION webhook._profile_id(profile text) RETURNS bigint
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id bigint;
+BEGIN
+    SELECT p.profile_id INTO id FROM webhook.profile p WHERE p.name = profile;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'profile % does not exist', coalesce(quote_literal(profile), 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = 'See webhook.profiles.';
+    END IF;
+    RETURN id;
+END
+$$;
+
+CREATE FUNCTION webhook.alter_profile(name text, url text DEFAULT NULL, method text DEFAULT NULL,
+                                      auth text DEFAULT NULL, username text DEFAULT NULL,
+                                      password text DEFAULT NULL, headers jsonb DEFAULT NULL,
+                                      secret text DEFAULT NULL, max_attempts int DEFAULT NULL,
+                                      retry_schedule interval[] DEFAULT NULL,
+                                      timeout interval DEFAULT NULL, new_name text DEFAULT NULL)
+    RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    id bigint := webhook._profile_id(name);
+BEGIN
+    IF new_name IS NOT NULL AND EXISTS (SELECT 1 FROM webhook.profile p
+                                         WHERE p.name = new_name AND p.profile_id <> id) THEN
+        RAISE EXCEPTION 'profile % already exists', quote_literal(new_name)
+            USING ERRCODE = 'duplicate_object', HINT = 'Choose another name.';
+    END IF;
+    -- the guard trigger checks the result as a whole
+    UPDATE webhook.profile p SET
+        name = coalesce(new_name, p.name),
+        url = coalesce(alter_profile.url, p.url),
+        method = coalesce(alter_profile.method, p.method),
+        auth = coalesce(alter_profile.auth, p.auth),
+        -- changing auth replaces the credentials
+        username = CASE WHEN alter_profile.auth IS NOT NULL THEN alter_profile.username
+                        ELSE coalesce(alter_profile.username, p.username) END,
+        password = CASE WHEN alter_profile.auth IS NOT NULL THEN alter_profile.password
+                        ELSE coalesce(alter_profile.password, p.password) END,
+        headers = coalesce(alter_profile.headers, p.headers),
+        secret = coalesce(alter_profile.secret, p.secret),
+        max_attempts = coalesce(alter_profile.max_attempts, p.max_attempts),
+        -- '{}' and '0' go back to the defaults
+        retry_schedule = CASE WHEN alter_profile.retry_schedule = '{}' THEN NULL
+                              ELSE coalesce(alter_profile.retry_schedule, p.retry_schedule) END,
+        timeout = CASE WHEN alter_profile.timeout = '0' THEN NULL
+                       ELSE coalesce(alter_profile.timeout, p.timeout) END
+     WHERE p.profile_id = id;
+END
+$$;
+COMMENT ON FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, int, interval[], interval, text) IS
+    'Changes a profile; NULL leaves an option as it is. Deliveries not yet sent go out with the new settings.';
+
+CREATE FUNCTION webhook.disable_profile(name text, reason text DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    id bigint := webhook._profile_id(name);
+BEGIN
+    UPDATE webhook.profile p
+       SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || current_user)
+     WHERE p.profile_id = id;
+    UPDATE webhook.delivery d SET status = 'held', next_attempt_at = NULL
+     WHERE d.profile_id = id AND d.status IN ('pending', 'retrying');
+END
+$$;
+COMMENT ON FUNCTION webhook.disable_profile(text, text) IS
+    'Stops sending for a profile: its changes are still captured, and held until it is enabled.';
+
+CREATE FUNCTION webhook.enable_profile(name text) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    id bigint := webhook._profile_id(name);
+BEGIN
+    UPDATE webhook.profile p SET enabled = true, disabled_reason = NULL WHERE p.profile_id = id;
+    UPDATE webhook.delivery d SET status = 'pending', next_attempt_at = pg_catalog.now()
+     WHERE d.profile_id = id AND d.status = 'held';
+    PERFORM webhook._wake();
+END
+$$;
+COMMENT ON FUNCTION webhook.enable_profile(text) IS
+    'Sends for a profile again, starting with what was held while it was disabled.';
+
+CREATE FUNCTION webhook.drop_profile(name text) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    id bigint := webhook._profile_id(name);
+BEGIN
+    DELETE FROM webhook.attempt a
+     WHERE a.delivery_id IN (SELECT d.delivery_id FROM webhook.delivery d WHERE d.profile_id = id);
+    DELETE FROM webhook.delivery d WHERE d.profile_id = id;
+    DELETE FROM webhook.profile p WHERE p.profile_id = id;   -- its bindings go with it
+END
+$$;
+COMMENT ON FUNCTION webhook.drop_profile(text) IS
+    'Removes a profile, its bindings, and its deliveries and attempts, sent or not.';
+
+-- A new delivery of a body, sent again under the same webhook-id.
+CREATE FUNCTION webhook._resend(source webhook.delivery) RETURNS bigint
+    LANGUAGE sql AS $$
+    INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,
+                                  next_attempt_at, captured_at)
+    SELECT source.profile_id, source.webhook_id, source.events, source.items, source.body,
+           CASE WHEN p.enabled THEN 'pending' ELSE 'held' END,
+           CASE WHEN p.enabled THEN pg_catalog.now() END, source.captured_at
+      FROM webhook.profile p WHERE p.profile_id = source.profile_id
+    RETURNING delivery_id
+$$;
+
+CREATE FUNCTION webhook.redeliver(delivery bigint) RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    source webhook.delivery;
+    new_id bigint;
+BEGIN
+    SELECT * INTO source FROM webhook.delivery d WHERE d.delivery_id = redeliver.delivery;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'delivery % does not exist', coalesce(delivery::text, 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = 'See webhook.deliveries.';
+    END IF;
+    new_id := webhook._resend(source);
+    PERFORM webhook._wake();
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION webhook.redeliver(bigint) IS
+    'Sends a delivery again, same body and webhook-id, as a new delivery; returns its id.';
+
+CREATE FUNCTION webhook.replay(profile text, since timestamptz, status text DEFAULT 'failed')
+    RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    id bigint := webhook._profile_id(profile);
+    n int;
+BEGIN
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'since must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'For example: now() - interval ''1 day''.';
+    END IF;
+    IF status IS NULL OR status NOT IN ('failed', 'delivered', 'retrying') THEN
+        RAISE EXCEPTION 'invalid status %', coalesce(quote_literal(status), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Replay failed, delivered or retrying deliveries.';
+    END IF;
+    SELECT count(webhook._resend(d)) INTO n
+      FROM webhook.delivery d
+     WHERE d.profile_id = id AND d.status = replay.status AND d.created_at >= since;
+    IF n > 0 THEN
+        PERFORM webhook._wake();
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION webhook.replay(text, timestamptz, text) IS
+    'Sends again every delivery of a profile with the status, created since then; returns how many.';
+
+CREATE FUNCTION webhook.send_test(profile text) RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    p webhook.profile;
+    id text := pg_catalog.gen_random_uuid()::text;
+    new_id bigint;
+BEGIN
+    SELECT * INTO p FROM webhook.profile x WHERE x.profile_id = webhook._profile_id(profile);
+    IF NOT p.enabled THEN
+        RAISE EXCEPTION 'profile % is disabled', quote_literal(p.name)
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable it with webhook.enable_profile.';
+    END IF;
+    INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,
+                                  next_attempt_at, captured_at)
+    VALUES (p.profile_id, id, ARRAY['ping'], 1,
+            pg_catalog.json_build_object('id', id, 'profile', p.name, 'event', 'ping', 'title', 'Ping',
+                                         'timestamp', pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC',
+                                                                         'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
+            'pending', pg_catalog.now(), pg_catalog.now())
+    RETURNING delivery_id INTO new_id;
+    PERFORM webhook._wake();
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION webhook.send_test(text) IS
+    'Sends a ping to the profile''s URL now, through the normal path; returns the delivery id.';
+
+------------------------------------------------------------------------------
 -- Deliveries
 ------------------------------------------------------------------------------
 
