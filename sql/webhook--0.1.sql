@@ -63,6 +63,7 @@ CREATE TABLE webhook.profile (
     retry_schedule  interval[],
     timeout         interval,
     disabled_reason text,
+    consecutive_failures int NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE webhook.profile IS 'Webhook profiles: URL, method, authentication, headers, secret, retry policy.';
@@ -1351,7 +1352,7 @@ SELECT p.name, p.url, p.method, p.auth, p.username,
                                  THEN '"[redacted]"'::jsonb ELSE h.value END), '{}')
           FROM pg_catalog.jsonb_each(p.headers) AS h) AS headers,
        p.payload, '[redacted]'::text AS secret, p.enabled, p.disabled_reason, p.max_attempts,
-       p.retry_schedule, p.timeout,
+       p.retry_schedule, p.timeout, p.consecutive_failures,
        ARRAY(SELECT e.name FROM webhook.binding b JOIN webhook.event e ON e.event_id = b.event_id
               WHERE b.profile_id = p.profile_id ORDER BY b.binding_id) AS events,
        p.created_at
@@ -1361,6 +1362,70 @@ COMMENT ON VIEW webhook.profiles IS 'Webhook profiles and their events, password
 ------------------------------------------------------------------------------
 -- Operating profiles
 ------------------------------------------------------------------------------
+
+-- Stop a profile: what waits for it is held, never dropped.
+CREATE FUNCTION webhook._disable(id bigint, reason text) RETURNS void
+    LANGUAGE sql AS $$
+    UPDATE webhook.profile SET enabled = false, disabled_reason = reason WHERE profile_id = id;
+    UPDATE webhook.delivery SET status = 'held', next_attempt_at = NULL
+     WHERE profile_id = id AND status IN ('pending', 'retrying');
+$$;
+
+/*
+ * What the recorded attempts mean for their profiles: a delivered delivery
+ * ends a run of failures, a failed one (attempts exhausted) lengthens it; a
+ * run of disable_after (when > 0), or a 410 Gone, disables the profile.
+ */
+CREATE FUNCTION webhook._note_outcomes(profile_ids bigint[], statuses text[],
+                                       response_statuses int[], disable_after int)
+    RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    run int;
+BEGIN
+    FOR r IN SELECT u.profile_id, bool_or(u.status = 'delivered') AS ok,
+                    count(*) FILTER (WHERE u.status = 'failed') AS failed,
+                    bool_or(u.response_status = 410) AS gone
+               FROM unnest(profile_ids, statuses, response_statuses) AS u(profile_id, status, response_status)
+              GROUP BY u.profile_id LOOP
+        UPDATE webhook.profile p
+           SET consecutive_failures = CASE WHEN r.ok THEN 0 ELSE p.consecutive_failures END + r.failed
+         WHERE p.profile_id = r.profile_id AND p.enabled
+        RETURNING p.consecutive_failures INTO run;
+        CONTINUE WHEN NOT FOUND;
+        IF r.gone THEN
+            PERFORM webhook._disable(r.profile_id, 'the receiver answered 410 Gone');
+        ELSIF disable_after > 0 AND run >= disable_after THEN
+            PERFORM webhook._disable(r.profile_id, format('%s deliveries in a row failed', run));
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- The wait a response asks for with Retry-After (seconds or an HTTP date), 1 s to 1 day.
+CREATE FUNCTION webhook._retry_after(headers jsonb) RETURNS interval
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v text;
+    wait interval;
+BEGIN
+    SELECT btrim(h.value #>> '{}') INTO v FROM jsonb_each(headers) AS h
+     WHERE lower(h.key) = 'retry-after' LIMIT 1;
+    IF v IS NULL THEN
+        RETURN NULL;
+    ELSIF v ~ '^[0-9]{1,9}$' THEN
+        wait := make_interval(secs => v::int);
+    ELSE
+        BEGIN
+            wait := v::timestamptz - now();
+        EXCEPTION WHEN OTHERS THEN
+            RETURN NULL;
+        END;
+    END IF;
+    RETURN LEAST(GREATEST(wait, interval '1 second'), interval '1 day');
+END
+$$;
+
 
 -- The id of a profile, or an error that says there is none.
 CREATE FUNCTION webhook._profile_id(profile text) RETURNS bigint
@@ -1422,11 +1487,7 @@ CREATE FUNCTION webhook.disable_profile(name text, reason text DEFAULT NULL) RET
 DECLARE
     id bigint := webhook._profile_id(name);
 BEGIN
-    UPDATE webhook.profile p
-       SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || current_user)
-     WHERE p.profile_id = id;
-    UPDATE webhook.delivery d SET status = 'held', next_attempt_at = NULL
-     WHERE d.profile_id = id AND d.status IN ('pending', 'retrying');
+    PERFORM webhook._disable(id, coalesce(reason, 'disabled by ' || current_user));
 END
 $$;
 COMMENT ON FUNCTION webhook.disable_profile(text, text) IS
@@ -1437,7 +1498,8 @@ CREATE FUNCTION webhook.enable_profile(name text) RETURNS void
 DECLARE
     id bigint := webhook._profile_id(name);
 BEGIN
-    UPDATE webhook.profile p SET enabled = true, disabled_reason = NULL WHERE p.profile_id = id;
+    UPDATE webhook.profile p SET enabled = true, disabled_reason = NULL, consecutive_failures = 0
+     WHERE p.profile_id = id;
     UPDATE webhook.delivery d SET status = 'pending', next_attempt_at = pg_catalog.now()
      WHERE d.profile_id = id AND d.status = 'held';
     PERFORM webhook._wake();
@@ -1557,6 +1619,33 @@ SELECT d.delivery_id, p.name AS profile, d.events, d.items, d.status, d.attempts
   FROM webhook.delivery d
   LEFT JOIN webhook.profile p ON p.profile_id = d.profile_id;
 COMMENT ON VIEW webhook.deliveries IS 'One row per delivery, with its latest outcome.';
+
+CREATE VIEW webhook.stats AS
+SELECT p.name AS profile, p.enabled,
+       (count(*) FILTER (WHERE d.status IN ('pending', 'held', 'retrying'))
+        + (SELECT COALESCE(sum(o.row_count * pg_catalog.cardinality(o.bindings)), 0)
+             FROM webhook.occurrence o
+            WHERE o.bindings && ARRAY(SELECT b.binding_id FROM webhook.binding b
+                                       WHERE b.profile_id = p.profile_id)))::bigint AS queued,
+       count(*) FILTER (WHERE d.status = 'held')::bigint AS held,
+       count(*) FILTER (WHERE d.status = 'sending')::bigint AS in_flight,
+       count(*) FILTER (WHERE d.status = 'delivered')::bigint AS delivered,
+       count(*) FILTER (WHERE d.status = 'retrying')::bigint AS retrying,
+       count(*) FILTER (WHERE d.status = 'failed')::bigint AS failed,
+       round((pg_catalog.percentile_cont(0.5) WITHIN GROUP (
+                 ORDER BY pg_catalog.date_part('epoch', d.delivered_at - d.captured_at) * 1000)
+              FILTER (WHERE d.status = 'delivered' AND d.delivered_at > pg_catalog.now() - interval '1 hour')
+             )::numeric, 1) AS p50_ms,
+       round((pg_catalog.percentile_cont(0.95) WITHIN GROUP (
+                 ORDER BY pg_catalog.date_part('epoch', d.delivered_at - d.captured_at) * 1000)
+              FILTER (WHERE d.status = 'delivered' AND d.delivered_at > pg_catalog.now() - interval '1 hour')
+             )::numeric, 1) AS p95_ms,
+       p.consecutive_failures, p.disabled_reason
+  FROM webhook.profile p
+  LEFT JOIN webhook.delivery d ON d.profile_id = p.profile_id
+ GROUP BY p.profile_id;
+COMMENT ON VIEW webhook.stats IS
+    'One row per profile: what waits, what is in flight, what was delivered or failed, and how fast (change to response, last hour).';
 
 CREATE VIEW webhook.attempts AS
 SELECT a.delivery_id, a.attempt, a.started_at, a.duration_ms, a.outcome, a.response_status,

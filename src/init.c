@@ -24,6 +24,7 @@ int			webhook_connect_timeout = 5000;
 int			webhook_max_response_size = 65536;
 int			webhook_retention = 30 * 24 * 3600;
 int			webhook_max_concurrency = 64;
+int			webhook_disable_after_failures = 100;
 char	   *webhook_user_agent = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -236,6 +237,13 @@ define_gucs(void)
 							NULL,
 							&webhook_max_concurrency,
 							64, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("webhook.disable_after_failures",
+							"Sets after how many failed deliveries in a row a profile is disabled.",
+							"A delivery has failed when its attempts ran out. 0 never disables.",
+							&webhook_disable_after_failures,
+							100, 0, INT_MAX,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomStringVariable("webhook.user_agent",

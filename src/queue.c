@@ -128,17 +128,22 @@ static const char *record_sql =
 ")"
 "UPDATE webhook.delivery d"
 "   SET status = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN 'delivered'"
-"                     WHEN d.attempts >= p.max_attempts THEN 'failed'"
+"                     WHEN d.attempts >= p.max_attempts OR r.response_status = 410 THEN 'failed'"
 "                     ELSE 'retrying' END,"
 "       next_attempt_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
-"                                OR d.attempts >= p.max_attempts THEN NULL"
-"                              ELSE pg_catalog.now() + webhook._retry_delay(p.retry_schedule, d.attempts) END,"
+"                                OR d.attempts >= p.max_attempts OR r.response_status = 410 THEN NULL"
+"                              ELSE pg_catalog.now()"
+"                                   + COALESCE(webhook._retry_after(r.response_headers::jsonb),"
+"                                              webhook._retry_delay(p.retry_schedule, d.attempts)) END,"
 "       delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN pg_catalog.clock_timestamp() END,"
 "       lease_until = NULL, response_status = r.response_status, duration_ms = r.duration_ms,"
 "       error = r.error, response_body = r.response_body"
 "  FROM r, webhook.profile p"
 " WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'"
-" RETURNING d.next_attempt_at";
+" RETURNING d.next_attempt_at, d.profile_id, d.status, r.response_status";
+
+static const char *outcomes_sql =
+"SELECT webhook._note_outcomes($1, $2, $3, $4)";
 
 static const char *recover_sql =
 "UPDATE webhook.delivery SET status = 'pending', attempts = attempts - 1, lease_until = NULL,"
@@ -160,6 +165,7 @@ static SPIPlanPtr expand_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr outcomes_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 
 /* The caller's memory context: results outlive the step's transaction. */
@@ -450,13 +456,35 @@ webhook_queue_record(List *requests)
 	if (SPI_execute_plan(keep_plan(&record_plan, record_sql, NCOLS, types),
 						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record webhook attempts");
-	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		bool		isnull;
-		Datum		at = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		/* what the outcomes mean for the profiles: runs of failures, 410 */
+		ArrayColumn outcome[3] = {{NULL, INT8OID}, {NULL, TEXTOID}, {NULL, INT4OID}};
+		Oid			outcome_types[4] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID};
+		Datum		outcome_args[4];
+		SPITupleTable *recorded = SPI_tuptable;
+		uint64		nrecorded = SPI_processed;
 
-		if (!isnull && (next_retry == 0 || DatumGetTimestampTz(at) < next_retry))
-			next_retry = DatumGetTimestampTz(at);
+		for (uint64 i = 0; i < nrecorded; i++)
+		{
+			HeapTuple	row = recorded->vals[i];
+			bool		isnull;
+			Datum		at = SPI_getbinval(row, recorded->tupdesc, 1, &isnull);
+
+			if (!isnull && (next_retry == 0 || DatumGetTimestampTz(at) < next_retry))
+				next_retry = DatumGetTimestampTz(at);
+			add_value(&outcome[0], SPI_getbinval(row, recorded->tupdesc, 2, &isnull), false);
+			add_value(&outcome[1], SPI_getbinval(row, recorded->tupdesc, 3, &isnull), false);
+			add_value(&outcome[2], SPI_getbinval(row, recorded->tupdesc, 4, &isnull), isnull);
+		}
+		if (nrecorded > 0)
+		{
+			for (int i = 0; i < 3; i++)
+				outcome_args[i] = makeArrayResult(outcome[i].state, CurrentMemoryContext);
+			outcome_args[3] = Int32GetDatum(webhook_disable_after_failures);
+			if (SPI_execute_plan(keep_plan(&outcomes_plan, outcomes_sql, 4, outcome_types),
+								 outcome_args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not note webhook outcomes");
+		}
 	}
 	end_step();
 	return next_retry;

@@ -32,6 +32,7 @@ extern int	webhook_connect_timeout;	/* ms */
 extern int	webhook_max_response_size;	/* bytes */
 extern int	webhook_retention;	/* seconds */
 extern int	webhook_max_concurrency;
+extern int	webhook_disable_after_failures;
 extern char *webhook_user_agent;
 
 /*

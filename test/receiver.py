@@ -5,7 +5,8 @@ Listens on 127.0.0.1 only.  Each request is appended to the log file as one
 JSON line: {"received_at", "method", "path", "headers", "body"}.
 
 How it answers depends on the path:
-  /status/NNN     answers with status NNN
+  /status/NNN     answers with status NNN (a 3xx with a Location header)
+  /retry-after/S  answers 503 with Retry-After: S
   /slow/MS        waits MS milliseconds, then answers 200
   /hang           never answers (until the client gives up)
   anything else   answers 200 with {"ok": true}
@@ -41,9 +42,14 @@ class Handler(BaseHTTPRequestHandler):
                 f.write(json.dumps(record) + "\n")
 
         parts = self.path.strip("/").split("/")
-        status, reply = 200, b'{"ok": true}'
+        status, reply, extra = 200, b'{"ok": true}', {}
         if parts[0] == "status" and len(parts) > 1 and parts[1].isdigit():
             status, reply = int(parts[1]), b'{"status": %s}' % parts[1].encode()
+            if 300 <= status < 400:
+                extra["Location"] = "/redirected"
+        elif parts[0] == "retry-after" and len(parts) > 1:
+            status, reply = 503, b'{"status": 503}'
+            extra["Retry-After"] = parts[1]
         elif parts[0] == "slow" and len(parts) > 1 and parts[1].isdigit():
             time.sleep(int(parts[1]) / 1000.0)
         elif parts[0] == "hang":
@@ -51,6 +57,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Receiver", "webhook-test")
+        for name, value in extra.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(reply)))
         self.end_headers()
         self.wfile.write(reply)

@@ -1,0 +1,68 @@
+# Outcomes that change what happens next: a redirect is a failure and is
+# not followed, Retry-After sets the next attempt, 410 Gone disables the
+# profile, a run of failed deliveries disables it too; webhook.stats counts.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WebhookTest;
+
+my $node = new_webhook_node('outcomes');
+$node->append_conf('postgresql.conf', 'webhook.disable_after_failures = 2');
+$node->reload;
+my $receiver = WebhookTest::Receiver->start;
+my ($moved, $later, $gone, $broken) =
+  map { $receiver->url($_) } ('/status/302', '/retry-after/3', '/status/410', '/status/500');
+
+$node->safe_psql('postgres', sample_schema());
+$node->safe_psql('postgres', qq{
+	CREATE EXTENSION webhook;
+	SELECT webhook.define_ticket_events('tickets');
+	SELECT webhook.create_profile('moved', '$moved', ARRAY['ticket.created']);
+	SELECT webhook.create_profile('later', '$later', ARRAY['ticket.created']);
+	SELECT webhook.create_profile('gone', '$gone', ARRAY['ticket.created']);
+	SELECT webhook.create_profile('broken', '$broken', ARRAY['ticket.created'], max_attempts => 1);
+	INSERT INTO tickets (summary, status_id) VALUES ('first', 1);
+});
+
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 4 FROM webhook.deliveries WHERE attempts >= 1 AND status NOT IN ('pending', 'sending')}),
+	'every profile made its first attempt');
+is($node->safe_psql('postgres', q{
+	SELECT concat_ws('|', status, response_status) FROM webhook.deliveries WHERE profile = 'moved'}),
+	'retrying|302', 'a 302 is a failure to retry');
+is(scalar(grep { $_->{path} eq '/redirected' } @{ $receiver->requests }), 0, 'and is not followed');
+is($node->safe_psql('postgres', q{
+	SELECT next_attempt_at - last_attempt_at BETWEEN interval '2.5 seconds' AND interval '4 seconds'
+	  FROM webhook.deliveries WHERE profile = 'later'}),
+	't', 'Retry-After: 3 sets the next attempt 3 seconds on, not the schedule\'s 5');
+ok($node->poll_query_until('postgres', q{
+	SELECT attempts >= 2 FROM webhook.deliveries WHERE profile = 'later'}),
+	'and the worker comes back for it');
+is($node->safe_psql('postgres', q{
+	SELECT concat_ws('|', d.status, p.enabled, p.disabled_reason)
+	  FROM webhook.deliveries d JOIN webhook.profiles p ON p.name = d.profile WHERE d.profile = 'gone'}),
+	'failed|f|the receiver answered 410 Gone', '410 Gone fails the delivery and disables the profile');
+
+# a second failed delivery in a row disables 'broken' (webhook.disable_after_failures = 2)
+is($node->safe_psql('postgres', q{SELECT enabled FROM webhook.profiles WHERE name = 'broken'}),
+	't', 'one failed delivery does not disable');
+$node->safe_psql('postgres', q{INSERT INTO tickets (summary, status_id) VALUES ('second', 1)});
+ok($node->poll_query_until('postgres', q{
+	SELECT NOT enabled AND disabled_reason = '2 deliveries in a row failed'
+	  FROM webhook.profiles WHERE name = 'broken'}),
+	'two in a row disable the profile, with the reason');
+$node->safe_psql('postgres', q{INSERT INTO tickets (summary, status_id) VALUES ('third', 1)});
+ok($node->poll_query_until('postgres', q{
+	SELECT held = 1 FROM webhook.stats WHERE profile = 'broken'}),
+	'its next change is held, and webhook.stats counts it');
+is($node->safe_psql('postgres', q{
+	SELECT concat_ws('|', enabled, failed, held, consecutive_failures, disabled_reason)
+	  FROM webhook.stats WHERE profile = 'broken'}),
+	'f|2|1|2|2 deliveries in a row failed', 'webhook.stats shows the profile as it is');
+
+$receiver->stop;
+$node->stop;
+done_testing();
