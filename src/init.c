@@ -25,6 +25,7 @@ int			webhook_max_response_size = 65536;
 int			webhook_retention = 30 * 24 * 3600;
 int			webhook_max_concurrency = 64;
 int			webhook_disable_after_failures = 100;
+int			webhook_max_per_profile = 32;
 char	   *webhook_user_agent = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -237,6 +238,13 @@ define_gucs(void)
 							NULL,
 							&webhook_max_concurrency,
 							64, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("webhook.max_per_profile",
+							"Sets how many HTTP requests of one profile are in flight at most.",
+							"Keeps one slow receiver from taking every slot of webhook.max_concurrency.",
+							&webhook_max_per_profile,
+							32, 1, 10000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("webhook.disable_after_failures",

@@ -92,9 +92,21 @@ static const char *claim_sql =
 "   SET status = 'sending', attempts = d.attempts + 1,"
 "       last_attempt_at = pg_catalog.now(),"
 "       lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2)"
-"  FROM (SELECT delivery_id FROM webhook.delivery"
-"        WHERE status IN ('pending', 'retrying') AND next_attempt_at <= pg_catalog.now()"
-"        ORDER BY next_attempt_at, delivery_id LIMIT $1 FOR UPDATE SKIP LOCKED) due,"
+"  FROM (WITH busy AS ("
+"          SELECT profile_id, pg_catalog.count(*) AS n FROM webhook.delivery"
+"           WHERE status = 'sending' GROUP BY profile_id"
+"        ), candidates AS ("
+"          SELECT delivery_id, profile_id, next_attempt_at FROM webhook.delivery"
+"           WHERE status IN ('pending', 'retrying') AND next_attempt_at <= pg_catalog.now()"
+"           ORDER BY next_attempt_at, delivery_id LIMIT $1 * 4 FOR UPDATE SKIP LOCKED"
+"        )"
+"        SELECT c.delivery_id"
+"          FROM (SELECT candidates.*, pg_catalog.row_number() OVER"
+"                       (PARTITION BY profile_id ORDER BY next_attempt_at, delivery_id) AS n"
+"                  FROM candidates) AS c"
+"          LEFT JOIN busy b ON b.profile_id = c.profile_id"
+"         WHERE c.n + COALESCE(b.n, 0) <= $3"
+"         ORDER BY c.next_attempt_at, c.delivery_id LIMIT $1) due,"
 "       webhook.profile p"
 " WHERE d.delivery_id = due.delivery_id AND p.profile_id = d.profile_id AND p.enabled"
 " RETURNING d.delivery_id, d.attempts, d.profile_id, p.url, p.method, d.body::text,"
@@ -329,8 +341,8 @@ void
 webhook_queue_claim(int limit, WebhookClaim *claim)
 {
 	Oid			expand_types[1] = {INT4OID};
-	Oid			claim_types[2] = {INT4OID, INT4OID};
-	Datum		args[2];
+	Oid			claim_types[3] = {INT4OID, INT4OID, INT4OID};
+	Datum		args[3];
 	bool		isnull;
 
 	claim->requests = NIL;
@@ -358,7 +370,8 @@ webhook_queue_claim(int limit, WebhookClaim *claim)
 	{
 		args[0] = Int32GetDatum(limit);
 		args[1] = Int32GetDatum(LEASE_SECONDS);
-		if (SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 2, claim_types),
+		args[2] = Int32GetDatum(webhook_max_per_profile);
+		if (SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 3, claim_types),
 							 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not claim webhook deliveries");
 		for (uint64 i = 0; i < SPI_processed; i++)

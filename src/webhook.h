@@ -33,6 +33,7 @@ extern int	webhook_max_response_size;	/* bytes */
 extern int	webhook_retention;	/* seconds */
 extern int	webhook_max_concurrency;
 extern int	webhook_disable_after_failures;
+extern int	webhook_max_per_profile;
 extern char *webhook_user_agent;
 
 /*

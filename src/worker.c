@@ -115,7 +115,7 @@ leave(int elevel, const char *why)
  * scheduled, 0 for none: the loop must wake for it.
  */
 static TimestampTz
-record_finished(void)
+record_finished(bool *recorded)
 {
 	List	   *done = NIL;
 	WebhookRequest *req;
@@ -125,6 +125,7 @@ record_finished(void)
 	webhook_http_perform();
 	while ((req = webhook_http_next_done()) != NULL)
 		done = lappend(done, req);
+	*recorded = done != NIL;
 	if (done == NIL)
 		return 0;
 	next_retry = webhook_queue_record(done);
@@ -218,14 +219,25 @@ webhook_worker_main(Datum main_arg)
 			/* a full claim or a cut-short expansion means more is waiting */
 			work_pending = claim.more_occurrences || list_length(claim.requests) >= room;
 			next_due = claim.next_due;
+
+			/*
+			 * Due but not claimed: its profile has webhook.max_per_profile
+			 * requests in flight.  A completion, not the clock, frees it.
+			 */
+			if (next_due != 0 && next_due <= GetCurrentTimestamp())
+				next_due = 0;
 			list_free(claim.requests);
 		}
 
 		{
-			TimestampTz next_retry = record_finished();
+			bool		recorded;
+			TimestampTz next_retry = record_finished(&recorded);
 
 			if (next_retry != 0 && (next_due == 0 || next_retry < next_due))
 				next_due = next_retry;
+			/* room was made: what waited for it can be claimed */
+			if (recorded)
+				work_pending = true;
 		}
 
 		now = GetCurrentTimestamp();

@@ -63,6 +63,27 @@ is($node->safe_psql('postgres', q{
 	  FROM webhook.stats WHERE profile = 'broken'}),
 	'f|2|1|2|2 deliveries in a row failed', 'webhook.stats shows the profile as it is');
 
+# webhook.max_per_profile: one slow receiver gets two requests at a time,
+# and does not hold up another profile
+$node->safe_psql('postgres', q{ALTER SYSTEM SET webhook.max_per_profile = 2; SELECT pg_reload_conf();});
+my ($slow, $fast) = map { $receiver->url($_) } ('/slow/1000', '/fast');
+$node->safe_psql('postgres', qq{
+	SELECT webhook.define_event('action.added', 'actions', 'insert');
+	SELECT webhook.create_profile('slow', '$slow', ARRAY['action.added']);
+	SELECT webhook.create_profile('fast', '$fast', ARRAY['action.added']);
+	INSERT INTO actions (ticket_id, note) SELECT min(ticket_id), 'note ' || g FROM tickets, generate_series(1, 6) g GROUP BY g;
+});
+my $slow_got = $receiver->wait_for(6, sub { $_[0]{path} eq '/slow/1000' });
+my $fast_got = $receiver->wait_for(6, sub { $_[0]{path} eq '/fast' });
+is(scalar @$slow_got, 6, 'the slow profile got all six');
+my @at = sort { $a <=> $b } map { $_->{received_at} } @$slow_got;
+ok($at[2] - $at[0] >= 0.8 && $at[4] - $at[2] >= 0.8,
+	'two at a time: each pair waited for the one before')
+  or diag(join(', ', map { sprintf('%.2f', $_ - $at[0]) } @at));
+my @fast_at = sort { $a <=> $b } map { $_->{received_at} } @$fast_got;
+ok($fast_at[-1] - $at[0] < 1.5, 'the fast profile was not held up by the slow one')
+  or diag(sprintf('%.2f', $fast_at[-1] - $at[0]));
+
 $receiver->stop;
 $node->stop;
 done_testing();
