@@ -11,6 +11,7 @@ OBJS = \
 	src/http.o \
 	src/capture.o \
 	src/sign.o \
+	src/network.o \
 	src/api.o
 
 EXTENSION = webhook

@@ -272,7 +272,7 @@ CREATE TABLE webhook.attempt (
     started_at       timestamptz NOT NULL,
     duration_ms      float8,
     outcome          text NOT NULL
-        CHECK (outcome IN ('response', 'timeout', 'connect_error', 'tls_error', 'error')),
+        CHECK (outcome IN ('response', 'timeout', 'connect_error', 'tls_error', 'blocked', 'error')),
     response_status  int,
     response_headers jsonb,
     response_body    text,

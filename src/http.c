@@ -13,7 +13,10 @@
 #include "webhook.h"
 #include "http.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -42,6 +45,8 @@ webhook_outcome_name(WebhookOutcome outcome)
 			return "connect_error";
 		case OUTCOME_TLS_ERROR:
 			return "tls_error";
+		case OUTCOME_BLOCKED:
+			return "blocked";
 		case OUTCOME_ERROR:
 			return "error";
 	}
@@ -100,6 +105,26 @@ write_header(char *data, size_t size, size_t nmemb, void *userp)
 	if (req->response_headers.len + len <= (size_t) Max(webhook_max_response_size, 8192))
 		appendBinaryStringInfo(&req->response_headers, data, len);
 	return len;
+}
+
+/* Refuse to connect to an address of webhook.blocked_networks. */
+static curl_socket_t
+open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	WebhookRequest *req = clientp;
+
+	if (purpose == CURLSOCKTYPE_IPCXN && webhook_address_blocked(&address->addr))
+	{
+		char		text[INET6_ADDRSTRLEN] = "?";
+
+		if (address->family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *) &address->addr)->sin_addr, text, sizeof(text));
+		else if (address->family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *) &address->addr)->sin6_addr, text, sizeof(text));
+		req->blocked_address = MemoryContextStrdup(req->cxt, text);
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
 }
 
 static int
@@ -247,6 +272,8 @@ webhook_http_start(WebhookRequest *req)
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, write_header);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
 
 	MemoryContextSwitchTo(old);
 
@@ -321,6 +348,14 @@ finish_request(WebhookRequest *req, CURLcode code)
 
 	if (code == CURLE_OK || (code == CURLE_WRITE_ERROR && req->body_truncated))
 		req->outcome = OUTCOME_RESPONSE;
+	else if (req->blocked_address)
+	{
+		req->outcome = OUTCOME_BLOCKED;
+		req->error = MemoryContextStrdup(req->cxt,
+										 psprintf("connecting to %s is refused by webhook.blocked_networks",
+												  req->blocked_address));
+		req->status = 0;
+	}
 	else
 	{
 		req->outcome = classify(code);

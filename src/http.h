@@ -19,6 +19,7 @@ typedef enum WebhookOutcome
 	OUTCOME_TIMEOUT,
 	OUTCOME_CONNECT_ERROR,
 	OUTCOME_TLS_ERROR,
+	OUTCOME_BLOCKED,			/* the address is in webhook.blocked_networks */
 	OUTCOME_ERROR				/* anything else: protocol, send, receive */
 } WebhookOutcome;
 
@@ -49,6 +50,7 @@ typedef struct WebhookRequest
 	StringInfoData response_body;
 	StringInfoData response_headers;	/* raw lines of the final response */
 	bool		body_truncated;
+	char	   *blocked_address;	/* set when the connection was refused */
 
 	/* libcurl state, released when the request completes */
 	void	   *easy;

@@ -254,6 +254,16 @@ define_gucs(void)
 							100, 0, INT_MAX,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+	DefineCustomStringVariable("webhook.blocked_networks",
+							   "Sets the address ranges the worker never connects to.",
+							   "A comma-separated list of CIDR ranges, checked on the address a host name "
+							   "resolves to. The default blocks link-local addresses, where cloud metadata "
+							   "services answer.",
+							   &webhook_blocked_networks,
+							   "169.254.0.0/16, fe80::/10",
+							   PGC_SIGHUP, GUC_LIST_INPUT,
+							   (GucStringCheckHook) webhook_check_blocked_networks,
+							   webhook_assign_blocked_networks, NULL);
 	DefineCustomStringVariable("webhook.user_agent",
 							   "Sets the User-Agent header of every request.",
 							   NULL,

@@ -11,6 +11,7 @@
  *	http.c		libcurl multi interface driven by the worker's wait loop
  *	capture.c	the capture trigger that enqueues occurrences
  *	sign.c		Standard Webhooks signatures, secrets, Basic credentials
+ *	network.c	webhook.blocked_networks
  *	api.c		SQL-callable C functions used by the install script
  */
 #ifndef WEBHOOK_H
@@ -35,6 +36,13 @@ extern int	webhook_max_concurrency;
 extern int	webhook_disable_after_failures;
 extern int	webhook_max_per_profile;
 extern char *webhook_user_agent;
+extern char *webhook_blocked_networks;
+
+/* network.c */
+struct sockaddr;
+extern bool webhook_check_blocked_networks(char **newval, void **extra, int source);
+extern void webhook_assign_blocked_networks(const char *newval, void *extra);
+extern bool webhook_address_blocked(const struct sockaddr *sa);
 
 /*
  * Shared memory (shmem.c).

@@ -84,6 +84,31 @@ my @fast_at = sort { $a <=> $b } map { $_->{received_at} } @$fast_got;
 ok($fast_at[-1] - $at[0] < 1.5, 'the fast profile was not held up by the slow one')
   or diag(sprintf('%.2f', $fast_at[-1] - $at[0]));
 
+# webhook.blocked_networks is checked on the address a name resolves to
+my $port = $receiver->{port};
+$node->safe_psql('postgres', qq{
+	ALTER SYSTEM SET webhook.blocked_networks = '127.0.0.0/8, ::1/128';
+	SELECT pg_reload_conf();
+	SELECT webhook.create_profile('by_name', 'http://localhost:$port/blocked', ARRAY['action.added'],
+	                              max_attempts => 1);
+	INSERT INTO actions (ticket_id, note) SELECT min(ticket_id), 'blocked' FROM tickets;
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT status = 'failed' FROM webhook.deliveries WHERE profile = 'by_name'}),
+	'a host name that resolves into a blocked range fails');
+like($node->safe_psql('postgres', q{
+	SELECT concat_ws('|', a.outcome, a.error)
+	  FROM webhook.attempts a JOIN webhook.deliveries d USING (delivery_id) WHERE d.profile = 'by_name'}),
+	qr/^blocked\|connecting to (127\.0\.0\.1|::1) is refused by webhook.blocked_networks$/,
+	'recorded as blocked, with the address');
+is(scalar(grep { $_->{path} eq '/blocked' } @{ $receiver->requests }), 0, 'nothing reached the receiver');
+my ($ret, $out, $err) = $node->psql('postgres', q{ALTER SYSTEM SET webhook.blocked_networks = '10.0.0.0/33'});
+isnt($ret, 0, 'a malformed range is refused');
+like($err, qr/is not an address range/, 'with a message that says so');
+($ret, $out, $err) = $node->psql('postgres', q{
+	CREATE ROLE nobody_special; SET ROLE nobody_special; SET webhook.blocked_networks = ''});
+like($err, qr/cannot be changed now|permission denied/, 'no session can lift it for itself');
+
 $receiver->stop;
 $node->stop;
 done_testing();
