@@ -259,7 +259,8 @@ CREATE TABLE webhook.delivery (
     error           text,
     response_body   text
 );
-CREATE INDEX delivery_due_idx ON webhook.delivery (next_attempt_at)
+-- the claim's order, so that taking the next few is an index range, not a sort
+CREATE INDEX delivery_due_idx ON webhook.delivery (next_attempt_at, delivery_id)
     WHERE status IN ('pending', 'retrying');
 CREATE INDEX delivery_sending_idx ON webhook.delivery (delivery_id) WHERE status = 'sending';
 CREATE INDEX ON webhook.delivery (profile_id);

@@ -20,6 +20,7 @@
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -117,10 +118,14 @@ static const char *claim_sql =
 "           ARRAY(SELECT h.key FROM pg_catalog.jsonb_object_keys(p.headers) AS h(key)"
 "                  WHERE h.key OPERATOR(pg_catalog.~*) '(auth|token|key|secret|cookie|password|session)')";
 
+/*
+ * The earliest waiting delivery: one step down the index.  (A disabled
+ * profile's deliveries are held, not pending; see the worker for one that
+ * is due but cannot be claimed.)
+ */
 static const char *next_due_sql =
-"SELECT pg_catalog.min(d.next_attempt_at)"
-"  FROM webhook.delivery d JOIN webhook.profile p ON p.profile_id = d.profile_id"
-" WHERE d.status IN ('pending', 'retrying') AND p.enabled";
+"SELECT pg_catalog.min(next_attempt_at) FROM webhook.delivery"
+" WHERE status IN ('pending', 'retrying')";
 
 static const char *record_sql =
 "WITH r AS ("
@@ -441,6 +446,14 @@ webhook_queue_record(List *requests)
 		return 0;
 	if (!begin_step("webhook: record"))
 		return 0;
+
+	/*
+	 * A record lost in a crash leaves its delivery "sending"; the next
+	 * worker sends it again under the same webhook-id.  So this commit need
+	 * not wait for the disk.  (The claim, which creates the ids, does.)
+	 */
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 
 	for (int i = 0; i < NCOLS; i++)
 	{
