@@ -9,6 +9,8 @@ How it answers depends on the path:
   /retry-after/S  answers 503 with Retry-After: S
   /slow/MS        waits MS milliseconds, then answers 200
   /hang           never answers (until the client gives up)
+  /huge/MB        answers 200 with a body of MB megabytes
+  /reset          closes the connection without answering
   anything else   answers 200 with {"ok": true}
 """
 import argparse
@@ -54,6 +56,27 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(int(parts[1]) / 1000.0)
         elif parts[0] == "hang":
             time.sleep(3600)
+        elif parts[0] == "reset":
+            # an RST instead of a FIN: linger on, zero timeout
+            import socket
+            import struct
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
+        elif parts[0] == "huge" and len(parts) > 1 and parts[1].isdigit():
+            size = int(parts[1]) * 1024 * 1024
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                for _ in range(size // len(chunk)):
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Receiver", "webhook-test")

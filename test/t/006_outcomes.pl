@@ -84,6 +84,26 @@ my @fast_at = sort { $a <=> $b } map { $_->{received_at} } @$fast_got;
 ok($fast_at[-1] - $at[0] < 1.5, 'the fast profile was not held up by the slow one')
   or diag(sprintf('%.2f', $fast_at[-1] - $at[0]));
 
+# a connection reset and a 50 MB answer
+my ($reset, $huge) = map { $receiver->url($_) } ('/reset', '/huge/50');
+$node->safe_psql('postgres', qq{
+	SELECT webhook.create_profile('reset', '$reset', ARRAY['action.added'], max_attempts => 1);
+	SELECT webhook.create_profile('huge', '$huge', ARRAY['action.added']);
+	INSERT INTO actions (ticket_id, note) SELECT min(ticket_id), 'odd receivers' FROM tickets;
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 2 FROM webhook.deliveries
+	 WHERE profile IN ('reset', 'huge') AND status IN ('failed', 'delivered')}),
+	'a reset and a huge answer are both dealt with');
+like($node->safe_psql('postgres', q{
+	SELECT concat_ws('|', d.status, a.outcome, a.response_status IS NULL, a.error)
+	  FROM webhook.deliveries d JOIN webhook.attempts a USING (delivery_id) WHERE d.profile = 'reset'}),
+	qr/^failed\|error\|t\|.*(reset|Recv failure|Empty reply)/i, 'a reset is an error, not a response');
+is($node->safe_psql('postgres', q{
+	SELECT concat_ws('|', d.status, a.outcome, a.response_status, length(a.response_body))
+	  FROM webhook.deliveries d JOIN webhook.attempts a USING (delivery_id) WHERE d.profile = 'huge'}),
+	'delivered|response|200|65536', 'a 50 MB answer is read up to webhook.max_response_size and kept that far');
+
 # webhook.blocked_networks is checked on the address a name resolves to
 my $port = $receiver->{port};
 $node->safe_psql('postgres', qq{
