@@ -262,7 +262,8 @@ CREATE TABLE webhook.delivery (
 -- the claim's order, so that taking the next few is an index range, not a sort
 CREATE INDEX delivery_due_idx ON webhook.delivery (next_attempt_at, delivery_id)
     WHERE status IN ('pending', 'retrying');
-CREATE INDEX delivery_sending_idx ON webhook.delivery (delivery_id) WHERE status = 'sending';
+-- what is in flight, by profile (webhook.max_per_profile)
+CREATE INDEX delivery_sending_idx ON webhook.delivery (profile_id) WHERE status = 'sending';
 CREATE INDEX ON webhook.delivery (profile_id);
 COMMENT ON TABLE webhook.delivery IS 'Deliveries: one request body each, with its latest outcome.';
 
