@@ -92,6 +92,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The URL must be http:// or https:// with a host, without spaces or credentials, at most 2048 characters.';
     END IF;
+    IF EXISTS (SELECT 1 FROM webhook.profile p
+                WHERE p.name = NEW.name AND p.profile_id <> NEW.profile_id) THEN
+        RAISE EXCEPTION 'profile % already exists', quote_literal(NEW.name)
+            USING ERRCODE = 'duplicate_object', HINT = 'Choose another name.';
+    END IF;
     NEW.method := upper(NEW.method);
     IF NEW.method IS NULL OR NEW.method NOT IN ('POST', 'PUT', 'PATCH') THEN
         RAISE EXCEPTION 'invalid method %', coalesce(quote_literal(NEW.method), 'NULL')
@@ -1264,12 +1269,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'List each event once; bind it again with webhook.add_event for other conditions.';
     END IF;
-    IF EXISTS (SELECT 1 FROM webhook.profile p WHERE p.name = create_profile.name) THEN
-        RAISE EXCEPTION 'profile % already exists', quote_literal(name)
-            USING ERRCODE = 'duplicate_object', HINT = 'Choose another name.';
-    END IF;
-
-    -- the guard trigger checks the rest
+    -- the guard trigger checks the rest, the name's uniqueness included
     INSERT INTO webhook.profile (name, url, method, auth, username, password, headers, secret,
                                  max_attempts, retry_schedule, timeout)
     VALUES (name, url, method, auth, username, password, headers, secret,
@@ -1454,12 +1454,7 @@ CREATE FUNCTION webhook.alter_profile(name text, url text DEFAULT NULL, method t
 DECLARE
     id bigint := webhook._profile_id(name);
 BEGIN
-    IF new_name IS NOT NULL AND EXISTS (SELECT 1 FROM webhook.profile p
-                                         WHERE p.name = new_name AND p.profile_id <> id) THEN
-        RAISE EXCEPTION 'profile % already exists', quote_literal(new_name)
-            USING ERRCODE = 'duplicate_object', HINT = 'Choose another name.';
-    END IF;
-    -- the guard trigger checks the result as a whole
+    -- the guard trigger checks the result as a whole, the new name's uniqueness included
     UPDATE webhook.profile p SET
         name = coalesce(new_name, p.name),
         url = coalesce(alter_profile.url, p.url),

@@ -43,6 +43,18 @@ webhook_wake(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* The error being handled, taken over so that another can be raised. */
+static ErrorData *
+take_error(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	return edata;
+}
+
 /*
  * webhook._check_condition(expr text, tbl regclass): refuse anything but
  * one boolean SQL expression over new and old, rows of tbl.
@@ -70,11 +82,8 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = take_error(cxt);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("a condition must be one SQL expression"),
@@ -109,11 +118,8 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = take_error(cxt);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
 				 errmsg("invalid condition: %s", edata->message),

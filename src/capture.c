@@ -291,20 +291,34 @@ matches_tupdesc(void)
 	return matches_desc;
 }
 
-/* The role that owns webhook.occurrence: the queue is written as it. */
+/*
+ * webhook.occurrence, and its id sequence when seq_relid is given; an error
+ * when the extension is not there.
+ */
 static Oid
-queue_owner(void)
+queue_relid(Oid *seq_relid)
 {
 	Oid			nsp = get_namespace_oid(WEBHOOK_SCHEMA_NAME, false);
 	Oid			relid = get_relname_relid("occurrence", nsp);
-	HeapTuple	tup;
-	Oid			owner;
 
-	if (!OidIsValid(relid))
+	if (seq_relid)
+		*seq_relid = get_relname_relid("occurrence_occurrence_id_seq", nsp);
+	if (!OidIsValid(relid) || (seq_relid && !OidIsValid(*seq_relid)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("webhook.occurrence does not exist"),
 				 errhint("Is the webhook extension installed in this database?")));
+	return relid;
+}
+
+/* The role that owns webhook.occurrence: the queue is written as it. */
+static Oid
+queue_owner(void)
+{
+	Oid			relid = queue_relid(NULL);
+	HeapTuple	tup;
+	Oid			owner;
+
 	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for relation %u", relid);
@@ -584,8 +598,6 @@ flush_chunk(QueueChunk *chunk)
 static uint64
 capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 {
-	Oid			nsp = get_namespace_oid(WEBHOOK_SCHEMA_NAME, false);
-	Oid			queue_relid = get_relname_relid("occurrence", nsp);
 	QueueChunk	chunk;
 	TupleTableSlot *new_slot;
 	TupleTableSlot *old_slot;
@@ -594,14 +606,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	uint64		queued = 0;
 
 	memset(&chunk, 0, sizeof(chunk));
-	chunk.seq_relid = get_relname_relid("occurrence_occurrence_id_seq", nsp);
-	if (!OidIsValid(queue_relid) || !OidIsValid(chunk.seq_relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("webhook.occurrence does not exist"),
-				 errhint("Is the webhook extension installed in this database?")));
-
-	chunk.queue = table_open(queue_relid, RowExclusiveLock);
+	chunk.queue = table_open(queue_relid(&chunk.seq_relid), RowExclusiveLock);
 	if (RelationGetDescr(chunk.queue)->natts != Q_NATTS)
 		elog(ERROR, "webhook.occurrence does not have the expected columns");
 	chunk.estate = CreateExecutorState();
