@@ -8,6 +8,7 @@ OBJS = \
 	src/launcher.o \
 	src/worker.o \
 	src/queue.o \
+	src/dispatch.o \
 	src/http.o \
 	src/capture.o \
 	src/sign.o \

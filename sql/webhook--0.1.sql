@@ -267,9 +267,6 @@ CREATE TABLE webhook.delivery (
 -- the claim's order, so that taking the next few is an index range, not a sort
 CREATE INDEX delivery_due_idx ON webhook.delivery (next_attempt_at, delivery_id)
     WHERE status IN ('pending', 'retrying');
--- what is in flight, by profile (webhook.max_per_profile)
-CREATE INDEX delivery_sending_idx ON webhook.delivery (profile_id) WHERE status = 'sending';
-CREATE INDEX ON webhook.delivery (profile_id);
 COMMENT ON TABLE webhook.delivery IS 'Deliveries: one request body each, with its latest outcome.';
 
 -- One HTTP request of a delivery.
@@ -279,7 +276,8 @@ CREATE TABLE webhook.attempt (
     started_at       timestamptz NOT NULL,
     duration_ms      float8,
     outcome          text NOT NULL
-        CHECK (outcome IN ('response', 'timeout', 'connect_error', 'tls_error', 'blocked', 'error')),
+        CHECK (outcome IN ('response', 'body_too_large', 'timeout', 'connect_error', 'tls_error',
+                           'blocked', 'error')),
     response_status  int,
     response_headers jsonb,
     response_body    text,
@@ -1390,9 +1388,11 @@ BEGIN
                     bool_or(u.response_status = 410) AS gone
                FROM unnest(profile_ids, statuses, response_statuses) AS u(profile_id, status, response_status)
               GROUP BY u.profile_id LOOP
+        -- a success on a profile without a run of failures changes nothing
         UPDATE webhook.profile p
            SET consecutive_failures = CASE WHEN r.ok THEN 0 ELSE p.consecutive_failures END + r.failed
          WHERE p.profile_id = r.profile_id AND p.enabled
+           AND (r.failed > 0 OR r.gone OR p.consecutive_failures > 0)
         RETURNING p.consecutive_failures INTO run;
         CONTINUE WHEN NOT FOUND;
         IF r.gone THEN

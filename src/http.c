@@ -39,6 +39,8 @@ webhook_outcome_name(WebhookOutcome outcome)
 	{
 		case OUTCOME_RESPONSE:
 			return "response";
+		case OUTCOME_BODY_TOO_LARGE:
+			return "body_too_large";
 		case OUTCOME_TIMEOUT:
 			return "timeout";
 		case OUTCOME_CONNECT_ERROR:
@@ -51,6 +53,13 @@ webhook_outcome_name(WebhookOutcome outcome)
 			return "error";
 	}
 	return "error";
+}
+
+/* Did the attempt get an HTTP status (and headers, and a body)? */
+bool
+webhook_outcome_has_response(WebhookOutcome outcome)
+{
+	return outcome == OUTCOME_RESPONSE || outcome == OUTCOME_BODY_TOO_LARGE;
 }
 
 WebhookRequest *
@@ -346,7 +355,9 @@ finish_request(WebhookRequest *req, CURLcode code)
 	curl_easy_getinfo(req->easy, CURLINFO_TOTAL_TIME_T, &total_us);
 	req->duration_ms = total_us / 1000.0;
 
-	if (code == CURLE_OK || (code == CURLE_WRITE_ERROR && req->body_truncated))
+	if (code == CURLE_WRITE_ERROR && req->body_truncated)
+		req->outcome = OUTCOME_BODY_TOO_LARGE;
+	else if (code == CURLE_OK)
 		req->outcome = OUTCOME_RESPONSE;
 	else if (req->blocked_address)
 	{

@@ -16,6 +16,8 @@
 typedef enum WebhookOutcome
 {
 	OUTCOME_RESPONSE,			/* a complete HTTP response, any status */
+	OUTCOME_BODY_TOO_LARGE,		/* a response whose body passed
+								 * webhook.max_response_size: cut there */
 	OUTCOME_TIMEOUT,
 	OUTCOME_CONNECT_ERROR,
 	OUTCOME_TLS_ERROR,
@@ -24,6 +26,7 @@ typedef enum WebhookOutcome
 } WebhookOutcome;
 
 extern const char *webhook_outcome_name(WebhookOutcome outcome);
+extern bool webhook_outcome_has_response(WebhookOutcome outcome);
 
 typedef struct WebhookRequest
 {
@@ -37,7 +40,11 @@ typedef struct WebhookRequest
 	char	   *url;
 	char	   *method;
 	char	   *body;
-	List	   *headers;		/* "Name: value" strings, in order */
+	char	   *webhook_id;
+	char	   *secret;			/* whsec_..., NULL: unsigned */
+	List	   *headers;		/* "Name: value" strings, in order; the
+								 * timestamp and signature are added when
+								 * the request starts */
 	List	   *redacted;		/* header names whose values are not recorded */
 	int			timeout_ms;
 
@@ -60,6 +67,7 @@ typedef struct WebhookRequest
 
 extern WebhookRequest *webhook_request_create(void);
 extern void webhook_request_free(WebhookRequest *req);
+extern void webhook_request_sign(WebhookRequest *req);
 extern char *webhook_request_headers_json(WebhookRequest *req);
 extern char *webhook_response_headers_json(WebhookRequest *req);
 

@@ -9,6 +9,7 @@
  * statement that takes arrays.
  */
 #include "webhook.h"
+#include "dispatch.h"
 #include "http.h"
 #include "queue.h"
 
@@ -88,6 +89,11 @@ static const char *expand_sql =
 ")"
 "SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)";
 
+/*
+ * Claim up to $1 due deliveries, oldest first, no more of one profile than
+ * $3 minus what the worker already holds of it ($4, $5).  The lease is for
+ * a worker that dies without recording: see webhook_queue_recover.
+ */
 static const char *claim_sql =
 "UPDATE webhook.delivery d"
 "   SET status = 'sending', attempts = d.attempts + 1,"
@@ -96,38 +102,63 @@ static const char *claim_sql =
 "  FROM webhook.profile p"
 " WHERE p.profile_id = d.profile_id AND p.enabled"
 "   AND d.delivery_id = ANY (ARRAY("
-"       WITH busy AS ("
-"          SELECT profile_id, pg_catalog.count(*) AS n FROM webhook.delivery"
-"           WHERE status = 'sending' GROUP BY profile_id"
-"        ), candidates AS ("
-"          SELECT delivery_id, profile_id, next_attempt_at FROM webhook.delivery"
-"           WHERE status IN ('pending', 'retrying') AND next_attempt_at <= pg_catalog.now()"
-"           ORDER BY next_attempt_at, delivery_id LIMIT $1 * 4 FOR UPDATE SKIP LOCKED"
-"        )"
 "        SELECT c.delivery_id"
 "          FROM (SELECT candidates.*, pg_catalog.row_number() OVER"
 "                       (PARTITION BY profile_id ORDER BY next_attempt_at, delivery_id) AS n"
-"                  FROM candidates) AS c"
-"          LEFT JOIN busy b ON b.profile_id = c.profile_id"
-"         WHERE c.n + COALESCE(b.n, 0) <= $3"
+"                  FROM (SELECT delivery_id, profile_id, next_attempt_at FROM webhook.delivery"
+"                         WHERE status IN ('pending', 'retrying')"
+"                           AND next_attempt_at <= pg_catalog.now()"
+"                         ORDER BY next_attempt_at, delivery_id"
+"                         LIMIT $1 * 2 FOR UPDATE SKIP LOCKED) AS candidates) AS c"
+"          LEFT JOIN ROWS FROM (pg_catalog.unnest($4::int8[]), pg_catalog.unnest($5::int4[]))"
+"               AS held(profile_id, n) ON held.profile_id = c.profile_id"
+"         WHERE c.n + COALESCE(held.n, 0) <= $3"
 "         ORDER BY c.next_attempt_at, c.delivery_id LIMIT $1))"
-" RETURNING d.delivery_id, d.attempts, d.profile_id, p.url, p.method, d.body::text,"
-"           d.webhook_id, p.auth, p.username, p.password, p.secret,"
-"           COALESCE((pg_catalog.date_part('epoch', p.timeout) * 1000)::int, -1),"
-"           ARRAY(SELECT h.key || ': ' || h.value FROM pg_catalog.jsonb_each_text(p.headers) AS h"
-"                  ORDER BY h.key),"
-"           ARRAY(SELECT h.key FROM pg_catalog.jsonb_object_keys(p.headers) AS h(key)"
-"                  WHERE h.key OPERATOR(pg_catalog.~*) '(auth|token|key|secret|cookie|password|session)')";
+" RETURNING d.delivery_id, d.attempts, d.profile_id, d.body::text, d.webhook_id";
+
+/* What a request needs from its profile, read once per claim. */
+static const char *profiles_sql =
+"SELECT p.profile_id, p.url, p.method, p.auth, p.username, p.password, p.secret,"
+"       COALESCE((pg_catalog.date_part('epoch', p.timeout) * 1000)::int, -1),"
+"       ARRAY(SELECT h.key || ': ' || h.value FROM pg_catalog.jsonb_each_text(p.headers) AS h"
+"              ORDER BY h.key),"
+"       ARRAY(SELECT h.key FROM pg_catalog.jsonb_object_keys(p.headers) AS h(key)"
+"              WHERE h.key OPERATOR(pg_catalog.~*) '(auth|token|key|secret|cookie|password|session)')"
+"  FROM webhook.profile p WHERE p.profile_id = ANY ($1)";
+
+/* Of the profiles the worker holds requests for, those no longer enabled. */
+static const char *stopped_sql =
+"SELECT w.profile_id FROM pg_catalog.unnest($1::int8[]) AS w(profile_id)"
+" WHERE NOT EXISTS (SELECT FROM webhook.profile p"
+"                    WHERE p.profile_id = w.profile_id AND p.enabled)";
+
+/*
+ * Claimed deliveries the worker gives back unsent, under a lock on their
+ * profile: held when it is still disabled, pending when it was enabled
+ * again meanwhile.
+ */
+static const char *give_back_sql =
+"UPDATE webhook.delivery d"
+"   SET status = CASE WHEN p.enabled THEN 'pending' ELSE 'held' END,"
+"       next_attempt_at = CASE WHEN p.enabled THEN pg_catalog.now() END,"
+"       attempts = d.attempts - 1, lease_until = NULL"
+"  FROM (SELECT profile_id, enabled FROM webhook.profile"
+"         WHERE profile_id = ANY ($2) FOR SHARE) AS p"
+" WHERE d.delivery_id = ANY ($1) AND d.profile_id = p.profile_id AND d.status = 'sending'";
 
 /*
  * The earliest waiting delivery: one step down the index.  (A disabled
- * profile's deliveries are held, not pending; see the worker for one that
- * is due but cannot be claimed.)
+ * profile's deliveries are held, not pending.)
  */
 static const char *next_due_sql =
 "SELECT pg_catalog.min(next_attempt_at) FROM webhook.delivery"
 " WHERE status IN ('pending', 'retrying')";
 
+/*
+ * Record finished requests: the delivery's new state, then its attempt.
+ * A delivery that is gone (its profile was dropped) or no longer ours
+ * gets no attempt row.
+ */
 static const char *record_sql =
 "WITH r AS ("
 "  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::int4[]),"
@@ -137,36 +168,42 @@ static const char *record_sql =
 "                           pg_catalog.unnest($9::text[]), pg_catalog.unnest($10::text[]))"
 "    AS r(delivery_id, attempt, started_at, duration_ms, outcome, response_status,"
 "         response_headers, response_body, error, request_headers)"
+"), u AS ("
+"  UPDATE webhook.delivery d"
+"     SET status = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN 'delivered'"
+"                       WHEN d.attempts >= p.max_attempts OR r.response_status = 410 THEN 'failed'"
+"                       ELSE 'retrying' END,"
+"         next_attempt_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
+"                                  OR d.attempts >= p.max_attempts OR r.response_status = 410 THEN NULL"
+"                                ELSE pg_catalog.now()"
+"                                     + COALESCE(webhook._retry_after(r.response_headers::jsonb),"
+"                                                webhook._retry_delay(p.retry_schedule, d.attempts)) END,"
+"         delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN pg_catalog.clock_timestamp() END,"
+"         lease_until = NULL, response_status = r.response_status, duration_ms = r.duration_ms,"
+"         error = r.error, response_body = r.response_body"
+"    FROM r, webhook.profile p"
+"   WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'"
+"  RETURNING d.delivery_id, d.profile_id, d.status, r.response_status"
 "), a AS ("
 "  INSERT INTO webhook.attempt (delivery_id, attempt, started_at, duration_ms, outcome,"
 "                               response_status, response_headers, response_body, error,"
 "                               request_headers)"
 "  SELECT delivery_id, attempt, started_at, duration_ms, outcome, response_status,"
 "         response_headers::jsonb, response_body, error, request_headers::jsonb FROM r"
+"   WHERE r.delivery_id IN (SELECT u.delivery_id FROM u)"
 ")"
-"UPDATE webhook.delivery d"
-"   SET status = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN 'delivered'"
-"                     WHEN d.attempts >= p.max_attempts OR r.response_status = 410 THEN 'failed'"
-"                     ELSE 'retrying' END,"
-"       next_attempt_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
-"                                OR d.attempts >= p.max_attempts OR r.response_status = 410 THEN NULL"
-"                              ELSE pg_catalog.now()"
-"                                   + COALESCE(webhook._retry_after(r.response_headers::jsonb),"
-"                                              webhook._retry_delay(p.retry_schedule, d.attempts)) END,"
-"       delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN pg_catalog.clock_timestamp() END,"
-"       lease_until = NULL, response_status = r.response_status, duration_ms = r.duration_ms,"
-"       error = r.error, response_body = r.response_body"
-"  FROM r, webhook.profile p"
-" WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'"
-" RETURNING d.next_attempt_at, d.profile_id, d.status, r.response_status";
+"SELECT profile_id, status, response_status FROM u";
 
 static const char *outcomes_sql =
 "SELECT webhook._note_outcomes($1, $2, $3, $4)";
 
 static const char *recover_sql =
-"UPDATE webhook.delivery SET status = 'pending', attempts = attempts - 1, lease_until = NULL,"
-"       next_attempt_at = pg_catalog.now()"
-" WHERE status = 'sending'";
+"UPDATE webhook.delivery d"
+"   SET status = CASE WHEN p.enabled THEN 'pending' ELSE 'held' END,"
+"       next_attempt_at = CASE WHEN p.enabled THEN pg_catalog.now() END,"
+"       attempts = d.attempts - 1, lease_until = NULL"
+"  FROM webhook.profile p"
+" WHERE d.status = 'sending' AND p.profile_id = d.profile_id";
 
 static const char *purge_sql =
 "WITH old AS ("
@@ -185,6 +222,9 @@ static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr outcomes_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
+static SPIPlanPtr profiles_plan = NULL;
+static SPIPlanPtr stopped_plan = NULL;
+static SPIPlanPtr give_back_plan = NULL;
 
 /* The caller's memory context: results outlive the step's transaction. */
 static MemoryContext caller_cxt = NULL;
@@ -285,122 +325,118 @@ text_array(HeapTuple tuple, TupleDesc desc, int column)
 	return result;
 }
 
+/* What a request needs from its profile (profiles_sql), for one step. */
+typedef struct ProfileSettings
+{
+	int64		profile_id;
+	char	   *url;
+	char	   *method;
+	char	   *auth;
+	char	   *username;
+	char	   *password;
+	char	   *secret;
+	int			timeout_ms;		/* -1: webhook.request_timeout */
+	List	   *headers;		/* the profile's own "Name: value" lines */
+	List	   *redacted;		/* their names that look secret */
+} ProfileSettings;
+
+/* Read the settings of the profiles of the claimed deliveries. */
+static List *
+read_profiles(List *profile_ids)
+{
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		args[1];
+	ArrayBuildState *ids = NULL;
+	ListCell   *lc;
+	List	   *result = NIL;
+
+	foreach(lc, profile_ids)
+		ids = accumArrayResult(ids, Int64GetDatum(*(int64 *) lfirst(lc)), false, INT8OID,
+							   CurrentMemoryContext);
+	args[0] = makeArrayResult(ids, CurrentMemoryContext);
+	if (SPI_execute_plan(keep_plan(&profiles_plan, profiles_sql, 1, types),
+						 args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read webhook profiles");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		ProfileSettings *p = palloc0(sizeof(ProfileSettings));
+		bool		isnull;
+
+		p->profile_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		p->url = SPI_getvalue(tuple, desc, 2);
+		p->method = SPI_getvalue(tuple, desc, 3);
+		p->auth = SPI_getvalue(tuple, desc, 4);
+		p->username = SPI_getvalue(tuple, desc, 5);
+		p->password = SPI_getvalue(tuple, desc, 6);
+		p->secret = SPI_getvalue(tuple, desc, 7);
+		p->timeout_ms = DatumGetInt32(SPI_getbinval(tuple, desc, 8, &isnull));
+		p->headers = text_array(tuple, desc, 9);
+		p->redacted = text_array(tuple, desc, 10);
+		result = lappend(result, p);
+	}
+	return result;
+}
+
+static ProfileSettings *
+find_profile(List *profiles, int64 profile_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, profiles)
+		if (((ProfileSettings *) lfirst(lc))->profile_id == profile_id)
+			return lfirst(lc);
+	return NULL;
+}
+
+static char *
+copy_or_null(const char *s)
+{
+	return s ? pstrdup(s) : NULL;
+}
+
 /*
- * The request of a claimed delivery: its body and every header, signed.
- * The Authorization header and secret-looking headers of the profile are
- * listed as redacted, so that the recorded request headers do not show them.
+ * The request of a claimed delivery: its body and every header but the
+ * Standard Webhooks timestamp and signature, which are made when it goes
+ * on the wire (see webhook_request_sign).  The Authorization header and
+ * secret-looking headers of the profile are listed as redacted, so that
+ * the recorded request headers do not show them.
  */
 static WebhookRequest *
-request_from_claim(HeapTuple tuple, TupleDesc desc)
+request_from_claim(HeapTuple tuple, TupleDesc desc, ProfileSettings *p)
 {
 	WebhookRequest *req = webhook_request_create();
 	MemoryContext old = MemoryContextSwitchTo(req->cxt);
 	bool		isnull;
-	char		timestamp[32];
-	char	   *webhook_id;
-	char	   *auth;
-	char	   *signature;
-	int			timeout_ms;
+	ListCell   *lc;
 
 	req->delivery_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
 	req->attempt = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
-	req->profile_id = DatumGetInt64(SPI_getbinval(tuple, desc, 3, &isnull));
-	req->url = copy_text(tuple, desc, 4, req->cxt);
-	req->method = copy_text(tuple, desc, 5, req->cxt);
-	req->body = copy_text(tuple, desc, 6, req->cxt);
-	webhook_id = copy_text(tuple, desc, 7, req->cxt);
-	auth = copy_text(tuple, desc, 8, req->cxt);
-	timeout_ms = DatumGetInt32(SPI_getbinval(tuple, desc, 12, &isnull));
-	req->timeout_ms = timeout_ms > 0 ? timeout_ms : webhook_request_timeout;
-
-	snprintf(timestamp, sizeof(timestamp), "%lld",
-			 (long long) (GetCurrentTimestamp() / USECS_PER_SEC +
-						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
-	signature = webhook_signature(copy_text(tuple, desc, 11, req->cxt), webhook_id,
-								  timestamp, req->body);
+	req->profile_id = p->profile_id;
+	req->body = copy_text(tuple, desc, 4, req->cxt);
+	req->webhook_id = copy_text(tuple, desc, 5, req->cxt);
+	req->url = pstrdup(p->url);
+	req->method = pstrdup(p->method);
+	req->secret = copy_or_null(p->secret);
+	req->timeout_ms = p->timeout_ms > 0 ? p->timeout_ms : webhook_request_timeout;
 
 	req->headers = list_make2(pstrdup("Content-Type: application/json"),
 							  psprintf("User-Agent: %s", webhook_user_agent));
-	if (strcmp(auth, "basic") == 0)
+	if (strcmp(p->auth, "basic") == 0)
 		req->headers = lappend(req->headers,
 							   psprintf("Authorization: %s",
-										webhook_basic_credentials(copy_text(tuple, desc, 9, req->cxt),
-																  copy_text(tuple, desc, 10, req->cxt))));
-	else if (strcmp(auth, "bearer") == 0)
-		req->headers = lappend(req->headers,
-							   psprintf("Authorization: Bearer %s", copy_text(tuple, desc, 10, req->cxt)));
-	req->headers = list_concat(req->headers, text_array(tuple, desc, 13));
-	req->headers = lappend(req->headers, psprintf("webhook-id: %s", webhook_id));
-	req->headers = lappend(req->headers, psprintf("webhook-timestamp: %s", timestamp));
-	if (signature)
-		req->headers = lappend(req->headers, psprintf("webhook-signature: %s", signature));
-	req->redacted = lappend(text_array(tuple, desc, 14), pstrdup("Authorization"));
+										webhook_basic_credentials(p->username, p->password)));
+	else if (strcmp(p->auth, "bearer") == 0)
+		req->headers = lappend(req->headers, psprintf("Authorization: Bearer %s", p->password));
+	foreach(lc, p->headers)
+		req->headers = lappend(req->headers, pstrdup(lfirst(lc)));
+	req->headers = lappend(req->headers, psprintf("webhook-id: %s", req->webhook_id));
+	req->redacted = list_make1(pstrdup("Authorization"));
+	foreach(lc, p->redacted)
+		req->redacted = lappend(req->redacted, pstrdup(lfirst(lc)));
 	MemoryContextSwitchTo(old);
 	return req;
-}
-
-/*
- * Expand new occurrences into deliveries, then claim up to limit due
- * deliveries, in one transaction.
- */
-void
-webhook_queue_claim(int limit, WebhookClaim *claim)
-{
-	Oid			expand_types[1] = {INT4OID};
-	Oid			claim_types[3] = {INT4OID, INT4OID, INT4OID};
-	Datum		args[3];
-	bool		isnull;
-
-	claim->requests = NIL;
-	claim->more_occurrences = false;
-	claim->next_due = 0;
-	claim->extension_present = begin_step("webhook: claim");
-	if (!claim->extension_present)
-		return;
-
-	args[0] = Int32GetDatum(EXPAND_STEP);
-	if (SPI_execute_plan(keep_plan(&expand_plan, expand_sql, 1, expand_types),
-						 args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not expand webhook occurrences");
-	{
-		int64		locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-														 SPI_tuptable->tupdesc, 1, &isnull));
-		int64		claimed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-														  SPI_tuptable->tupdesc, 2, &isnull));
-
-		/* more is waiting when the step was cut short either way */
-		claim->more_occurrences = locked >= 1000 || claimed < locked;
-	}
-
-	if (limit > 0)
-	{
-		args[0] = Int32GetDatum(limit);
-		args[1] = Int32GetDatum(LEASE_SECONDS);
-		args[2] = Int32GetDatum(webhook_max_per_profile);
-		if (SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 3, claim_types),
-							 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not claim webhook deliveries");
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			WebhookRequest *req = request_from_claim(SPI_tuptable->vals[i],
-													 SPI_tuptable->tupdesc);
-			MemoryContext old = MemoryContextSwitchTo(caller_cxt);
-
-			claim->requests = lappend(claim->requests, req);
-			MemoryContextSwitchTo(old);
-		}
-	}
-
-	if (SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
-						 NULL, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the next webhook due time");
-	{
-		Datum		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			claim->next_due = DatumGetTimestampTz(due);
-	}
-	end_step();
 }
 
 typedef struct ArrayColumn
@@ -421,12 +457,25 @@ add_text(ArrayColumn *col, const char *value)
 	add_value(col, value ? CStringGetTextDatum(value) : (Datum) 0, value == NULL);
 }
 
+static Datum
+int8_array(List *values)
+{
+	ArrayColumn col = {NULL, INT8OID};
+	ListCell   *lc;
+
+	foreach(lc, values)
+		add_value(&col, Int64GetDatum(*(int64 *) lfirst(lc)), false);
+	if (col.state == NULL)
+		return PointerGetDatum(construct_empty_array(INT8OID));
+	return makeArrayResult(col.state, CurrentMemoryContext);
+}
+
 /*
- * Record the attempts of finished requests, all in one statement.  Returns
- * the earliest retry this scheduled, 0 for none.
+ * Record the attempts of finished requests, all in one statement, then
+ * what they mean for their profiles (runs of failures, 410).
  */
-TimestampTz
-webhook_queue_record(List *requests)
+static void
+record_finished(List *requests)
 {
 	enum
 	{
@@ -440,21 +489,9 @@ webhook_queue_record(List *requests)
 	ArrayColumn cols[NCOLS];
 	Datum		args[NCOLS];
 	ListCell   *lc;
-
-	TimestampTz next_retry = 0;
-
-	if (requests == NIL)
-		return 0;
-	if (!begin_step("webhook: record"))
-		return 0;
-
-	/*
-	 * A record lost in a crash leaves its delivery "sending"; the next
-	 * worker sends it again under the same webhook-id.  So this commit need
-	 * not wait for the disk.  (The claim, which creates the ids, does.)
-	 */
-	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
+	ArrayColumn outcome[3] = {{NULL, INT8OID}, {NULL, TEXTOID}, {NULL, INT4OID}};
+	Oid			outcome_types[4] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID};
+	Datum		outcome_args[4];
 
 	for (int i = 0; i < NCOLS; i++)
 	{
@@ -464,7 +501,7 @@ webhook_queue_record(List *requests)
 	foreach(lc, requests)
 	{
 		WebhookRequest *req = lfirst(lc);
-		bool		response = req->outcome == OUTCOME_RESPONSE;
+		bool		response = webhook_outcome_has_response(req->outcome);
 
 		add_value(&cols[0], Int64GetDatum(req->delivery_id), false);
 		add_value(&cols[1], Int32GetDatum(req->attempt), false);
@@ -481,40 +518,224 @@ webhook_queue_record(List *requests)
 		args[i] = makeArrayResult(cols[i].state, CurrentMemoryContext);
 
 	if (SPI_execute_plan(keep_plan(&record_plan, record_sql, NCOLS, types),
-						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record webhook attempts");
+
+	/* only failures and 410s change a profile; a success ends a run */
+	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		/* what the outcomes mean for the profiles: runs of failures, 410 */
-		ArrayColumn outcome[3] = {{NULL, INT8OID}, {NULL, TEXTOID}, {NULL, INT4OID}};
-		Oid			outcome_types[4] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID};
-		Datum		outcome_args[4];
-		SPITupleTable *recorded = SPI_tuptable;
-		uint64		nrecorded = SPI_processed;
+		HeapTuple	row = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
 
-		for (uint64 i = 0; i < nrecorded; i++)
-		{
-			HeapTuple	row = recorded->vals[i];
-			bool		isnull;
-			Datum		at = SPI_getbinval(row, recorded->tupdesc, 1, &isnull);
+		add_value(&outcome[0], SPI_getbinval(row, desc, 1, &isnull), false);
+		add_value(&outcome[1], SPI_getbinval(row, desc, 2, &isnull), false);
+		add_value(&outcome[2], SPI_getbinval(row, desc, 3, &isnull), isnull);
+	}
+	if (SPI_processed == 0)
+		return;
+	for (int i = 0; i < 3; i++)
+		outcome_args[i] = makeArrayResult(outcome[i].state, CurrentMemoryContext);
+	outcome_args[3] = Int32GetDatum(webhook_disable_after_failures);
+	if (SPI_execute_plan(keep_plan(&outcomes_plan, outcomes_sql, 4, outcome_types),
+						 outcome_args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not note webhook outcomes");
+}
 
-			if (!isnull && (next_retry == 0 || DatumGetTimestampTz(at) < next_retry))
-				next_retry = DatumGetTimestampTz(at);
-			add_value(&outcome[0], SPI_getbinval(row, recorded->tupdesc, 2, &isnull), false);
-			add_value(&outcome[1], SPI_getbinval(row, recorded->tupdesc, 3, &isnull), false);
-			add_value(&outcome[2], SPI_getbinval(row, recorded->tupdesc, 4, &isnull), isnull);
-		}
-		if (nrecorded > 0)
+/*
+ * Give back the requests waiting for a slot whose profile was disabled or
+ * dropped since they were claimed: they are held again, not sent.  The
+ * profile row is locked (FOR SHARE) so that an enable_profile running now
+ * either sees them held or is seen by us as enabled.
+ */
+static List *
+give_back_stopped(void)
+{
+	Oid			types[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Datum		args[2];
+	List	   *waiting = webhook_dispatch_waiting_profiles();
+	List	   *taken = NIL;
+	List	   *ids = NIL;
+	List	   *stopped = NIL;
+	ListCell   *lc;
+
+	if (waiting == NIL)
+		return NIL;
+	args[0] = int8_array(waiting);
+	if (SPI_execute_plan(keep_plan(&stopped_plan, stopped_sql, 1, types),
+						 args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not check webhook profiles");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64	   *id = palloc(sizeof(int64));
+
+		*id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		stopped = lappend(stopped, id);
+		taken = list_concat(taken, webhook_dispatch_take_back(*id));
+	}
+	if (taken == NIL)
+		return NIL;
+	foreach(lc, taken)
+		ids = lappend(ids, &((WebhookRequest *) lfirst(lc))->delivery_id);
+	args[0] = int8_array(ids);
+	args[1] = int8_array(stopped);
+	if (SPI_execute_plan(keep_plan(&give_back_plan, give_back_sql, 2, types),
+						 args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not give back webhook deliveries");
+	return taken;
+}
+
+/*
+ * Claim up to limit due deliveries into requests, within each profile's
+ * allowance.
+ */
+static List *
+claim_due(int limit)
+{
+	Oid			types[5] = {INT4OID, INT4OID, INT4OID, INT8ARRAYOID, INT4ARRAYOID};
+	Datum		args[5];
+	List	   *held_ids;
+	List	   *held_counts;
+	ArrayColumn counts = {NULL, INT4OID};
+	ListCell   *lc;
+	List	   *profile_ids = NIL;
+	List	   *profiles;
+	List	   *result = NIL;
+	SPITupleTable *claimed;
+	uint64		nclaimed;
+
+	webhook_dispatch_loads(&held_ids, &held_counts);
+	foreach(lc, held_counts)
+		add_value(&counts, Int32GetDatum(lfirst_int(lc)), false);
+	args[0] = Int32GetDatum(limit);
+	args[1] = Int32GetDatum(LEASE_SECONDS);
+	args[2] = Int32GetDatum(webhook_max_per_profile * PREFETCH_FACTOR);
+	args[3] = int8_array(held_ids);
+	args[4] = counts.state ? makeArrayResult(counts.state, CurrentMemoryContext)
+		: PointerGetDatum(construct_empty_array(INT4OID));
+	if (SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 5, types),
+						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not claim webhook deliveries");
+	claimed = SPI_tuptable;
+	nclaimed = SPI_processed;
+	if (nclaimed == 0)
+		return NIL;
+
+	for (uint64 i = 0; i < nclaimed; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(claimed->vals[i], claimed->tupdesc, 3, &isnull));
+		bool		seen = false;
+
+		foreach(lc, profile_ids)
+			if (*(int64 *) lfirst(lc) == id)
+				seen = true;
+		if (!seen)
 		{
-			for (int i = 0; i < 3; i++)
-				outcome_args[i] = makeArrayResult(outcome[i].state, CurrentMemoryContext);
-			outcome_args[3] = Int32GetDatum(webhook_disable_after_failures);
-			if (SPI_execute_plan(keep_plan(&outcomes_plan, outcomes_sql, 4, outcome_types),
-								 outcome_args, NULL, false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not note webhook outcomes");
+			int64	   *p = palloc(sizeof(int64));
+
+			*p = id;
+			profile_ids = lappend(profile_ids, p);
 		}
 	}
+	profiles = read_profiles(profile_ids);
+	for (uint64 i = 0; i < nclaimed; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(claimed->vals[i], claimed->tupdesc, 3, &isnull));
+		ProfileSettings *p = find_profile(profiles, id);
+		WebhookRequest *req;
+		MemoryContext old;
+
+		if (p == NULL)			/* cannot happen: the claim joined the profile */
+			elog(ERROR, "webhook profile %lld vanished during a claim", (long long) id);
+		req = request_from_claim(claimed->vals[i], claimed->tupdesc, p);
+		old = MemoryContextSwitchTo(caller_cxt);
+		result = lappend(result, req);
+		MemoryContextSwitchTo(old);
+	}
+	return result;
+}
+
+/*
+ * Expand new occurrences into deliveries.  Returns true when it expanded
+ * something; sets *more when the step was cut short.
+ */
+static bool
+expand_occurrences(bool *more)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+	bool		isnull;
+	int64		locked;
+	int64		taken;
+
+	args[0] = Int32GetDatum(EXPAND_STEP);
+	if (SPI_execute_plan(keep_plan(&expand_plan, expand_sql, 1, types),
+						 args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not expand webhook occurrences");
+	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	*more = locked >= 1000 || taken < locked;
+	return taken > 0;
+}
+
+/*
+ * One transaction of the worker: record what finished, give back what
+ * must not be sent, expand new occurrences, claim what is due, and find
+ * when the next delivery is due.
+ *
+ * The commit does not wait for the disk unless occurrences were expanded.
+ * A lost claim or record leaves its deliveries pending or "sending", and
+ * they are sent again under the same webhook-id (at least once).  A lost
+ * expansion would give them new ids, so that commit is durable.
+ */
+void
+webhook_queue_step(WebhookStep *step)
+{
+	bool		isnull;
+
+	step->claimed = NIL;
+	step->given_back = NIL;
+	step->more_occurrences = false;
+	step->next_due = 0;
+	step->extension_present = begin_step(step->claim_limit > 0 ? "webhook: claim" : "webhook: record");
+	if (!step->extension_present)
+		return;
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+
+	if (step->finished != NIL)
+		record_finished(step->finished);
+
+	if (step->claim_limit > 0)
+	{
+		List	   *given_back = give_back_stopped();
+
+		if (expand_occurrences(&step->more_occurrences))
+			(void) set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
+		step->claimed = claim_due(step->claim_limit);
+		if (given_back != NIL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(caller_cxt);
+
+			step->given_back = list_copy(given_back);
+			MemoryContextSwitchTo(old);
+		}
+	}
+
+	if (SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
+						 NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the next webhook due time");
+	{
+		Datum		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			step->next_due = DatumGetTimestampTz(due);
+	}
 	end_step();
-	return next_retry;
 }
 
 /*

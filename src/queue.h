@@ -10,17 +10,23 @@
 #include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 
-typedef struct WebhookClaim
+/* One transaction of the worker: see webhook_queue_step. */
+typedef struct WebhookStep
 {
+	/* in */
+	List	   *finished;		/* WebhookRequest * to record */
+	int			claim_limit;	/* deliveries to claim at most; 0: record only */
+
+	/* out */
 	bool		extension_present;	/* false: the extension was dropped */
-	List	   *requests;		/* WebhookRequest *, ready to start */
-	bool		more_occurrences;	/* the expansion step was cut short */
+	List	   *claimed;		/* WebhookRequest *, ready to dispatch */
+	List	   *given_back;		/* WebhookRequest * not to send, to free */
+	bool		more_occurrences;	/* the expansion was cut short */
 	TimestampTz next_due;		/* earliest waiting delivery, 0 for none */
-} WebhookClaim;
+} WebhookStep;
 
 extern bool webhook_queue_recover(void);
-extern void webhook_queue_claim(int limit, WebhookClaim *claim);
-extern TimestampTz webhook_queue_record(List *requests);
+extern void webhook_queue_step(WebhookStep *step);
 extern bool webhook_queue_purge(void);
 
 #endif							/* WEBHOOK_QUEUE_H */

@@ -7,6 +7,7 @@
  * "<webhook-id>.<webhook-timestamp>.<body>".
  */
 #include "webhook.h"
+#include "http.h"
 
 #include "common/base64.h"
 #include "common/cryptohash.h"
@@ -14,6 +15,8 @@
 #include "fmgr.h"
 #include "port.h"
 #include "utils/builtins.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
 
 #define SECRET_PREFIX "whsec_"
 #define SECRET_BYTES 32
@@ -95,4 +98,37 @@ webhook_new_secret(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes for a webhook secret")));
 	PG_RETURN_TEXT_P(cstring_to_text(psprintf(SECRET_PREFIX "%s", base64(bytes, sizeof(bytes)))));
+}
+
+/*
+ * Add webhook-timestamp and webhook-signature to a request that is about
+ * to go on the wire: the timestamp is the send time, as receivers check it
+ * against their clock (five minutes of tolerance, typically).
+ */
+void
+webhook_request_sign(WebhookRequest *req)
+{
+	static ResourceOwner signing_owner = NULL;
+	MemoryContext old = MemoryContextSwitchTo(req->cxt);
+	ResourceOwner old_owner = CurrentResourceOwner;
+	char		timestamp[32];
+	char	   *signature;
+
+	/* the HMAC context is a resource: outside a transaction it needs an owner */
+	if (CurrentResourceOwner == NULL)
+	{
+		if (signing_owner == NULL)
+			signing_owner = ResourceOwnerCreate(NULL, "webhook signing");
+		CurrentResourceOwner = signing_owner;
+	}
+
+	snprintf(timestamp, sizeof(timestamp), "%lld",
+			 (long long) (GetCurrentTimestamp() / USECS_PER_SEC +
+						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
+	req->headers = lappend(req->headers, psprintf("webhook-timestamp: %s", timestamp));
+	signature = webhook_signature(req->secret, req->webhook_id, timestamp, req->body);
+	CurrentResourceOwner = old_owner;
+	if (signature)
+		req->headers = lappend(req->headers, psprintf("webhook-signature: %s", signature));
+	MemoryContextSwitchTo(old);
 }

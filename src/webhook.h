@@ -8,6 +8,7 @@
  *	launcher.c	the launcher: starts and supervises one worker per database
  *	worker.c	the per-database worker loop
  *	queue.c		SQL work of the worker: expand, claim, record, purge
+ *	dispatch.c	claimed deliveries waiting for a slot, per-profile shares
  *	http.c		libcurl multi interface driven by the worker's wait loop
  *	capture.c	the capture trigger that enqueues occurrences
  *	sign.c		Standard Webhooks signatures, secrets, Basic credentials

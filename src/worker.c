@@ -10,6 +10,7 @@
  * transaction while requests are on the wire.
  */
 #include "webhook.h"
+#include "dispatch.h"
 #include "http.h"
 #include "queue.h"
 
@@ -30,6 +31,13 @@
 
 /* Housekeeping (retention) runs this often. */
 #define HOUSEKEEPING_MS 60000
+
+/*
+ * Finished requests are recorded in groups of this many, or when nothing
+ * else is on the wire, or after this long.
+ */
+#define RECORD_BATCH 128
+#define RECORD_DELAY_MS 20
 
 static WebhookDbSlot *my_slot = NULL;
 
@@ -110,31 +118,6 @@ leave(int elevel, const char *why)
 	proc_exit(0);
 }
 
-/*
- * Record what finished.  Returns the earliest retry that recording
- * scheduled, 0 for none: the loop must wake for it.
- */
-static TimestampTz
-record_finished(bool *recorded)
-{
-	List	   *done = NIL;
-	WebhookRequest *req;
-	ListCell   *lc;
-	TimestampTz next_retry;
-
-	webhook_http_perform();
-	while ((req = webhook_http_next_done()) != NULL)
-		done = lappend(done, req);
-	*recorded = done != NIL;
-	if (done == NIL)
-		return 0;
-	next_retry = webhook_queue_record(done);
-	foreach(lc, done)
-		webhook_request_free(lfirst(lc));
-	list_free(done);
-	return next_retry;
-}
-
 static long
 ms_until(TimestampTz when, TimestampTz now)
 {
@@ -152,6 +135,8 @@ webhook_worker_main(Datum main_arg)
 	bool		work_pending = true;	/* look at the queue on the next turn */
 	TimestampTz next_due = 0;
 	TimestampTz next_housekeeping = 0;
+	List	   *finished = NIL;	/* back from the wire, not yet recorded */
+	TimestampTz first_finished_at = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -188,6 +173,10 @@ webhook_worker_main(Datum main_arg)
 		int			nevents;
 		long		timeout;
 		TimestampTz now;
+		WebhookRequest *req;
+		int			claim_room;
+		bool		claim_now;
+		bool		record_now;
 
 		MemoryContextSwitchTo(loop_cxt);
 		MemoryContextReset(loop_cxt);
@@ -200,45 +189,85 @@ webhook_worker_main(Datum main_arg)
 		if (stop_requested())
 			leave(LOG, "its database needs to be free of other sessions");
 
+		/* what came back from the wire waits to be recorded */
+		webhook_http_perform();
 		now = GetCurrentTimestamp();
+		while ((req = webhook_http_next_done()) != NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			webhook_dispatch_finished(req);
+			if (finished == NIL)
+				first_finished_at = now;
+			finished = lappend(finished, req);
+			MemoryContextSwitchTo(old);
+		}
+
 		if (next_due != 0 && next_due <= now)
 			work_pending = true;
 
-		/* claim when there is room and something may be waiting */
-		if (work_pending && webhook_http_in_flight() < webhook_max_concurrency)
-		{
-			WebhookClaim claim;
-			ListCell   *lc;
-			int			room = webhook_max_concurrency - webhook_http_in_flight();
+		/*
+		 * Claim when something may be due, we hold less than our share, and
+		 * fewer requests wait than there are slots.  Record in groups: when
+		 * many finished, when nothing else is on the wire, or when the first
+		 * of them has waited RECORD_DELAY_MS.
+		 */
+		claim_room = PREFETCH_FACTOR * webhook_max_concurrency - webhook_dispatch_claimed_count();
+		claim_now = work_pending && claim_room > 0 &&
+			webhook_dispatch_ready_count() < webhook_max_concurrency;
+		record_now = finished != NIL &&
+			(list_length(finished) >= RECORD_BATCH || webhook_http_in_flight() == 0 ||
+			 now >= TimestampTzPlusMilliseconds(first_finished_at, RECORD_DELAY_MS));
 
-			webhook_queue_claim(room, &claim);
-			if (!claim.extension_present)
-				leave(LOG, "the extension was dropped");
-			foreach(lc, claim.requests)
-				webhook_http_start(lfirst(lc));
-			/* a full claim or a cut-short expansion means more is waiting */
-			work_pending = claim.more_occurrences || list_length(claim.requests) >= room;
-			next_due = claim.next_due;
+		if (claim_now || record_now)
+		{
+			WebhookStep step;
+			ListCell   *lc;
 
 			/*
-			 * Due but not claimed: its profile has webhook.max_per_profile
-			 * requests in flight.  A completion, not the clock, frees it.
+			 * What this step records is no longer ours: the claim in the same
+			 * step may take its place.  (Should the step fail, the worker
+			 * exits, and its successor starts from the database.)
+			 */
+			foreach(lc, finished)
+				webhook_dispatch_forget(lfirst(lc));
+			claim_room = PREFETCH_FACTOR * webhook_max_concurrency - webhook_dispatch_claimed_count();
+			step.finished = finished;
+			step.claim_limit = claim_now ? claim_room : 0;
+			webhook_queue_step(&step);
+			if (!step.extension_present)
+				leave(LOG, "the extension was dropped");
+
+			foreach(lc, finished)
+				webhook_request_free(lfirst(lc));
+			list_free(finished);
+			finished = NIL;
+			foreach(lc, step.given_back)
+			{
+				webhook_dispatch_forget(lfirst(lc));
+				webhook_request_free(lfirst(lc));
+			}
+			foreach(lc, step.claimed)
+				webhook_dispatch_add(lfirst(lc));
+
+			if (claim_now)
+				/* a full claim or a cut-short expansion means more is waiting */
+				work_pending = step.more_occurrences ||
+					list_length(step.claimed) >= step.claim_limit;
+			if (record_now)
+				/* room was made: what waited for it can be claimed */
+				work_pending = true;
+			next_due = step.next_due;
+
+			/*
+			 * Due but not claimed: its profile has its share claimed.  A
+			 * record, not the clock, makes room for it.
 			 */
 			if (next_due != 0 && next_due <= GetCurrentTimestamp())
 				next_due = 0;
-			list_free(claim.requests);
 		}
 
-		{
-			bool		recorded;
-			TimestampTz next_retry = record_finished(&recorded);
-
-			if (next_retry != 0 && (next_due == 0 || next_retry < next_due))
-				next_due = next_retry;
-			/* room was made: what waited for it can be claimed */
-			if (recorded)
-				work_pending = true;
-		}
+		webhook_dispatch_start();
 
 		now = GetCurrentTimestamp();
 		if (now >= next_housekeeping)
@@ -255,7 +284,12 @@ webhook_worker_main(Datum main_arg)
 			timeout = Min(timeout, webhook_http_timeout_ms());
 		if (next_due != 0)
 			timeout = Min(timeout, ms_until(next_due, now));
-		if (work_pending && webhook_http_in_flight() < webhook_max_concurrency)
+		if (finished != NIL)
+			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(first_finished_at,
+																		RECORD_DELAY_MS), now));
+		if (work_pending &&
+			PREFETCH_FACTOR * webhook_max_concurrency > webhook_dispatch_claimed_count() &&
+			webhook_dispatch_ready_count() < webhook_max_concurrency)
 			timeout = 0;
 
 		nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),

@@ -102,7 +102,7 @@ like($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{
 	SELECT concat_ws('|', d.status, a.outcome, a.response_status, length(a.response_body))
 	  FROM webhook.deliveries d JOIN webhook.attempts a USING (delivery_id) WHERE d.profile = 'huge'}),
-	'delivered|response|200|65536', 'a 50 MB answer is read up to webhook.max_response_size and kept that far');
+	'delivered|body_too_large|200|65536', 'a 50 MB answer is an outcome of its own, read up to webhook.max_response_size and kept that far');
 
 # webhook.blocked_networks is checked on the address a name resolves to
 my $port = $receiver->{port};
