@@ -68,6 +68,13 @@ SET ROLE webhook_nobody;
 SELECT webhook.create_profile('p3', 'http://127.0.0.1:9/', ARRAY['ticket.created']);
 SELECT * FROM webhook.deliveries;
 SELECT * FROM webhook.profile;
+SELECT * FROM webhook.attempts;
+SELECT * FROM webhook.stats;
+SELECT webhook.disable_profile('p2''); DROP TABLE tickets; --');
+SELECT webhook.redeliver(1);
+SELECT webhook.replay('p2''); DROP TABLE tickets; --', now() - interval '1 day');
+SELECT webhook.send_test('p2''); DROP TABLE tickets; --');
+SELECT webhook.drop_profile('p2''); DROP TABLE tickets; --');
 RESET ROLE;
 SELECT has_function_privilege('webhook_nobody', 'webhook.define_event(text, regclass, text, text[], text, text, text, jsonb)', 'EXECUTE') AS nobody_can_define,
        has_table_privilege('webhook_nobody', 'webhook.delivery', 'SELECT') AS nobody_can_read;

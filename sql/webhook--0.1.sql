@@ -1485,6 +1485,7 @@ DECLARE
     id bigint := webhook._profile_id(name);
 BEGIN
     PERFORM webhook._disable(id, coalesce(reason, 'disabled by ' || current_user));
+    PERFORM webhook._wake();   -- the worker gives back what it holds unsent
 END
 $$;
 COMMENT ON FUNCTION webhook.disable_profile(text, text) IS

@@ -709,21 +709,20 @@ webhook_queue_step(WebhookStep *step)
 	if (step->finished != NIL)
 		record_finished(step->finished);
 
-	if (step->claim_limit > 0)
 	{
 		List	   *given_back = give_back_stopped();
+		MemoryContext old = MemoryContextSwitchTo(caller_cxt);
 
+		step->given_back = list_copy(given_back);
+		MemoryContextSwitchTo(old);
+	}
+
+	if (step->claim_limit > 0)
+	{
 		if (expand_occurrences(&step->more_occurrences))
 			(void) set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION,
 									 GUC_ACTION_LOCAL, true, 0, false);
 		step->claimed = claim_due(step->claim_limit);
-		if (given_back != NIL)
-		{
-			MemoryContext old = MemoryContextSwitchTo(caller_cxt);
-
-			step->given_back = list_copy(given_back);
-			MemoryContextSwitchTo(old);
-		}
 	}
 
 	if (SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),

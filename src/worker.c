@@ -185,6 +185,8 @@ webhook_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* a shorter webhook.retention applies now, not in a minute */
+			next_housekeeping = 0;
 		}
 		if (stop_requested())
 			leave(LOG, "its database needs to be free of other sessions");

@@ -104,6 +104,17 @@ sub url
 
 # Every request received so far, oldest first, with the body decoded when
 # it is JSON (as ->{json}).
+# How many requests were recorded so far (cheap: no JSON parsing).
+sub count
+{
+	my ($self) = @_;
+	open my $fh, '<', $self->{log} or return 0;
+	my $n = 0;
+	$n++ while <$fh>;
+	close $fh;
+	return $n;
+}
+
 sub requests
 {
 	my ($self) = @_;

@@ -53,6 +53,37 @@ ok($replayed >= 6, "a replay of the delivered ones queued $replayed");
 $got = $receiver->wait_for(7 + $replayed);
 ok(scalar @$got >= 7 + $replayed, 'and they arrive');
 
+# Deliveries the worker holds but has not sent when their profile is
+# disabled go back to held, unsent; enabling sends each of them once.
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM SET webhook.max_per_profile = 1;
+	SELECT pg_reload_conf();
+});
+my $slow = $receiver->url('/slow/500');
+$node->safe_psql('postgres', qq{
+	SELECT webhook.create_profile('slowpoke', '$slow', ARRAY['ticket.created']);
+	INSERT INTO tickets (summary, status_id) SELECT 'slow ' || g, 1 FROM generate_series(1, 10) g;
+});
+my $slow_ones = sub { [ grep { $_->{path} eq '/slow/500' } @{ $receiver->requests } ] };
+ok(wait_until(sub { @{ $slow_ones->() } >= 1 }), 'one at a time goes to a slow receiver');
+$node->safe_psql('postgres', q{SELECT webhook.disable_profile('slowpoke')});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) FILTER (WHERE status = 'held') >= 8 AND count(*) FILTER (WHERE status = 'sending') = 0
+	  FROM webhook.deliveries WHERE profile = 'slowpoke'}),
+	'disabling the profile gives back what the worker held unsent');
+sleep 1;
+my $sent_before = scalar @{ $slow_ones->() };
+ok($sent_before <= 2, "only what was on the wire went out ($sent_before)");
+$node->safe_psql('postgres', q{SELECT webhook.enable_profile('slowpoke')});
+ok(wait_until(sub { @{ $slow_ones->() } >= 10 }, 60), 'enabling sends the rest');
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 10 FROM webhook.deliveries WHERE profile = 'slowpoke' AND status = 'delivered'}),
+	'all ten delivered');
+my %seen;
+$seen{ $_->{json}{ticket}{summary} }++ for @{ $slow_ones->() };
+is(scalar(keys %seen), 10, 'each ticket arrived');
+is(scalar(grep { $_ > 1 } values %seen), 0, 'and none twice');
+
 $receiver->stop;
 $node->stop;
 done_testing();

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Latency benchmark: from a ticket's commit to the receiver reading its
+# webhook, at a steady rate of single-ticket transactions.
+#
+# pgbench commits one ticket per transaction at R per second for S seconds;
+# a receiver on 127.0.0.1 notes the time it read each request and the
+# ticket's id.  The commit time is the transaction's commit timestamp
+# (track_commit_timestamp), so both ends use the same clock.
+#
+# The baseline, measured in the same run against the same receiver, is a
+# plain HTTP client posting at the same rate over one kept-alive connection:
+# from just before it sends to the receiver's read.  No sender can do better.
+#
+#   bash test/bench/latency.sh [rate, default 500] [seconds, default 30]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash scripts/setup.sh postgresql-contrib >/dev/null
+rate=${1:-500}
+secs=${2:-30}
+source test/bench/lib.sh
+bench_cluster "track_commit_timestamp = on"
+
+# the receiver: one line "epoch-seconds object_id" per request read
+recv_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 - "$recv_port" "$bench_dir/received" <<'PY' &
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port, path = int(sys.argv[1]), sys.argv[2]
+out = open(path, "w", buffering=1)
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        now = time.time()
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        out.write("%.6f %s\n" % (now, json.loads(body)["object_id"]))
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+PY
+bench_pids=$!
+sleep 0.5
+
+# the baseline: a client posting {"object_id": -i} at the same rate for 5 s
+python3 - "$recv_port" "$rate" "$bench_dir/sent" <<'PY'
+import http.client, json, sys, time
+port, rate, path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+conn = http.client.HTTPConnection("127.0.0.1", port)
+with open(path, "w") as out:
+    start = time.time()
+    for i in range(1, int(rate * 5) + 1):
+        time.sleep(max(0, start + i / rate - time.time()))
+        body = json.dumps({"object_id": -i})
+        sent = time.time()
+        conn.request("POST", "/baseline", body, {"Content-Type": "application/json"})
+        conn.getresponse().read()
+        out.write("%.6f %d\n" % (sent, -i))
+PY
+
+psql -f test/sql/sample_schema.sql >/dev/null
+psql >/dev/null <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION webhook;
+SELECT webhook.define_ticket_events('tickets');
+SELECT webhook.create_profile('latency', 'http://127.0.0.1:$recv_port/hooks', ARRAY['ticket.created']);
+SQL
+echo "INSERT INTO tickets (summary, status_id, agent_id, priority_id) VALUES ('Printer on fire', 1, 1, 1);" \
+    > "$bench_dir/commit.sql"
+chmod 644 "$bench_dir/commit.sql"
+as_pg "$PGBIN/pgbench" -n -h "$bench_dir" -p "$bench_port" -c 4 -j 2 -R "$rate" -T "$secs" \
+    -f "$bench_dir/commit.sql" postgres >/dev/null 2>&1
+committed=$(psql -c "SELECT count(*) FROM tickets")
+until [ "$(grep -vc ' -' "$bench_dir/received")" -ge "$committed" ]; do sleep 1; done
+
+psql <<SQL
+CREATE TEMP TABLE received (at float8, id bigint);
+CREATE TEMP TABLE sent (at float8, id bigint);
+\copy received FROM '$bench_dir/received' WITH (DELIMITER ' ')
+\copy sent FROM '$bench_dir/sent' WITH (DELIMITER ' ')
+CREATE TEMP TABLE latency AS
+SELECT 'plain HTTP client (baseline)' AS sender, (r.at - s.at) * 1000 AS ms
+  FROM received r JOIN sent s USING (id)
+UNION ALL
+SELECT 'webhook, commit to receipt', (r.at - extract(epoch FROM pg_xact_commit_timestamp(t.xmin))) * 1000
+  FROM received r JOIN tickets t ON t.ticket_id = r.id;
+\pset format aligned
+\pset tuples_only off
+\echo 'latency benchmark: $rate requests per second; webhook: single-ticket commits for $secs s'
+WITH l AS (
+  SELECT sender, count(*) AS requests,
+         percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+         percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, max(ms) AS max
+    FROM latency GROUP BY sender)
+SELECT l.sender, l.requests, round(l.p50::numeric, 2) AS p50_ms, round(l.p99::numeric, 2) AS p99_ms,
+       round(l.max::numeric, 2) AS max_ms,
+       round((l.p50 / b.p50)::numeric, 1) AS p50_ratio, round((l.p99 / b.p99)::numeric, 1) AS p99_ratio
+  FROM l, l AS b WHERE b.sender LIKE '%baseline%' ORDER BY l.sender;
+SQL

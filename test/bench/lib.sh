@@ -1,0 +1,63 @@
+# Shared by the benchmarks: a throwaway cluster and a private nginx, both
+# on loopback or a socket in a temporary directory, removed on exit.
+#
+#   source test/bench/lib.sh
+#   bench_cluster "extra postgresql.conf lines"   # starts it; defines psql
+#   bench_nginx                                   # sets $nginx_port
+PGBIN=/usr/lib/postgresql/15/bin
+bench_dir=$(mktemp -d /tmp/webhook-bench.XXXXXX)
+chmod 755 "$bench_dir"; chown postgres: "$bench_dir"
+bench_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+as_pg() { runuser -u postgres -- "$@"; }
+psql() { as_pg "$PGBIN/psql" -X -q -At -h "$bench_dir" -p "$bench_port" -d postgres -v ON_ERROR_STOP=1 "$@"; }
+
+bench_cleanup() {
+    as_pg "$PGBIN/pg_ctl" -D "$bench_dir/data" -m immediate stop >/dev/null 2>&1 || true
+    [ -f "$bench_dir/nginx.pid" ] && kill "$(cat "$bench_dir/nginx.pid")" 2>/dev/null || true
+    [ -n "${bench_pids:-}" ] && kill $bench_pids 2>/dev/null || true
+    rm -rf "$bench_dir"
+}
+trap bench_cleanup EXIT
+
+bench_cluster() {
+    as_pg "$PGBIN/initdb" -D "$bench_dir/data" -A trust >/dev/null
+    cat >> "$bench_dir/data/postgresql.conf" <<CONF
+shared_preload_libraries = 'webhook'
+listen_addresses = ''
+unix_socket_directories = '$bench_dir'
+port = $bench_port
+shared_buffers = 512MB
+max_wal_size = 4GB
+log_min_messages = warning
+${1:-}
+CONF
+    as_pg "$PGBIN/pg_ctl" -D "$bench_dir/data" -l "$bench_dir/log" -w start >/dev/null
+}
+
+# nginx on 127.0.0.1 only, answering 200 to everything
+bench_nginx() {
+    nginx_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$bench_dir/nginx"
+    cat > "$bench_dir/nginx.conf" <<CONF
+worker_processes 1;
+pid $bench_dir/nginx.pid;
+error_log $bench_dir/nginx/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $bench_dir/nginx;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / { return 200 '{"ok":true}'; }
+    }
+}
+CONF
+    /usr/sbin/nginx -c "$bench_dir/nginx.conf"
+}
+
+# The pid of the webhook worker of database postgres.
+bench_worker_pid() {
+    psql -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'webhook worker' AND datname = 'postgres'"
+}
