@@ -7,6 +7,8 @@ OBJS = \
 	src/shmem.o \
 	src/launcher.o \
 	src/worker.o \
+	src/sender.o \
+	src/channel.o \
 	src/queue.o \
 	src/dispatch.o \
 	src/http.o \

@@ -1,17 +1,17 @@
 /*
  * dispatch.c
- *		What the worker holds between claiming a delivery and recording it.
+ *		Per-profile shares of the work in hand, on both sides of the channel.
  *
  * The worker claims deliveries in large groups (one transaction for
- * hundreds) and keeps them here, ready, until a connection slot frees up:
- * at most webhook.max_concurrency requests on the wire, and at most
+ * hundreds) and hands them to its sender.  It counts, per profile, what it
+ * has claimed and not yet recorded, so that a claim takes no more than
+ * PREFETCH_FACTOR times webhook.max_per_profile of one profile: a profile
+ * whose receiver hangs does not hold the whole queue.
+ *
+ * The sender keeps the requests it was handed, ready, until a connection
+ * slot frees up: at most webhook.max_concurrency on the wire, and at most
  * webhook.max_per_profile of one profile.  A slow receiver fills its own
  * share and no more; the other profiles' requests go around it.
- *
- * Per profile we count what is claimed (ready, on the wire, or finished
- * but not yet recorded) and what is on the wire.  The claim asks for no
- * more than PREFETCH_FACTOR times the per-profile limit of one profile, so
- * that a profile whose receiver hangs does not hold the whole queue.
  */
 #include "webhook.h"
 #include "dispatch.h"
@@ -23,17 +23,15 @@
 typedef struct ProfileLoad
 {
 	int64		profile_id;		/* hash key */
-	int			claimed;		/* claimed, not yet recorded */
-	int			on_wire;		/* started, not yet finished */
+	int			count;			/* worker: claimed; sender: on the wire */
+	bool		cancelled;		/* worker: the sender was told to stop it */
 } ProfileLoad;
 
 static HTAB *loads = NULL;
-static dlist_head ready = DLIST_STATIC_INIT(ready);
-static int	ready_count = 0;
-static int	claimed_count = 0;
+static int	total = 0;			/* worker: claimed, all profiles */
 
 static ProfileLoad *
-load_of(int64 profile_id, bool create)
+load_of(int64 profile_id)
 {
 	bool		found;
 	ProfileLoad *load;
@@ -48,21 +46,107 @@ load_of(int64 profile_id, bool create)
 		loads = hash_create("webhook profile loads", 64, &ctl,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
-	load = hash_search(loads, &profile_id, create ? HASH_ENTER : HASH_FIND, &found);
-	if (create && !found)
+	load = hash_search(loads, &profile_id, HASH_ENTER, &found);
+	if (!found)
 	{
-		load->claimed = 0;
-		load->on_wire = 0;
+		load->count = 0;
+		load->cancelled = false;
 	}
 	return load;
 }
 
-/* A delivery the claim gave us: it waits for a slot. */
+static void
+unload(int64 profile_id)
+{
+	ProfileLoad *load = load_of(profile_id);
+
+	if (load->count > 0)
+		load->count--;
+	if (load->count == 0)
+		hash_search(loads, &profile_id, HASH_REMOVE, NULL);
+}
+
+static int64 *
+copy_id(int64 id)
+{
+	int64	   *p = palloc(sizeof(int64));
+
+	*p = id;
+	return p;
+}
+
+/* The worker's side: what it has claimed and not yet recorded. */
+
+void
+webhook_claims_add(int64 profile_id)
+{
+	load_of(profile_id)->count++;
+	total++;
+}
+
+void
+webhook_claims_forget(int64 profile_id)
+{
+	unload(profile_id);
+	total--;
+}
+
+int
+webhook_claims_count(void)
+{
+	return total;
+}
+
+/* How many deliveries of each profile are claimed, as two lists. */
+void
+webhook_claims_loads(List **profile_ids, List **counts)
+{
+	HASH_SEQ_STATUS status;
+	ProfileLoad *load;
+
+	*profile_ids = NIL;
+	*counts = NIL;
+	if (loads == NULL)
+		return;
+	hash_seq_init(&status, loads);
+	while ((load = hash_seq_search(&status)) != NULL)
+	{
+		*profile_ids = lappend(*profile_ids, copy_id(load->profile_id));
+		*counts = lappend_int(*counts, load->count);
+	}
+}
+
+/* The profiles with claims that the sender has not been told to stop. */
+List *
+webhook_claims_profiles(void)
+{
+	HASH_SEQ_STATUS status;
+	ProfileLoad *load;
+	List	   *result = NIL;
+
+	if (loads == NULL)
+		return NIL;
+	hash_seq_init(&status, loads);
+	while ((load = hash_seq_search(&status)) != NULL)
+		if (!load->cancelled)
+			result = lappend(result, copy_id(load->profile_id));
+	return result;
+}
+
+void
+webhook_claims_cancelled(int64 profile_id)
+{
+	load_of(profile_id)->cancelled = true;
+}
+
+/* The sender's side: requests waiting for a slot, and what is on the wire. */
+
+static dlist_head ready = DLIST_STATIC_INIT(ready);
+static int	ready_count = 0;
+
 void
 webhook_dispatch_add(WebhookRequest *req)
 {
-	load_of(req->profile_id, true)->claimed++;
-	claimed_count++;
 	dlist_push_tail(&ready, &req->node);
 	ready_count++;
 }
@@ -84,38 +168,22 @@ webhook_dispatch_start(void)
 
 		if (webhook_http_in_flight() >= webhook_max_concurrency)
 			break;
-		load = load_of(req->profile_id, true);
-		if (load->on_wire >= webhook_max_per_profile)
+		load = load_of(req->profile_id);
+		if (load->count >= webhook_max_per_profile)
 			continue;
 		dlist_delete(&req->node);
 		ready_count--;
-		load->on_wire++;
+		load->count++;
 		webhook_request_sign(req);
 		webhook_http_start(req);
 	}
 }
 
-/* A request came back from the wire (it still has to be recorded). */
+/* A request came back from the wire. */
 void
 webhook_dispatch_finished(WebhookRequest *req)
 {
-	ProfileLoad *load = load_of(req->profile_id, true);
-
-	if (load->on_wire > 0)
-		load->on_wire--;
-}
-
-/* A request's outcome was recorded, or it was given back: it is not ours. */
-void
-webhook_dispatch_forget(WebhookRequest *req)
-{
-	ProfileLoad *load = load_of(req->profile_id, true);
-
-	if (load->claimed > 0)
-		load->claimed--;
-	claimed_count--;
-	if (load->claimed == 0 && load->on_wire == 0)
-		hash_search(loads, &req->profile_id, HASH_REMOVE, NULL);
+	unload(req->profile_id);
 }
 
 int
@@ -124,69 +192,7 @@ webhook_dispatch_ready_count(void)
 	return ready_count;
 }
 
-int
-webhook_dispatch_claimed_count(void)
-{
-	return claimed_count;
-}
-
-/*
- * How many deliveries of each profile we hold, as two parallel lists for
- * the claim: it adds no more than the profile's allowance.
- */
-void
-webhook_dispatch_loads(List **profile_ids, List **counts)
-{
-	HASH_SEQ_STATUS status;
-	ProfileLoad *load;
-
-	*profile_ids = NIL;
-	*counts = NIL;
-	if (loads == NULL)
-		return;
-	hash_seq_init(&status, loads);
-	while ((load = hash_seq_search(&status)) != NULL)
-	{
-		int64	   *id = palloc(sizeof(int64));
-
-		*id = load->profile_id;
-		*profile_ids = lappend(*profile_ids, id);
-		*counts = lappend_int(*counts, load->claimed);
-	}
-}
-
-/* The profiles that have requests waiting for a slot, without repeats. */
-List *
-webhook_dispatch_waiting_profiles(void)
-{
-	List	   *result = NIL;
-	dlist_iter iter;
-
-	dlist_foreach(iter, &ready)
-	{
-		WebhookRequest *req = dlist_container(WebhookRequest, node, iter.cur);
-		ListCell   *lc;
-		bool		seen = false;
-
-		foreach(lc, result)
-			if (*(int64 *) lfirst(lc) == req->profile_id)
-				seen = true;
-		if (!seen)
-		{
-			int64	   *id = palloc(sizeof(int64));
-
-			*id = req->profile_id;
-			result = lappend(result, id);
-		}
-	}
-	return result;
-}
-
-/*
- * Take back the waiting requests of a profile (it was disabled or
- * dropped): they are not sent.  The caller gives their deliveries back to
- * the queue and frees them.
- */
+/* Take back the waiting requests of a profile: they are not to be sent. */
 List *
 webhook_dispatch_take_back(int64 profile_id)
 {

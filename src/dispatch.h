@@ -1,7 +1,7 @@
 /*
  * dispatch.h
- *		Claimed deliveries waiting for a connection slot, and per-profile
- *		counts that keep each profile within its share.
+ *		Per-profile shares: what the worker has claimed, what its sender
+ *		holds ready and has on the wire.
  */
 #ifndef WEBHOOK_DISPATCH_H
 #define WEBHOOK_DISPATCH_H
@@ -13,20 +13,25 @@
 struct WebhookRequest;
 
 /*
- * The claim holds at most this many times webhook.max_concurrency
- * deliveries in all, and this many times webhook.max_per_profile of one
- * profile: enough to keep every slot busy between two claims.
+ * The worker holds at most this many times webhook.max_concurrency
+ * deliveries claimed in all, and this many times webhook.max_per_profile of
+ * one profile: enough to keep every slot busy between two claims.
  */
 #define PREFETCH_FACTOR 8
 
+/* the worker */
+extern void webhook_claims_add(int64 profile_id);
+extern void webhook_claims_forget(int64 profile_id);
+extern int	webhook_claims_count(void);
+extern void webhook_claims_loads(List **profile_ids, List **counts);
+extern List *webhook_claims_profiles(void);
+extern void webhook_claims_cancelled(int64 profile_id);
+
+/* the sender */
 extern void webhook_dispatch_add(struct WebhookRequest *req);
 extern void webhook_dispatch_start(void);
 extern void webhook_dispatch_finished(struct WebhookRequest *req);
-extern void webhook_dispatch_forget(struct WebhookRequest *req);
 extern int	webhook_dispatch_ready_count(void);
-extern int	webhook_dispatch_claimed_count(void);
-extern void webhook_dispatch_loads(List **profile_ids, List **counts);
-extern List *webhook_dispatch_waiting_profiles(void);
 extern List *webhook_dispatch_take_back(int64 profile_id);
 
 #endif							/* WEBHOOK_DISPATCH_H */

@@ -56,6 +56,8 @@ typedef struct WebhookRequest
 	char	   *error;			/* NULL without an error */
 	StringInfoData response_body;
 	StringInfoData response_headers;	/* raw lines of the final response */
+	char	   *response_headers_json;	/* as recorded; made by the sender */
+	char	   *request_headers_json;	/* as recorded, secrets redacted */
 	bool		body_truncated;
 	char	   *blocked_address;	/* set when the connection was refused */
 

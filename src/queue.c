@@ -509,10 +509,10 @@ record_finished(List *requests)
 		add_value(&cols[3], Float8GetDatum(req->duration_ms), false);
 		add_text(&cols[4], webhook_outcome_name(req->outcome));
 		add_value(&cols[5], Int32GetDatum((int32) req->status), !response);
-		add_text(&cols[6], response ? webhook_response_headers_json(req) : NULL);
+		add_text(&cols[6], response ? req->response_headers_json : NULL);
 		add_text(&cols[7], response ? req->response_body.data : NULL);
 		add_text(&cols[8], req->error);
-		add_text(&cols[9], webhook_request_headers_json(req));
+		add_text(&cols[9], req->request_headers_json);
 	}
 	for (int i = 0; i < NCOLS; i++)
 		args[i] = makeArrayResult(cols[i].state, CurrentMemoryContext);
@@ -543,47 +543,61 @@ record_finished(List *requests)
 }
 
 /*
- * Give back the requests waiting for a slot whose profile was disabled or
- * dropped since they were claimed: they are held again, not sent.  The
- * profile row is locked (FOR SHARE) so that an enable_profile running now
- * either sees them held or is seen by us as enabled.
+ * The profiles the worker holds claims of that were disabled or dropped
+ * since: the sender is to give back what it has not started.
  */
 static List *
-give_back_stopped(void)
+find_stopped(void)
 {
-	Oid			types[2] = {INT8ARRAYOID, INT8ARRAYOID};
-	Datum		args[2];
-	List	   *waiting = webhook_dispatch_waiting_profiles();
-	List	   *taken = NIL;
-	List	   *ids = NIL;
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		args[1];
+	List	   *profiles = webhook_claims_profiles();
 	List	   *stopped = NIL;
-	ListCell   *lc;
 
-	if (waiting == NIL)
+	if (profiles == NIL)
 		return NIL;
-	args[0] = int8_array(waiting);
+	args[0] = int8_array(profiles);
 	if (SPI_execute_plan(keep_plan(&stopped_plan, stopped_sql, 1, types),
 						 args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not check webhook profiles");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
-		int64	   *id = palloc(sizeof(int64));
+		int64	   *id = MemoryContextAlloc(caller_cxt, sizeof(int64));
 
 		*id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		stopped = lappend(stopped, id);
-		taken = list_concat(taken, webhook_dispatch_take_back(*id));
 	}
-	if (taken == NIL)
-		return NIL;
-	foreach(lc, taken)
-		ids = lappend(ids, &((WebhookRequest *) lfirst(lc))->delivery_id);
+	return stopped;
+}
+
+/*
+ * Give back deliveries the sender returned unsent: held again (pending,
+ * should their profile have been enabled again meanwhile).  The profile
+ * row is locked (FOR SHARE) so that an enable_profile running now either
+ * sees them held or is seen by us as enabled.
+ */
+static void
+give_back(List *unsent)
+{
+	Oid			types[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Datum		args[2];
+	List	   *ids = NIL;
+	List	   *profiles = NIL;
+	ListCell   *lc;
+
+	foreach(lc, unsent)
+	{
+		WebhookRequest *req = lfirst(lc);
+
+		ids = lappend(ids, &req->delivery_id);
+		profiles = lappend(profiles, &req->profile_id);
+	}
 	args[0] = int8_array(ids);
-	args[1] = int8_array(stopped);
+	args[1] = int8_array(profiles);
 	if (SPI_execute_plan(keep_plan(&give_back_plan, give_back_sql, 2, types),
 						 args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not give back webhook deliveries");
-	return taken;
 }
 
 /*
@@ -605,7 +619,7 @@ claim_due(int limit)
 	SPITupleTable *claimed;
 	uint64		nclaimed;
 
-	webhook_dispatch_loads(&held_ids, &held_counts);
+	webhook_claims_loads(&held_ids, &held_counts);
 	foreach(lc, held_counts)
 		add_value(&counts, Int32GetDatum(lfirst_int(lc)), false);
 	args[0] = Int32GetDatum(limit);
@@ -682,9 +696,10 @@ expand_occurrences(bool *more)
 }
 
 /*
- * One transaction of the worker: record what finished, give back what
- * must not be sent, expand new occurrences, claim what is due, and find
- * when the next delivery is due.
+ * One transaction of the worker: record what finished, give back what came
+ * back unsent, find profiles stopped since their deliveries were claimed,
+ * expand new occurrences, claim what is due, and find when the next
+ * delivery is due.
  *
  * The commit does not wait for the disk unless occurrences were expanded.
  * A lost claim or record leaves its deliveries pending or "sending", and
@@ -697,7 +712,7 @@ webhook_queue_step(WebhookStep *step)
 	bool		isnull;
 
 	step->claimed = NIL;
-	step->given_back = NIL;
+	step->stopped = NIL;
 	step->more_occurrences = false;
 	step->next_due = 0;
 	step->extension_present = begin_step(step->claim_limit > 0 ? "webhook: claim" : "webhook: record");
@@ -708,14 +723,9 @@ webhook_queue_step(WebhookStep *step)
 
 	if (step->finished != NIL)
 		record_finished(step->finished);
-
-	{
-		List	   *given_back = give_back_stopped();
-		MemoryContext old = MemoryContextSwitchTo(caller_cxt);
-
-		step->given_back = list_copy(given_back);
-		MemoryContextSwitchTo(old);
-	}
+	if (step->unsent != NIL)
+		give_back(step->unsent);
+	step->stopped = find_stopped();
 
 	if (step->claim_limit > 0)
 	{

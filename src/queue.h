@@ -15,12 +15,13 @@ typedef struct WebhookStep
 {
 	/* in */
 	List	   *finished;		/* WebhookRequest * to record */
+	List	   *unsent;			/* WebhookRequest * returned unsent */
 	int			claim_limit;	/* deliveries to claim at most; 0: record only */
 
 	/* out */
 	bool		extension_present;	/* false: the extension was dropped */
-	List	   *claimed;		/* WebhookRequest *, ready to dispatch */
-	List	   *given_back;		/* WebhookRequest * not to send, to free */
+	List	   *claimed;		/* WebhookRequest *, for the sender */
+	List	   *stopped;		/* int64 * profile ids disabled or dropped */
 	bool		more_occurrences;	/* the expansion was cut short */
 	TimestampTz next_due;		/* earliest waiting delivery, 0 for none */
 } WebhookStep;

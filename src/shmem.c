@@ -103,6 +103,7 @@ webhook_request_worker(Oid dboid)
 			{
 				slot = &webhook_shared->slots[i];
 				memset(slot, 0, sizeof(*slot));
+				pg_atomic_init_u32(&slot->work_queued, 1);
 				slot->dboid = dboid;
 				slot->state = SLOT_DONE;
 				break;
@@ -140,11 +141,24 @@ webhook_wake_worker(Oid dboid)
 	LWLockAcquire(webhook_shared->lock, LW_SHARED);
 	slot = webhook_slot_find(dboid);
 	if (slot != NULL)
+	{
+		pg_atomic_write_u32(&slot->work_queued, 1);
 		latch = slot->latch;
+	}
 	LWLockRelease(webhook_shared->lock);
 
 	if (latch)
 		SetLatch(latch);
+}
+
+/*
+ * Did a commit queue work since the last call?  (The worker's latch is set
+ * by its sender too; only this says the queue changed.)
+ */
+bool
+webhook_work_queued(WebhookDbSlot *slot)
+{
+	return pg_atomic_exchange_u32(&slot->work_queued, 0) != 0;
 }
 
 /*

@@ -6,9 +6,11 @@
  *	init.c		_PG_init, GUCs, the utility hook and the commit callback
  *	shmem.c		shared state: the launcher's latch and one slot per database
  *	launcher.c	the launcher: starts and supervises one worker per database
- *	worker.c	the per-database worker loop
+ *	worker.c	the per-database worker: the database side of sending
+ *	sender.c	its sender: the HTTP side, in a process of its own
+ *	channel.c	the shared-memory queues between the two
  *	queue.c		SQL work of the worker: expand, claim, record, purge
- *	dispatch.c	claimed deliveries waiting for a slot, per-profile shares
+ *	dispatch.c	per-profile shares of the work in hand, both sides
  *	http.c		libcurl multi interface driven by the worker's wait loop
  *	capture.c	the capture trigger that enqueues occurrences
  *	sign.c		Standard Webhooks signatures, secrets, Basic credentials
@@ -21,6 +23,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
@@ -69,6 +72,8 @@ typedef struct WebhookDbSlot
 	pid_t		pid;			/* worker pid, 0 when none */
 	Latch	   *latch;			/* worker's latch, NULL when none */
 	bool		stop_requested; /* the worker must exit soon */
+	pg_atomic_uint32 work_queued;	/* a commit queued work since the worker
+									 * last looked */
 	TimestampTz restart_at;		/* not before this time (crash backoff) */
 } WebhookDbSlot;
 
@@ -88,6 +93,7 @@ extern void webhook_shmem_startup(void);
 extern WebhookDbSlot *webhook_slot_find(Oid dboid);
 extern void webhook_request_worker(Oid dboid);
 extern void webhook_wake_worker(Oid dboid);
+extern bool webhook_work_queued(WebhookDbSlot *slot);
 extern bool webhook_pause_worker(Oid dboid);
 extern void webhook_unpause_worker(Oid dboid, bool database_gone);
 
@@ -95,8 +101,9 @@ extern void webhook_unpause_worker(Oid dboid, bool database_gone);
 extern void webhook_register_launcher(void);
 extern PGDLLEXPORT void webhook_launcher_main(Datum main_arg);
 
-/* worker.c */
+/* worker.c, sender.c */
 extern PGDLLEXPORT void webhook_worker_main(Datum main_arg);
+extern PGDLLEXPORT void webhook_sender_main(Datum main_arg);
 
 /* sign.c */
 extern char *webhook_signature(const char *secret, const char *msg_id,

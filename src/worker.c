@@ -1,15 +1,17 @@
 /*
  * worker.c
- *		The per-database worker: claims due deliveries, sends them, records
- *		what happened.
+ *		The per-database worker: claims due deliveries, hands them to its
+ *		sender, records what happened.
  *
- * The loop sleeps on one WaitEventSet holding its latch (set by commits
- * that queued work, see capture.c) and libcurl's sockets (one epoll
- * descriptor, see http.c), with a timeout for the earliest of: libcurl's
- * timer, the next retry due, and housekeeping.  It never holds a
- * transaction while requests are on the wire.
+ * The worker does the database side; its sender (sender.c), a process it
+ * starts, does the HTTP side, and the two talk through a channel of two
+ * shared-memory queues (channel.c).  The loop sleeps on its latch, set by
+ * commits that queued work (see capture.c) and by the sender when it
+ * posts outcomes, with a timeout for the earliest of: the next retry due,
+ * a group of outcomes waiting to be recorded, and housekeeping.
  */
 #include "webhook.h"
+#include "channel.h"
 #include "dispatch.h"
 #include "http.h"
 #include "queue.h"
@@ -114,8 +116,50 @@ leave(int elevel, const char *why)
 	ereport(elevel, (errmsg("webhook worker for database \"%s\" is stopping: %s",
 							my_database_name, why)));
 	exit_on_purpose = true;
-	webhook_http_shutdown();
 	proc_exit(0);
+}
+
+/* Start this worker's sender, connected through a new channel. */
+static WebhookChannel *
+start_sender(void)
+{
+	WebhookChannel *channel = webhook_channel_create();
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "webhook");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "webhook_sender_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "webhook sender for database %s", my_database_name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "webhook sender");
+	worker.bgw_main_arg = UInt32GetDatum(webhook_channel_handle(channel));
+	worker.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start the webhook sender for database \"%s\"",
+						my_database_name),
+				 errhint("Each database with the extension needs two background worker slots; "
+						 "raise max_worker_processes.")));
+	webhook_channel_set_handle(channel, handle);
+	return channel;
+}
+
+/*
+ * Claim now?  When something may be due, we hold less than our share, and
+ * the sender has less than half of it: enough stays in its hands to keep
+ * every slot busy while we claim more.
+ */
+static bool
+want_claim(bool work_pending, int back_from_sender)
+{
+	int			share = PREFETCH_FACTOR * webhook_max_concurrency;
+
+	return work_pending && webhook_claims_count() < share &&
+		webhook_claims_count() - back_from_sender < share / 2;
 }
 
 static long
@@ -135,8 +179,10 @@ webhook_worker_main(Datum main_arg)
 	bool		work_pending = true;	/* look at the queue on the next turn */
 	TimestampTz next_due = 0;
 	TimestampTz next_housekeeping = 0;
-	List	   *finished = NIL;	/* back from the wire, not yet recorded */
+	List	   *finished = NIL;	/* outcomes from the sender, not yet recorded */
+	List	   *unsent = NIL;	/* requests the sender gave back unsent */
 	TimestampTz first_finished_at = 0;
+	WebhookChannel *channel;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -159,22 +205,22 @@ webhook_worker_main(Datum main_arg)
 	if (!webhook_queue_recover())
 		leave(DEBUG1, "the extension is not installed in this database");
 
-	webhook_http_init();
-	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	channel = start_sender();
+	wait_set = CreateWaitEventSet(TopMemoryContext, 2);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, webhook_http_socket(), NULL, NULL);
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "webhook worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
-		WaitEvent	events[3];
+		WaitEvent	events[2];
 		int			nevents;
 		long		timeout;
 		TimestampTz now;
-		WebhookRequest *req;
+		WebhookMessage msg;
 		int			claim_room;
+		int			with_sender;	/* claimed, not back from the sender */
 		bool		claim_now;
 		bool		record_now;
 
@@ -191,17 +237,23 @@ webhook_worker_main(Datum main_arg)
 		if (stop_requested())
 			leave(LOG, "its database needs to be free of other sessions");
 
-		/* what came back from the wire waits to be recorded */
-		webhook_http_perform();
+		/* what the sender passed back waits to be recorded */
 		now = GetCurrentTimestamp();
-		while ((req = webhook_http_next_done()) != NULL)
+		for (webhook_channel_receive(channel, &msg); msg.kind != MESSAGE_NONE;
+			 webhook_channel_receive(channel, &msg))
 		{
 			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-			webhook_dispatch_finished(req);
-			if (finished == NIL)
+			if (msg.kind == MESSAGE_DETACHED)
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("the webhook sender for database \"%s\" stopped", my_database_name)));
+			if (finished == NIL && unsent == NIL)
 				first_finished_at = now;
-			finished = lappend(finished, req);
+			if (msg.kind == MESSAGE_RESULT)
+				finished = lappend(finished, msg.request);
+			else
+				unsent = lappend(unsent, msg.request);
 			MemoryContextSwitchTo(old);
 		}
 
@@ -210,15 +262,14 @@ webhook_worker_main(Datum main_arg)
 
 		/*
 		 * Claim when something may be due, we hold less than our share, and
-		 * fewer requests wait than there are slots.  Record in groups: when
-		 * many finished, when nothing else is on the wire, or when the first
-		 * of them has waited RECORD_DELAY_MS.
+		 * the sender is not well stocked.  Record in groups: when many
+		 * finished, when the sender has nothing else, or when the first of
+		 * them has waited RECORD_DELAY_MS.
 		 */
-		claim_room = PREFETCH_FACTOR * webhook_max_concurrency - webhook_dispatch_claimed_count();
-		claim_now = work_pending && claim_room > 0 &&
-			webhook_dispatch_ready_count() < webhook_max_concurrency;
-		record_now = finished != NIL &&
-			(list_length(finished) >= RECORD_BATCH || webhook_http_in_flight() == 0 ||
+		with_sender = webhook_claims_count() - list_length(finished) - list_length(unsent);
+		claim_now = want_claim(work_pending, list_length(finished) + list_length(unsent));
+		record_now = (finished != NIL || unsent != NIL) &&
+			(list_length(finished) >= RECORD_BATCH || with_sender == 0 || unsent != NIL ||
 			 now >= TimestampTzPlusMilliseconds(first_finished_at, RECORD_DELAY_MS));
 
 		if (claim_now || record_now)
@@ -232,9 +283,12 @@ webhook_worker_main(Datum main_arg)
 			 * exits, and its successor starts from the database.)
 			 */
 			foreach(lc, finished)
-				webhook_dispatch_forget(lfirst(lc));
-			claim_room = PREFETCH_FACTOR * webhook_max_concurrency - webhook_dispatch_claimed_count();
+				webhook_claims_forget(((WebhookRequest *) lfirst(lc))->profile_id);
+			foreach(lc, unsent)
+				webhook_claims_forget(((WebhookRequest *) lfirst(lc))->profile_id);
+			claim_room = PREFETCH_FACTOR * webhook_max_concurrency - webhook_claims_count();
 			step.finished = finished;
+			step.unsent = unsent;
 			step.claim_limit = claim_now ? claim_room : 0;
 			webhook_queue_step(&step);
 			if (!step.extension_present)
@@ -242,15 +296,25 @@ webhook_worker_main(Datum main_arg)
 
 			foreach(lc, finished)
 				webhook_request_free(lfirst(lc));
-			list_free(finished);
-			finished = NIL;
-			foreach(lc, step.given_back)
-			{
-				webhook_dispatch_forget(lfirst(lc));
+			foreach(lc, unsent)
 				webhook_request_free(lfirst(lc));
-			}
+			list_free(finished);
+			list_free(unsent);
+			finished = NIL;
+			unsent = NIL;
 			foreach(lc, step.claimed)
-				webhook_dispatch_add(lfirst(lc));
+			{
+				WebhookRequest *req = lfirst(lc);
+
+				webhook_claims_add(req->profile_id);
+				webhook_channel_post_request(channel, req);
+				webhook_request_free(req);
+			}
+			foreach(lc, step.stopped)
+			{
+				webhook_channel_post_cancel(channel, *(int64 *) lfirst(lc));
+				webhook_claims_cancelled(*(int64 *) lfirst(lc));
+			}
 
 			if (claim_now)
 				/* a full claim or a cut-short expansion means more is waiting */
@@ -269,7 +333,10 @@ webhook_worker_main(Datum main_arg)
 				next_due = 0;
 		}
 
-		webhook_dispatch_start();
+		if (!webhook_channel_flush(channel))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("the webhook sender for database \"%s\" stopped", my_database_name)));
 
 		now = GetCurrentTimestamp();
 		if (now >= next_housekeeping)
@@ -280,18 +347,14 @@ webhook_worker_main(Datum main_arg)
 				next_housekeeping = TimestampTzPlusMilliseconds(now, HOUSEKEEPING_MS);
 		}
 
-		/* sleep until a socket, the latch, or the earliest timer */
+		/* sleep until the latch or the earliest timer */
 		timeout = ms_until(next_housekeeping, now);
-		if (webhook_http_timeout_ms() >= 0)
-			timeout = Min(timeout, webhook_http_timeout_ms());
 		if (next_due != 0)
 			timeout = Min(timeout, ms_until(next_due, now));
 		if (finished != NIL)
 			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(first_finished_at,
 																		RECORD_DELAY_MS), now));
-		if (work_pending &&
-			PREFETCH_FACTOR * webhook_max_concurrency > webhook_dispatch_claimed_count() &&
-			webhook_dispatch_ready_count() < webhook_max_concurrency)
+		if (want_claim(work_pending, list_length(finished) + list_length(unsent)))
 			timeout = 0;
 
 		nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),
@@ -301,7 +364,9 @@ webhook_worker_main(Datum main_arg)
 			if (events[i].events & WL_LATCH_SET)
 			{
 				ResetLatch(MyLatch);
-				work_pending = true;
+				/* a commit queued work, or the sender posted outcomes */
+				if (webhook_work_queued(my_slot))
+					work_pending = true;
 			}
 		}
 	}
