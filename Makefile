@@ -13,6 +13,7 @@ OBJS = \
 	src/dispatch.o \
 	src/http.o \
 	src/capture.o \
+	src/envelope.o \
 	src/sign.o \
 	src/network.o \
 	src/api.o

@@ -58,6 +58,16 @@ SELECT webhook._envelope('00000000-0000-0000-0000-000000000002', 'ops', 8, 'acti
 -- composite keys give an object, no key gives null
 SELECT webhook._object_id('{"a": 1, "b": "x"}', ARRAY['a', 'b'])::jsonb AS composite,
        webhook._object_id('{"a": 1}', '{}') AS no_key;
+-- nested values, escapes and a missing key pass through as written
+SELECT webhook._object_id('{"a": {"x": [1, {"y": "}"}]}, "b": "q\"uote"}', ARRAY['a', 'b', 'c']) AS nested;
+-- changes: only what differs, nested values compared as a whole; nothing gives {}
+SELECT webhook._changes('{"a": 1, "b": [1, 2], "c": {"d": "x"}, "e": null}',
+                        '{"a": 1, "b": [1, 3], "c": {"d": "x"}, "e": "now", "f": 7}') AS changed,
+       webhook._changes('{"a": 1}', '{"a": 1}') AS unchanged;
+-- an envelope is valid JSON whatever the snapshot holds, NULLs included
+SELECT webhook._envelope(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                         NULL, NULL, NULL, NULL, NULL)::jsonb AS all_null;
+SELECT webhook._object_id('not json', ARRAY['a']);
 -- the retry schedule: defaults, a profile's own, the last step repeating
 SELECT webhook._retry_delay(NULL, 1) BETWEEN '4 seconds' AND '6 seconds' AS second_attempt,
        webhook._retry_delay(NULL, 2) BETWEEN '4 minutes' AND '6 minutes' AS third_attempt,

@@ -223,8 +223,14 @@ CREATE TABLE webhook.occurrence (
     new_rows      json,                 -- array of the rows after the change (insert, update)
     old_rows      json,                 -- array of the rows before it (update, delete), same order
     row_count     int NOT NULL,
-    capture_error text                  -- a condition failed: recorded as failed deliveries
-);
+    capture_error text,                 -- a condition failed: recorded as failed deliveries
+    -- the webhook-ids of its deliveries derive from it, so that expanding
+    -- it again (after a crash lost an expansion) gives the same ids
+    id_seed       uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid()
+)
+-- a queue: rows live for milliseconds; vacuum it by the thousand dead rows,
+-- not by a fraction of its (tiny) size
+WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 DO $$
 BEGIN
     ALTER TABLE webhook.occurrence ALTER new_rows SET COMPRESSION lz4, ALTER old_rows SET COMPRESSION lz4;
@@ -263,7 +269,11 @@ CREATE TABLE webhook.delivery (
     duration_ms     float8,
     error           text,
     response_body   text
-);
+)
+-- a delivery is updated twice (claimed, recorded): room on its page keeps
+-- the new versions there, instead of extending the table for each; and
+-- vacuum comes often enough to give that room back
+WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.02);
 -- the claim's order, so that taking the next few is an index range, not a sort
 CREATE INDEX delivery_due_idx ON webhook.delivery (next_attempt_at, delivery_id)
     WHERE status IN ('pending', 'retrying');
@@ -306,25 +316,11 @@ SELECT pg_catalog.pg_extension_config_dump('webhook.attempt', '');
 
 -- The object_id of a row: its primary key value, or an object for a composite key.
 CREATE FUNCTION webhook._object_id(row_data json, key_columns text[]) RETURNS json
-    LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE pg_catalog.cardinality(key_columns)
-             WHEN 0 THEN NULL
-             WHEN 1 THEN row_data -> key_columns[1]
-             ELSE (SELECT pg_catalog.json_object_agg(k, row_data -> k)
-                     FROM pg_catalog.unnest(key_columns) AS k)
-           END
-$$;
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'webhook_object_id';
 
 -- The columns that an update changed: {"col": {"old": ..., "new": ...}}.
 CREATE FUNCTION webhook._changes(old_row json, new_row json) RETURNS json
-    LANGUAGE sql IMMUTABLE AS $$
-    SELECT COALESCE(pg_catalog.json_object_agg(n.key,
-                        pg_catalog.json_build_object('old', o.value, 'new', n.value)),
-                    '{}'::json)
-      FROM pg_catalog.json_each(new_row) AS n
-      JOIN pg_catalog.json_each(old_row) AS o ON o.key = n.key
-     WHERE n.value::text IS DISTINCT FROM o.value::text
-$$;
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'webhook_changes';
 
 -- The row a parent column points to, read by the worker as the row's
 -- snapshot is expanded; NULL when there is none, or the table is gone.
@@ -359,22 +355,7 @@ CREATE FUNCTION webhook._envelope(id text, profile text, binding_id bigint, even
                                   captured_at timestamptz, operation text,
                                   row_data json, old_row json, new_row json,
                                   parent_object text, parent_row json)
-    RETURNS json LANGUAGE sql STABLE AS $$
-    SELECT (pg_catalog.left(base::text, -1)
-            || CASE WHEN parent_object IS NULL THEN ''
-                    ELSE ', ' || pg_catalog.to_json(parent_object)::text || ' : '
-                         || COALESCE(parent_row::text, 'null') END
-            || CASE WHEN operation = 'update'
-                    THEN ', "changes" : ' || webhook._changes(old_row, new_row)::text
-                    ELSE '' END
-            || '}')::json
-      FROM (SELECT pg_catalog.json_build_object(
-                'id', id, 'profile', profile, 'binding_id', binding_id, 'event', event,
-                'title', title, 'object_id', webhook._object_id(row_data, key_columns),
-                'timestamp', pg_catalog.to_char(captured_at AT TIME ZONE 'UTC',
-                                                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                object, row_data) AS base) AS b
-$$;
+    RETURNS json LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'webhook_envelope';
 
 /*
  * How long to wait before the next attempt, after `attempts` attempts:

@@ -48,6 +48,7 @@
 #include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
+#include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(webhook_capture);
 
@@ -479,7 +480,7 @@ transition_reader(Tuplestorestate *rows, TupleDesc desc)
 enum
 {
 	Q_OCCURRENCE_ID, Q_CAPTURED_AT, Q_TABLE_OID, Q_OPERATION, Q_BINDINGS,
-	Q_NEW_ROWS, Q_OLD_ROWS, Q_ROW_COUNT, Q_CAPTURE_ERROR, Q_NATTS
+	Q_NEW_ROWS, Q_OLD_ROWS, Q_ROW_COUNT, Q_CAPTURE_ERROR, Q_ID_SEED, Q_NATTS
 };
 
 /*
@@ -562,6 +563,21 @@ append_row(StringInfo rows, TupleTableSlot *slot, int count)
 	pfree(json);
 }
 
+/* A version 4 UUID, as gen_random_uuid() makes (the column's default). */
+static Datum
+random_uuid(void)
+{
+	pg_uuid_t  *uuid = palloc(UUID_LEN);
+
+	if (!pg_strong_random(uuid->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
+	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
+	return UUIDPGetDatum(uuid);
+}
+
 static void
 flush_chunk(QueueChunk *chunk)
 {
@@ -587,6 +603,7 @@ flush_chunk(QueueChunk *chunk)
 		out->tts_isnull[Q_OLD_ROWS] = true;
 	out->tts_values[Q_ROW_COUNT] = Int32GetDatum(chunk->count);
 	out->tts_isnull[Q_CAPTURE_ERROR] = true;
+	out->tts_values[Q_ID_SEED] = random_uuid();
 	ExecStoreVirtualTuple(out);
 
 	table_tuple_insert(chunk->queue, out, GetCurrentCommandId(true), 0, NULL);

@@ -39,7 +39,9 @@
  * Each changed row of a queue row becomes one delivery per binding it
  * matched.  The envelope is built here, from the snapshot taken by the
  * capture trigger.  Queue rows are taken in order, up to $1 changed rows
- * (and at least one queue row).
+ * (and at least one queue row).  A delivery's webhook-id is derived from
+ * its queue row's random seed, the row's place in it and the binding: the
+ * same however often the queue row is expanded.
  */
 static const char *expand_sql =
 "WITH locked AS ("
@@ -54,7 +56,8 @@ static const char *expand_sql =
 "  DELETE FROM webhook.occurrence WHERE occurrence_id IN (SELECT occurrence_id FROM picked)"
 "  RETURNING *"
 "), changed AS ("
-"  SELECT c.occurrence_id, c.captured_at, c.capture_error, c.bindings, r.ord, r.new_row, r.old_row"
+"  SELECT c.occurrence_id, c.captured_at, c.capture_error, c.bindings, c.id_seed, r.ord,"
+"         r.new_row, r.old_row"
 "    FROM claimed c"
 "   CROSS JOIN LATERAL ROWS FROM (pg_catalog.json_array_elements(c.new_rows),"
 "                                 pg_catalog.json_array_elements(c.old_rows))"
@@ -64,7 +67,8 @@ static const char *expand_sql =
 "         p.name AS profile, p.enabled, e.name AS event, e.title, e.object, e.operation,"
 "         CASE WHEN e.operation = 'delete' THEN c.old_row ELSE c.new_row END AS row,"
 "         c.old_row, c.new_row, e.key_columns, e.parent_object, e.parent_table,"
-"         e.parent_column, e.parent_key, pg_catalog.gen_random_uuid()::text AS id"
+"         e.parent_column, e.parent_key,"
+"         pg_catalog.md5(c.id_seed::text || '/' || c.ord || '/' || b.binding_id)::uuid::text AS id"
 "  FROM changed c"
 "  CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"
 "  JOIN webhook.binding b ON b.binding_id = m.binding_id"
@@ -672,11 +676,8 @@ claim_due(int limit)
 	return result;
 }
 
-/*
- * Expand new occurrences into deliveries.  Returns true when it expanded
- * something; sets *more when the step was cut short.
- */
-static bool
+/* Expand new occurrences into deliveries; *more when the step was cut short. */
+static void
 expand_occurrences(bool *more)
 {
 	Oid			types[1] = {INT4OID};
@@ -692,7 +693,6 @@ expand_occurrences(bool *more)
 	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	*more = locked >= 1000 || taken < locked;
-	return taken > 0;
 }
 
 /*
@@ -701,10 +701,11 @@ expand_occurrences(bool *more)
  * expand new occurrences, claim what is due, and find when the next
  * delivery is due.
  *
- * The commit does not wait for the disk unless occurrences were expanded.
- * A lost claim or record leaves its deliveries pending or "sending", and
- * they are sent again under the same webhook-id (at least once).  A lost
- * expansion would give them new ids, so that commit is durable.
+ * The commit does not wait for the disk.  A crash that loses it loses
+ * nothing: a lost record leaves its deliveries "sending", a lost claim
+ * leaves them pending, and they are sent again under the same webhook-id
+ * (at least once).  A lost expansion leaves its occurrences queued, and
+ * expanding them again gives the same webhook-ids (see expand_sql).
  */
 void
 webhook_queue_step(WebhookStep *step)
@@ -729,9 +730,7 @@ webhook_queue_step(WebhookStep *step)
 
 	if (step->claim_limit > 0)
 	{
-		if (expand_occurrences(&step->more_occurrences))
-			(void) set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION,
-									 GUC_ACTION_LOCAL, true, 0, false);
+		expand_occurrences(&step->more_occurrences);
 		step->claimed = claim_due(step->claim_limit);
 	}
 

@@ -35,10 +35,11 @@
 #define HOUSEKEEPING_MS 60000
 
 /*
- * Finished requests are recorded in groups of this many, or when nothing
- * else is on the wire, or after this long.
+ * Outcomes are recorded in groups of this many, or after this long.  Small
+ * groups keep the sender stocked (a claim rides on each record); waiting
+ * keeps a trickle of deliveries from costing a transaction each.
  */
-#define RECORD_BATCH 128
+#define RECORD_BATCH 64
 #define RECORD_DELAY_MS 20
 
 static WebhookDbSlot *my_slot = NULL;
@@ -195,6 +196,14 @@ webhook_worker_main(Datum main_arg)
 	pgstat_report_appname("webhook worker");
 	/* the worker's statements never resolve names through user schemas */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Its queries take a few rows off the head of an index.  The queue
+	 * tables churn: between two vacuums they are mostly dead rows, and their
+	 * statistics say little, so a plan that scans the table would read them
+	 * all, every step.
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	StartTransactionCommand();
 	my_database_name = MemoryContextStrdup(TopMemoryContext,
 										   get_database_name(MyDatabaseId));
@@ -220,7 +229,6 @@ webhook_worker_main(Datum main_arg)
 		TimestampTz now;
 		WebhookMessage msg;
 		int			claim_room;
-		int			with_sender;	/* claimed, not back from the sender */
 		bool		claim_now;
 		bool		record_now;
 
@@ -263,13 +271,12 @@ webhook_worker_main(Datum main_arg)
 		/*
 		 * Claim when something may be due, we hold less than our share, and
 		 * the sender is not well stocked.  Record in groups: when many
-		 * finished, when the sender has nothing else, or when the first of
-		 * them has waited RECORD_DELAY_MS.
+		 * finished, or when the first of them has waited RECORD_DELAY_MS
+		 * (a claim in between records them too).  Give back at once.
 		 */
-		with_sender = webhook_claims_count() - list_length(finished) - list_length(unsent);
 		claim_now = want_claim(work_pending, list_length(finished) + list_length(unsent));
 		record_now = (finished != NIL || unsent != NIL) &&
-			(list_length(finished) >= RECORD_BATCH || with_sender == 0 || unsent != NIL ||
+			(list_length(finished) >= RECORD_BATCH || unsent != NIL ||
 			 now >= TimestampTzPlusMilliseconds(first_finished_at, RECORD_DELAY_MS));
 
 		if (claim_now || record_now)

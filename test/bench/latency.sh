@@ -18,7 +18,8 @@ bash scripts/setup.sh postgresql-contrib >/dev/null
 rate=${1:-500}
 secs=${2:-30}
 source test/bench/lib.sh
-bench_cluster "track_commit_timestamp = on"
+bench_cluster "track_commit_timestamp = on
+${EXTRA_CONF:-}"
 
 # the receiver: one line "epoch-seconds object_id" per request read
 recv_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -97,4 +98,15 @@ SELECT l.sender, l.requests, round(l.p50::numeric, 2) AS p50_ms, round(l.p99::nu
        round(l.max::numeric, 2) AS max_ms,
        round((l.p50 / b.p50)::numeric, 1) AS p50_ratio, round((l.p99 / b.p99)::numeric, 1) AS p99_ratio
   FROM l, l AS b WHERE b.sender LIKE '%baseline%' ORDER BY l.sender;
+\echo 'where the webhook time goes (medians, ms)'
+SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY
+                 extract(epoch FROM d.created_at - pg_xact_commit_timestamp(t.xmin))))::numeric * 1000, 2)
+           AS commit_to_claim_step,
+       round((percentile_cont(0.5) WITHIN GROUP (ORDER BY
+                 extract(epoch FROM a.started_at - d.created_at)))::numeric * 1000, 2) AS claim_step_to_send,
+       round((percentile_cont(0.5) WITHIN GROUP (ORDER BY
+                 r.at - extract(epoch FROM a.started_at)))::numeric * 1000, 2) AS send_to_receipt
+  FROM received r JOIN tickets t ON t.ticket_id = r.id
+  JOIN webhook.delivery d ON (d.body->>'object_id')::bigint = t.ticket_id
+  JOIN webhook.attempt a ON a.delivery_id = d.delivery_id AND a.attempt = 1;
 SQL

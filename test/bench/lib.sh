@@ -18,7 +18,7 @@ bench_cleanup() {
     [ -n "${bench_pids:-}" ] && kill $bench_pids 2>/dev/null || true
     rm -rf "$bench_dir"
 }
-trap bench_cleanup EXIT
+[ -n "${BENCH_KEEP:-}" ] || trap bench_cleanup EXIT
 
 bench_cluster() {
     as_pg "$PGBIN/initdb" -D "$bench_dir/data" -A trust >/dev/null
