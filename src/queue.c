@@ -151,17 +151,21 @@ static const char *give_back_sql =
 " WHERE d.delivery_id = ANY ($1) AND d.profile_id = p.profile_id AND d.status = 'sending'";
 
 /*
- * The earliest waiting delivery: one step down the index.  (A disabled
- * profile's deliveries are held, not pending.)
+ * The earliest waiting delivery of an enabled profile: one step down the
+ * index.  (A disabled profile's deliveries are held, not pending; this
+ * also holds should one not be yet.)
  */
 static const char *next_due_sql =
-"SELECT pg_catalog.min(next_attempt_at) FROM webhook.delivery"
-" WHERE status IN ('pending', 'retrying')";
+"SELECT d.next_attempt_at FROM webhook.delivery d"
+" WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at IS NOT NULL"
+"   AND EXISTS (SELECT FROM webhook.profile p WHERE p.profile_id = d.profile_id AND p.enabled)"
+" ORDER BY d.next_attempt_at, d.delivery_id LIMIT 1";
 
 /*
  * Record finished requests: the delivery's new state, then its attempt.
  * A delivery that is gone (its profile was dropped) or no longer ours
- * gets no attempt row.
+ * gets no attempt row.  One to retry whose profile was disabled while it
+ * was on the wire is held, like the rest of the profile's.
  */
 static const char *record_sql =
 "WITH r AS ("
@@ -176,13 +180,16 @@ static const char *record_sql =
 "  UPDATE webhook.delivery d"
 "     SET status = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN 'delivered'"
 "                       WHEN d.attempts >= p.max_attempts OR r.response_status = 410 THEN 'failed'"
+"                       WHEN NOT p.enabled THEN 'held'"
 "                       ELSE 'retrying' END,"
 "         next_attempt_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
-"                                  OR d.attempts >= p.max_attempts OR r.response_status = 410 THEN NULL"
+"                                  OR d.attempts >= p.max_attempts OR r.response_status = 410"
+"                                  OR NOT p.enabled THEN NULL"
 "                                ELSE pg_catalog.now()"
 "                                     + COALESCE(webhook._retry_after(r.response_headers::jsonb),"
 "                                                webhook._retry_delay(p.retry_schedule, d.attempts)) END,"
-"         delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN pg_catalog.clock_timestamp() END,"
+"         delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
+"                             THEN r.started_at + pg_catalog.make_interval(secs => r.duration_ms / 1000) END,"
 "         lease_until = NULL, response_status = r.response_status, duration_ms = r.duration_ms,"
 "         error = r.error, response_body = r.response_body"
 "    FROM r, webhook.profile p"
@@ -567,10 +574,12 @@ find_stopped(void)
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
-		int64	   *id = MemoryContextAlloc(caller_cxt, sizeof(int64));
+		MemoryContext old = MemoryContextSwitchTo(caller_cxt);	/* outlives SPI */
+		int64	   *id = palloc(sizeof(int64));
 
 		*id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		stopped = lappend(stopped, id);
+		MemoryContextSwitchTo(old);
 	}
 	return stopped;
 }
@@ -737,6 +746,7 @@ webhook_queue_step(WebhookStep *step)
 	if (SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
 						 NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next webhook due time");
+	if (SPI_processed > 0)
 	{
 		Datum		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 

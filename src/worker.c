@@ -40,6 +40,9 @@
  * keeps a trickle of deliveries from costing a transaction each.
  */
 #define RECORD_BATCH 64
+
+/* A due delivery the last claim could not take is looked at again after this. */
+#define DUE_RECHECK_MS 1000
 #define RECORD_DELAY_MS 20
 
 static WebhookDbSlot *my_slot = NULL;
@@ -333,11 +336,12 @@ webhook_worker_main(Datum main_arg)
 			next_due = step.next_due;
 
 			/*
-			 * Due but not claimed: its profile has its share claimed.  A
-			 * record, not the clock, makes room for it.
+			 * Due but not claimed: its profile has its share claimed, and a
+			 * record will make room.  Look again in a while all the same,
+			 * so that nothing can keep the queue waiting for long.
 			 */
 			if (next_due != 0 && next_due <= GetCurrentTimestamp())
-				next_due = 0;
+				next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DUE_RECHECK_MS);
 		}
 
 		if (!webhook_channel_flush(channel))

@@ -23,13 +23,7 @@ bench_cluster
 
 ceiling=$(wrk -t2 -c64 -d5s "http://127.0.0.1:$nginx_port/" 2>/dev/null | awk '/Requests\/sec/ { printf "%.0f", $2 }')
 
-psql -f test/sql/sample_schema.sql >/dev/null
-psql >/dev/null <<SQL
-SET client_min_messages = warning;
-CREATE EXTENSION webhook;
-SELECT webhook.define_ticket_events('tickets');
-SELECT webhook.create_profile('bench', 'http://127.0.0.1:$nginx_port/hooks', ARRAY['ticket.created']);
-SQL
+bench_profile bench "http://127.0.0.1:$nginx_port/hooks"
 insert_tickets="INSERT INTO tickets (summary, status_id, agent_id, priority_id)
                 SELECT 'Printer on fire ' || g, 1, 1 + g % 2, 1 + g % 4 FROM generate_series(1, $n) g"
 worker_cpu() { awk '{ print $14 + $15 }' "/proc/$(bench_worker_pid)/stat"; }

@@ -18,8 +18,7 @@ bash scripts/setup.sh postgresql-contrib >/dev/null
 rate=${1:-500}
 secs=${2:-30}
 source test/bench/lib.sh
-bench_cluster "track_commit_timestamp = on
-${EXTRA_CONF:-}"
+bench_cluster "track_commit_timestamp = on"
 
 # the receiver: one line "epoch-seconds object_id" per request read
 recv_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -60,13 +59,7 @@ with open(path, "w") as out:
         out.write("%.6f %d\n" % (sent, -i))
 PY
 
-psql -f test/sql/sample_schema.sql >/dev/null
-psql >/dev/null <<SQL
-SET client_min_messages = warning;
-CREATE EXTENSION webhook;
-SELECT webhook.define_ticket_events('tickets');
-SELECT webhook.create_profile('latency', 'http://127.0.0.1:$recv_port/hooks', ARRAY['ticket.created']);
-SQL
+bench_profile latency "http://127.0.0.1:$recv_port/hooks"
 echo "INSERT INTO tickets (summary, status_id, agent_id, priority_id) VALUES ('Printer on fire', 1, 1, 1);" \
     > "$bench_dir/commit.sql"
 chmod 644 "$bench_dir/commit.sql"

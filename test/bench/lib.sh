@@ -4,6 +4,7 @@
 #   source test/bench/lib.sh
 #   bench_cluster "extra postgresql.conf lines"   # starts it; defines psql
 #   bench_nginx                                   # sets $nginx_port
+#   bench_profile NAME URL                        # schema, extension, a profile
 PGBIN=/usr/lib/postgresql/15/bin
 bench_dir=$(mktemp -d /tmp/webhook-bench.XXXXXX)
 chmod 755 "$bench_dir"; chown postgres: "$bench_dir"
@@ -18,7 +19,7 @@ bench_cleanup() {
     [ -n "${bench_pids:-}" ] && kill $bench_pids 2>/dev/null || true
     rm -rf "$bench_dir"
 }
-[ -n "${BENCH_KEEP:-}" ] || trap bench_cleanup EXIT
+trap bench_cleanup EXIT
 
 bench_cluster() {
     as_pg "$PGBIN/initdb" -D "$bench_dir/data" -A trust >/dev/null
@@ -55,6 +56,18 @@ http {
 }
 CONF
     /usr/sbin/nginx -c "$bench_dir/nginx.conf"
+}
+
+# The sample ticket schema, the extension, and a profile NAME sending
+# ticket.created to URL.
+bench_profile() {
+    psql -f test/sql/sample_schema.sql >/dev/null
+    psql >/dev/null <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION webhook;
+SELECT webhook.define_ticket_events('tickets');
+SELECT webhook.create_profile('$1', '$2', ARRAY['ticket.created']);
+SQL
 }
 
 # The pid of the webhook worker of database postgres.

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Memory benchmark: the worker's resident memory while it drains a backlog
-# of N deliveries (default 1,000,000) into a local nginx answering 200.
+# Memory benchmark: the resident memory of the worker and its sender while
+# they drain a backlog of N deliveries (default 1,000,000) into a local
+# nginx answering 200.
 #
 # The backlog is made while the profile is disabled (held), then the
 # profile is enabled.  /proc/<worker>/status is read every half second:
-# RssAnon is the worker's own memory, RssShmem the shared buffers it has
-# touched (shared with every backend; at most shared_buffers), VmRSS their
-# sum with mapped files.  The baseline is the same worker, idle, just
-# before the drain.
+# RssAnon is the process's own memory, RssShmem the shared memory it has
+# touched (shared buffers, shared with every backend), VmRSS their sum
+# with the mapped files (postgres and its libraries).  Worker and sender
+# are measured; the baseline is each, idle, just before the drain.
 #
 #   bash test/bench/memory.sh [N, default 1000000]
 set -euo pipefail
@@ -18,14 +19,8 @@ source test/bench/lib.sh
 bench_nginx
 bench_cluster "shared_buffers = 128MB"
 
-psql -f test/sql/sample_schema.sql >/dev/null
-psql >/dev/null <<SQL
-SET client_min_messages = warning;
-CREATE EXTENSION webhook;
-SELECT webhook.define_ticket_events('tickets');
-SELECT webhook.create_profile('bench', 'http://127.0.0.1:$nginx_port/hooks', ARRAY['ticket.created']);
-SELECT webhook.disable_profile('bench');
-SQL
+bench_profile bench "http://127.0.0.1:$nginx_port/hooks"
+psql -c "SELECT webhook.disable_profile('bench')" >/dev/null
 for start in $(seq 1 100000 "$n"); do
     psql -c "INSERT INTO tickets (summary, status_id, agent_id, priority_id)
              SELECT 'Printer on fire ' || g, 1, 1 + g % 2, 1 + g % 4
@@ -34,29 +29,42 @@ done
 until [ "$(psql -c "SELECT count(*) FROM webhook.delivery WHERE status = 'held'")" -ge "$n" ]; do sleep 2; done
 psql -c "VACUUM ANALYZE" -c "CHECKPOINT"
 
-pid=$(bench_worker_pid)
-kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$pid/status"; }
-idle_rss=$(kb VmRSS); idle_anon=$(kb RssAnon); idle_shmem=$(kb RssShmem)
-max_rss=0; max_anon=0; max_shmem=0
+# highest and idle figures per process (worker, sender) and field
+declare -A pid idle high
+pid[worker]=$(bench_worker_pid)
+# (the sender has no database connection: it is not in pg_stat_activity)
+pid[sender]=$(pgrep -f 'webhook sender for database postgres *$')
+fields="RssAnon RssShmem VmRSS"
+kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/${pid[$1]}/status"; }
+for p in worker sender; do
+    for f in $fields; do idle[$p.$f]=$(kb $p $f); high[$p.$f]=0; done
+done
 psql -c "SELECT webhook.enable_profile('bench')" >/dev/null
 started=$(date +%s.%N)
 while :; do
     for i in 1 2 3 4; do
-        r=$(kb VmRSS); a=$(kb RssAnon); s=$(kb RssShmem)
-        [ "$r" -gt "$max_rss" ] && max_rss=$r
-        [ "$a" -gt "$max_anon" ] && max_anon=$a
-        [ "$s" -gt "$max_shmem" ] && max_shmem=$s
+        for p in worker sender; do
+            for f in $fields; do
+                v=$(kb $p $f)
+                [ "$v" -gt "${high[$p.$f]}" ] && high[$p.$f]=$v
+            done
+        done
         sleep 0.5
     done
     [ "$(psql -c "SELECT count(*) FROM webhook.delivery WHERE status = 'delivered'")" -ge "$n" ] && break
 done
 secs=$(echo "$(date +%s.%N) - $started" | bc)
 
-echo "memory benchmark: worker draining $n deliveries in $(printf %.0f "$secs") s"
+mb() { echo "$1 / 1024" | bc -l; }
+echo "memory benchmark: $n deliveries drained in $(printf %.0f "$secs") s"
 printf "%-26s %12s %12s %12s\n" "" "RssAnon MB" "RssShmem MB" "VmRSS MB"
-printf "%-26s %12.1f %12.1f %12.1f\n" "idle worker (baseline)" "$(echo "$idle_anon/1024" | bc -l)" \
-    "$(echo "$idle_shmem/1024" | bc -l)" "$(echo "$idle_rss/1024" | bc -l)"
-printf "%-26s %12.1f %12.1f %12.1f\n" "draining, highest" "$(echo "$max_anon/1024" | bc -l)" \
-    "$(echo "$max_shmem/1024" | bc -l)" "$(echo "$max_rss/1024" | bc -l)"
-printf "%-26s %12.2f %12.2f %12.2f\n" "ratio" "$(echo "$max_anon/$idle_anon" | bc -l)" \
-    "$(echo "$max_shmem/($idle_shmem+1)" | bc -l)" "$(echo "$max_rss/$idle_rss" | bc -l)"
+for p in worker sender; do
+    printf "%-26s %12.1f %12.1f %12.1f\n" "$p, idle (baseline)" "$(mb "${idle[$p.RssAnon]}")" \
+        "$(mb "${idle[$p.RssShmem]}")" "$(mb "${idle[$p.VmRSS]}")"
+    printf "%-26s %12.1f %12.1f %12.1f\n" "$p, draining, highest" "$(mb "${high[$p.RssAnon]}")" \
+        "$(mb "${high[$p.RssShmem]}")" "$(mb "${high[$p.VmRSS]}")"
+    printf "%-26s %12.2f %12.2f %12.2f\n" "$p, ratio" \
+        "$(echo "${high[$p.RssAnon]} / ${idle[$p.RssAnon]}" | bc -l)" \
+        "$(echo "${high[$p.RssShmem]} / (${idle[$p.RssShmem]} + 1)" | bc -l)" \
+        "$(echo "${high[$p.VmRSS]} / ${idle[$p.VmRSS]}" | bc -l)"
+done

@@ -129,6 +129,29 @@ like($err, qr/is not an address range/, 'with a message that says so');
 	CREATE ROLE nobody_special; SET ROLE nobody_special; SET webhook.blocked_networks = ''});
 like($err, qr/cannot be changed now|permission denied/, 'no session can lift it for itself');
 
+# A profile disabled while its request is on the wire: the failure is
+# held, not scheduled for a retry, and other profiles' retries stay on time.
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM RESET webhook.blocked_networks;
+	SELECT pg_reload_conf();
+});
+my ($hang, $failing) = map { $receiver->url($_) } ('/hang', '/status/503');
+$node->safe_psql('postgres', qq{
+	SELECT webhook.create_profile('hanging', '$hang', ARRAY['action.added'], timeout => '2 seconds',
+	                              retry_schedule => '{1 second}');
+	SELECT webhook.create_profile('steady', '$failing', ARRAY['action.added'], max_attempts => 3,
+	                              retry_schedule => '{3 seconds}');
+	INSERT INTO actions (ticket_id, note) SELECT min(ticket_id), 'disabled on the wire' FROM tickets;
+});
+ok(wait_until(sub { grep { $_->{path} eq '/hang' } @{ $receiver->requests } }), 'a request hangs');
+$node->safe_psql('postgres', q{SELECT webhook.disable_profile('hanging')});
+ok($node->poll_query_until('postgres', q{
+	SELECT status = 'held' AND attempts = 1 FROM webhook.deliveries WHERE profile = 'hanging'}),
+	'its timeout is recorded, and the delivery is held, not retrying');
+ok($node->poll_query_until('postgres', q{
+	SELECT status = 'failed' AND attempts = 3 FROM webhook.deliveries WHERE profile = 'steady'}),
+	'another profile is retried on schedule meanwhile');
+
 $receiver->stop;
 $node->stop;
 done_testing();
