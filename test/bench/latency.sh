@@ -102,4 +102,8 @@ SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY
   FROM received r JOIN tickets t ON t.ticket_id = r.id
   JOIN webhook.delivery d ON (d.body->>'object_id')::bigint = t.ticket_id
   JOIN webhook.attempt a ON a.delivery_id = d.delivery_id AND a.attempt = 1;
+\echo 'the queue after the run (it held every change for a few milliseconds)'
+SELECT pg_size_pretty(pg_total_relation_size('webhook.occurrence')) AS occurrence_size,
+       (SELECT count(*) FROM webhook.occurrence) AS occurrences_left,
+       pg_size_pretty(pg_total_relation_size('webhook.delivery')) AS delivery_history_size;
 SQL
