@@ -49,6 +49,32 @@ is(scalar(grep { keys %{ $ids_of{$_} } > 1 } keys %ids_of), 0,
 	'a ticket sent more than once came under one webhook-id');
 note(sprintf '%d requests were duplicates', $requests - $total);
 
+# The sender stopped (SIGTERM) while deliveries flow: its worker stops
+# too, the launcher starts both again, and what the sender held is sent.
+my $more = 3000;
+my $before = $receiver->count;
+$node->safe_psql('postgres', qq{
+	INSERT INTO tickets (summary, status_id) SELECT 'sender ' || g, 1 FROM generate_series(1, $more) g;
+});
+ok(wait_until(sub { $receiver->count >= $before + 300 }, 60), 'the next deliveries are flowing');
+my $sender = `pgrep -f 'webhook sender for database postgres *\$'`;
+chomp $sender;
+ok($sender =~ /^\d+$/, "the sender runs ($sender)");
+kill 'TERM', $sender;
+ok($node->poll_query_until('postgres', qq{
+	SELECT count(*) = $total + $more FROM webhook.delivery WHERE status = 'delivered'}),
+	'after the sender stopped, every change is delivered in the end');
+%ids_of = ();
+for my $r (@{ $receiver->requests })
+{
+	next unless $r->{path} eq '/crash' && $r->{json}{ticket}{summary} =~ /^sender /;
+	$ids_of{ $r->{json}{object_id} }{ $r->{headers}{'webhook-id'} } = 1;
+}
+is(scalar(keys %ids_of), $more, "the receiver got all $more of them");
+is(scalar(grep { keys %{ $ids_of{$_} } > 1 } keys %ids_of), 0, 'each under one webhook-id');
+ok($node->log_contains(qr/the webhook sender for database "postgres" stopped/),
+	'the worker said why it stopped');
+
 $receiver->stop;
 $node->stop;
 done_testing();
