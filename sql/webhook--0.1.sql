@@ -274,8 +274,9 @@ CREATE TABLE webhook.delivery (
 -- the new versions there, instead of extending the table for each; and
 -- vacuum comes often enough to give that room back
 WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.02);
--- the claim's order, so that taking the next few is an index range, not a sort
-CREATE INDEX delivery_due_idx ON webhook.delivery (next_attempt_at, delivery_id)
+-- what is due, profile by profile, in the claim's order: taking the next
+-- few of a profile is an index range, not a sort
+CREATE INDEX delivery_due_idx ON webhook.delivery (profile_id, next_attempt_at, delivery_id)
     WHERE status IN ('pending', 'retrying');
 COMMENT ON TABLE webhook.delivery IS 'Deliveries: one request body each, with its latest outcome.';
 

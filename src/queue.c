@@ -94,29 +94,30 @@ static const char *expand_sql =
 "SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)";
 
 /*
- * Claim up to $1 due deliveries, oldest first, no more of one profile than
- * $3 minus what the worker already holds of it ($4, $5).  The lease is for
- * a worker that dies without recording: see webhook_queue_recover.
+ * Claim up to $1 due deliveries, oldest first, taking from each enabled
+ * profile no more than $3 minus what the worker already holds of it ($4,
+ * $5): each profile is looked at on its own, so that a backlog of one
+ * (say, a receiver that hangs) never hides the others' due deliveries.
+ * The lease is for a worker that dies without recording: see
+ * webhook_queue_recover.
  */
 static const char *claim_sql =
 "UPDATE webhook.delivery d"
 "   SET status = 'sending', attempts = d.attempts + 1,"
 "       last_attempt_at = pg_catalog.now(),"
 "       lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2)"
-"  FROM webhook.profile p"
-" WHERE p.profile_id = d.profile_id AND p.enabled"
-"   AND d.delivery_id = ANY (ARRAY("
+" WHERE d.delivery_id = ANY (ARRAY("
 "        SELECT c.delivery_id"
-"          FROM (SELECT candidates.*, pg_catalog.row_number() OVER"
-"                       (PARTITION BY profile_id ORDER BY next_attempt_at, delivery_id) AS n"
-"                  FROM (SELECT delivery_id, profile_id, next_attempt_at FROM webhook.delivery"
-"                         WHERE status IN ('pending', 'retrying')"
-"                           AND next_attempt_at <= pg_catalog.now()"
-"                         ORDER BY next_attempt_at, delivery_id"
-"                         LIMIT $1 * 2 FOR UPDATE SKIP LOCKED) AS candidates) AS c"
+"          FROM webhook.profile p"
 "          LEFT JOIN ROWS FROM (pg_catalog.unnest($4::int8[]), pg_catalog.unnest($5::int4[]))"
-"               AS held(profile_id, n) ON held.profile_id = c.profile_id"
-"         WHERE c.n + COALESCE(held.n, 0) <= $3"
+"               AS held(profile_id, n) ON held.profile_id = p.profile_id"
+"         CROSS JOIN LATERAL ("
+"               SELECT due.delivery_id, due.next_attempt_at FROM webhook.delivery due"
+"                WHERE due.profile_id = p.profile_id AND due.status IN ('pending', 'retrying')"
+"                  AND due.next_attempt_at <= pg_catalog.now()"
+"                ORDER BY due.next_attempt_at, due.delivery_id"
+"                LIMIT GREATEST($3 - COALESCE(held.n, 0), 0) FOR UPDATE SKIP LOCKED) AS c"
+"         WHERE p.enabled"
 "         ORDER BY c.next_attempt_at, c.delivery_id LIMIT $1))"
 " RETURNING d.delivery_id, d.attempts, d.profile_id, d.body::text, d.webhook_id";
 
@@ -152,14 +153,16 @@ static const char *give_back_sql =
 
 /*
  * The earliest waiting delivery of an enabled profile: one step down the
- * index.  (A disabled profile's deliveries are held, not pending; this
- * also holds should one not be yet.)
+ * index for each.  (A disabled profile's deliveries are held, not pending;
+ * this also holds should one not be yet.)
  */
 static const char *next_due_sql =
-"SELECT d.next_attempt_at FROM webhook.delivery d"
-" WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at IS NOT NULL"
-"   AND EXISTS (SELECT FROM webhook.profile p WHERE p.profile_id = d.profile_id AND p.enabled)"
-" ORDER BY d.next_attempt_at, d.delivery_id LIMIT 1";
+"SELECT pg_catalog.min(first.next_attempt_at) FROM webhook.profile p"
+" CROSS JOIN LATERAL (SELECT d.next_attempt_at FROM webhook.delivery d"
+"                      WHERE d.profile_id = p.profile_id AND d.status IN ('pending', 'retrying')"
+"                        AND d.next_attempt_at IS NOT NULL"
+"                      ORDER BY d.next_attempt_at LIMIT 1) AS first"
+" WHERE p.enabled";
 
 /*
  * Record finished requests: the delivery's new state, then its attempt.
@@ -725,7 +728,7 @@ webhook_queue_step(WebhookStep *step)
 	step->stopped = NIL;
 	step->more_occurrences = false;
 	step->next_due = 0;
-	step->extension_present = begin_step(step->claim_limit > 0 ? "webhook: claim" : "webhook: record");
+	step->extension_present = begin_step("webhook: step");
 	if (!step->extension_present)
 		return;
 	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
@@ -737,14 +740,13 @@ webhook_queue_step(WebhookStep *step)
 		give_back(step->unsent);
 	step->stopped = find_stopped();
 
+	expand_occurrences(&step->more_occurrences);
 	if (step->claim_limit > 0)
-	{
-		expand_occurrences(&step->more_occurrences);
 		step->claimed = claim_due(step->claim_limit);
-	}
 
+	/* not read-only: it must see the retries this step has just scheduled */
 	if (SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
-						 NULL, NULL, true, 0) != SPI_OK_SELECT)
+						 NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next webhook due time");
 	if (SPI_processed > 0)
 	{

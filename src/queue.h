@@ -16,7 +16,7 @@ typedef struct WebhookStep
 	/* in */
 	List	   *finished;		/* WebhookRequest * to record */
 	List	   *unsent;			/* WebhookRequest * returned unsent */
-	int			claim_limit;	/* deliveries to claim at most; 0: record only */
+	int			claim_limit;	/* deliveries to claim at most (0: none) */
 
 	/* out */
 	bool		extension_present;	/* false: the extension was dropped */

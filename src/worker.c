@@ -152,20 +152,6 @@ start_sender(void)
 	return channel;
 }
 
-/*
- * Claim now?  When something may be due, we hold less than our share, and
- * the sender has less than half of it: enough stays in its hands to keep
- * every slot busy while we claim more.
- */
-static bool
-want_claim(bool work_pending, int back_from_sender)
-{
-	int			share = PREFETCH_FACTOR * webhook_max_concurrency;
-
-	return work_pending && webhook_claims_count() < share &&
-		webhook_claims_count() - back_from_sender < share / 2;
-}
-
 static long
 ms_until(TimestampTz when, TimestampTz now)
 {
@@ -207,6 +193,8 @@ webhook_worker_main(Datum main_arg)
 	 * all, every step.
 	 */
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/* and none is worth compiling (the line above inflates costs, too) */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	StartTransactionCommand();
 	my_database_name = MemoryContextStrdup(TopMemoryContext,
 										   get_database_name(MyDatabaseId));
@@ -231,8 +219,6 @@ webhook_worker_main(Datum main_arg)
 		long		timeout;
 		TimestampTz now;
 		WebhookMessage msg;
-		int			claim_room;
-		bool		claim_now;
 		bool		record_now;
 
 		MemoryContextSwitchTo(loop_cxt);
@@ -272,17 +258,16 @@ webhook_worker_main(Datum main_arg)
 			work_pending = true;
 
 		/*
-		 * Claim when something may be due, we hold less than our share, and
-		 * the sender is not well stocked.  Record in groups: when many
-		 * finished, or when the first of them has waited RECORD_DELAY_MS
-		 * (a claim in between records them too).  Give back at once.
+		 * A step when something may be waiting (a commit queued work, a
+		 * retry came due, a record made room), and to record outcomes in
+		 * groups: when many came back, or when the first of them has
+		 * waited RECORD_DELAY_MS.  Give back at once.
 		 */
-		claim_now = want_claim(work_pending, list_length(finished) + list_length(unsent));
 		record_now = (finished != NIL || unsent != NIL) &&
 			(list_length(finished) >= RECORD_BATCH || unsent != NIL ||
 			 now >= TimestampTzPlusMilliseconds(first_finished_at, RECORD_DELAY_MS));
 
-		if (claim_now || record_now)
+		if (work_pending || record_now)
 		{
 			WebhookStep step;
 			ListCell   *lc;
@@ -296,10 +281,9 @@ webhook_worker_main(Datum main_arg)
 				webhook_claims_forget(((WebhookRequest *) lfirst(lc))->profile_id);
 			foreach(lc, unsent)
 				webhook_claims_forget(((WebhookRequest *) lfirst(lc))->profile_id);
-			claim_room = PREFETCH_FACTOR * webhook_max_concurrency - webhook_claims_count();
 			step.finished = finished;
 			step.unsent = unsent;
-			step.claim_limit = claim_now ? claim_room : 0;
+			step.claim_limit = Max(PREFETCH_FACTOR * webhook_max_concurrency - webhook_claims_count(), 0);
 			webhook_queue_step(&step);
 			if (!step.extension_present)
 				leave(LOG, "the extension was dropped");
@@ -326,13 +310,9 @@ webhook_worker_main(Datum main_arg)
 				webhook_claims_cancelled(*(int64 *) lfirst(lc));
 			}
 
-			if (claim_now)
-				/* a full claim or a cut-short expansion means more is waiting */
-				work_pending = step.more_occurrences ||
-					list_length(step.claimed) >= step.claim_limit;
-			if (record_now)
-				/* room was made: what waited for it can be claimed */
-				work_pending = true;
+			/* a full claim or a cut-short expansion means more is waiting */
+			work_pending = step.more_occurrences ||
+				(step.claim_limit > 0 && list_length(step.claimed) >= step.claim_limit);
 			next_due = step.next_due;
 
 			/*
@@ -365,7 +345,7 @@ webhook_worker_main(Datum main_arg)
 		if (finished != NIL)
 			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(first_finished_at,
 																		RECORD_DELAY_MS), now));
-		if (want_claim(work_pending, list_length(finished) + list_length(unsent)))
+		if (work_pending)
 			timeout = 0;
 
 		nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),
