@@ -96,6 +96,9 @@ def main():
     parser.add_argument("--log", required=True, help="append requests here (JSON lines)")
     args = parser.parse_args()
 
+    # a listen backlog of 5 (the default) drops the SYNs of a burst of new
+    # connections, which then wait a second for their retransmission
+    ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.log_path = args.log

@@ -38,6 +38,7 @@ class Handler(BaseHTTPRequestHandler):
         out.write("%.6f %s\n" % (now, json.loads(body)["object_id"]))
     def log_message(self, *args):
         pass
+ThreadingHTTPServer.request_queue_size = 128   # not 5: a burst of connections must not wait for SYN retries
 ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 PY
 bench_pids=$!
