@@ -20,33 +20,17 @@ bash scripts/setup.sh postgresql-contrib bc >/dev/null
 
 secs=${1:-3}
 rounds=${2:-12}
-PGBIN=/usr/lib/postgresql/15/bin
-dir=$(mktemp -d /tmp/webhook-bench.XXXXXX)
-chmod 755 "$dir"; chown postgres: "$dir"
-as_pg() { runuser -u postgres -- "$@"; }
-cleanup() { as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
-trap cleanup EXIT
-
-as_pg "$PGBIN/initdb" -D "$dir/data" -A trust >/dev/null
-cat >> "$dir/data/postgresql.conf" <<CONF
-shared_preload_libraries = 'webhook'
-listen_addresses = ''
-unix_socket_directories = '$dir'
-port = 5477
-shared_buffers = 512MB
-max_wal_size = 4GB
-synchronous_commit = on
+source test/bench/lib.sh
+bench_cluster "synchronous_commit = on
 # the launcher and the logical replication launcher take both slots
 max_worker_processes = 2
 log_min_messages = error
 # no checkpoint or autovacuum in the middle of a measurement
 checkpoint_timeout = 1h
-autovacuum = off
-CONF
-as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null
-psql() { as_pg "$PGBIN/psql" -X -q -h "$dir" -p 5477 -d postgres -v ON_ERROR_STOP=1 "$@"; }
+autovacuum = off"
+dir=$bench_dir
 
-psql <<'SQL'
+psql >/dev/null <<'SQL'
 CREATE EXTENSION webhook;
 CREATE TABLE outbox (id bigserial PRIMARY KEY, payload jsonb NOT NULL, created_at timestamptz DEFAULT now());
 CREATE FUNCTION outbox_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -58,7 +42,7 @@ SQL
 
 # one table per set-up, made once; emptied before every measurement
 for cfg in a b c d; do
-    psql <<SQL
+    psql >/dev/null <<SQL
 CREATE TABLE tickets_$cfg (
     ticket_id bigserial PRIMARY KEY, summary text NOT NULL, details text,
     status_id int NOT NULL, agent_id int, team_id int, priority_id int, client_id int,
@@ -68,7 +52,7 @@ SQL
     echo "INSERT INTO tickets_$cfg (summary, details, status_id, agent_id, team_id, priority_id, client_id) VALUES ('Printer on fire', 'Third floor', 1, 2, 3, 2, 5);" > "$dir/single_$cfg.sql"
 done
 chown postgres: "$dir"/*.sql
-psql <<'SQL'
+psql >/dev/null <<'SQL'
 CREATE TRIGGER outbox AFTER INSERT ON tickets_b FOR EACH ROW EXECUTE FUNCTION outbox_trigger();
 SELECT webhook.define_event('c.created', 'tickets_c', 'insert');
 SELECT webhook.define_event('d.created', 'tickets_d', 'insert');
@@ -81,8 +65,8 @@ SQL
 # rows per second of one pgbench run, on an empty table
 measure() {
     local kind=$1 cfg=$2 clients=$3 rows=$4
-    psql -c "TRUNCATE tickets_$cfg, outbox, webhook.occurrence"
-    as_pg "$PGBIN/pgbench" -n -h "$dir" -p 5477 -c "$clients" -j "$clients" -T "$secs" -f "$dir/${kind}_$cfg.sql" postgres 2>/dev/null |
+    psql -c "TRUNCATE tickets_$cfg, outbox, webhook.occurrence" >/dev/null
+    as_pg "$PGBIN/pgbench" -n -h "$dir" -p "$bench_port" -c "$clients" -j "$clients" -T "$secs" -f "$dir/${kind}_$cfg.sql" postgres 2>/dev/null |
         awk -v rows="$rows" '/^tps/ { printf "%.0f\n", $3 * rows }'
 }
 
