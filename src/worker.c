@@ -40,10 +40,10 @@
  * keeps a trickle of deliveries from costing a transaction each.
  */
 #define RECORD_BATCH 64
+#define RECORD_DELAY_MS 20
 
 /* A due delivery the last claim could not take is looked at again after this. */
 #define DUE_RECHECK_MS 1000
-#define RECORD_DELAY_MS 20
 
 static WebhookDbSlot *my_slot = NULL;
 
