@@ -70,6 +70,13 @@ field_end(void *state, char *fname, bool isnull)
 	fs->current = NULL;
 }
 
+static bool
+same_text(text *a, text *b)
+{
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
 /* The top-level fields of a JSON object, in order (none for a non-object). */
 static List *
 json_fields(text *json)
@@ -286,8 +293,14 @@ webhook_envelope(PG_FUNCTION_ARGS)
 	}
 	if (update && !PG_ARGISNULL(10) && !PG_ARGISNULL(11))
 	{
+		text	   *new_row = PG_GETARG_TEXT_PP(11);
+		List	   *new_fields = row_fields;
+
+		/* the worker passes the new row as the row itself: parse it once */
+		if (PG_ARGISNULL(9) || !same_text(new_row, PG_GETARG_TEXT_PP(9)))
+			new_fields = json_fields(new_row);
 		appendStringInfoString(&out, ", \"changes\" : ");
-		append_changes(&out, json_fields(PG_GETARG_TEXT_PP(10)), json_fields(PG_GETARG_TEXT_PP(11)));
+		append_changes(&out, json_fields(PG_GETARG_TEXT_PP(10)), new_fields);
 	}
 	appendStringInfoChar(&out, '}');
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
