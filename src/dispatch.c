@@ -80,7 +80,11 @@ copy_id(int64 id)
 void
 webhook_claims_add(int64 profile_id)
 {
-	load_of(profile_id)->count++;
+	ProfileLoad *load = load_of(profile_id);
+
+	load->count++;
+	/* claimed, so enabled again: a later disable must be told again */
+	load->cancelled = false;
 	total++;
 }
 
