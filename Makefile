@@ -21,7 +21,7 @@ OBJS = \
 EXTENSION = webhook
 DATA = sql/webhook--0.1.sql
 
-REGRESS = setup api capture conditions catalogue profiles operations
+REGRESS = setup api capture conditions catalogue profiles batching operations
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config

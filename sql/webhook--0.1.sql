@@ -57,6 +57,9 @@ CREATE TABLE webhook.profile (
     password        text,                   -- basic: the password; bearer: the token
     headers         jsonb NOT NULL DEFAULT '{}',
     payload         text NOT NULL DEFAULT 'small',
+    batching        text NOT NULL DEFAULT 'none',
+    batch_wait      interval NOT NULL DEFAULT '10 seconds',
+    batch_max_items int NOT NULL DEFAULT 100,
     secret          text NOT NULL,          -- Standard Webhooks signing secret, whsec_...
     enabled         boolean NOT NULL DEFAULT true,
     max_attempts    int NOT NULL DEFAULT 8,
@@ -66,7 +69,7 @@ CREATE TABLE webhook.profile (
     consecutive_failures int NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
-COMMENT ON TABLE webhook.profile IS 'Webhook profiles: URL, method, authentication, headers, secret, retry policy.';
+COMMENT ON TABLE webhook.profile IS 'Webhook profiles: URL, method, authentication, headers, payload, batching, secret, retry policy.';
 
 CREATE FUNCTION webhook._new_secret() RETURNS text
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'webhook_new_secret';
@@ -153,6 +156,32 @@ BEGIN
         RAISE EXCEPTION 'a header is given twice'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Header names are case-insensitive: give each once.';
     END IF;
+    NEW.batching := lower(NEW.batching);
+    IF NEW.batching IS NULL OR NEW.batching NOT IN ('none', 'same_event', 'same_event_type', 'any_event') THEN
+        RAISE EXCEPTION 'invalid batching %', coalesce(quote_literal(NEW.batching), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'batching is none, same_event (per binding), same_event_type (per event) or any_event.';
+    END IF;
+    IF NEW.batch_wait IS NULL OR NEW.batch_wait < '0' OR NEW.batch_wait > '24 hours' THEN
+        RAISE EXCEPTION 'batch_wait must be between 0 and 24 hours'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default is 10 seconds.';
+    END IF;
+    IF NEW.batch_max_items IS NULL OR NEW.batch_max_items NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'batch_max_items must be between 1 and 10000'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default is 100.';
+    END IF;
+    IF NEW.batching <> 'none' AND NEW.method <> 'POST' THEN
+        RAISE EXCEPTION 'batching needs the POST method, not %', NEW.method
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A batch is a new list of changes: it is posted, not put or patched.',
+                  HINT = 'Use method => ''POST'', or batching => ''none''.';
+    END IF;
+    IF NEW.batching <> 'none' AND NEW.payload = 'full' THEN
+        RAISE EXCEPTION 'batching is not available with the full payload'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A full payload holds a change with its linked rows, read when it is sent: it goes out one change at a time.',
+                  HINT = 'Use payload small, event_only or custom, or batching => ''none''.';
+    END IF;
     IF NEW.payload IS DISTINCT FROM 'small' THEN
         RAISE EXCEPTION 'invalid payload %', coalesce(quote_literal(NEW.payload), 'NULL')
             USING ERRCODE = 'invalid_parameter_value', HINT = 'The payload is small: the row''s own columns.';
@@ -191,6 +220,68 @@ END
 $$;
 CREATE TRIGGER profile_guard BEFORE INSERT OR UPDATE ON webhook.profile
     FOR EACH ROW EXECUTE FUNCTION webhook._profile_guard();
+
+/*
+ * New batching settings apply to the batches that wait, too.  A new mode
+ * sends the open batches at once, as they are (they were grouped by the
+ * old one); a new wait moves their due time (first item + wait); a lower
+ * batch_max_items cuts batches not yet sent into batches of that size, in
+ * order, sent at once.
+ */
+CREATE FUNCTION webhook._batching_changed() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m int := NEW.batch_max_items;
+    g record;
+    piece bigint;
+BEGIN
+    IF NEW.batching <> OLD.batching THEN
+        UPDATE webhook.delivery d
+           SET batch_key = NULL, next_attempt_at = CASE WHEN d.status = 'pending' THEN now() END
+         WHERE d.profile_id = NEW.profile_id AND d.batch_key IS NOT NULL;
+    ELSIF NEW.batch_wait <> OLD.batch_wait THEN
+        UPDATE webhook.delivery d SET next_attempt_at = d.captured_at + NEW.batch_wait
+         WHERE d.profile_id = NEW.profile_id AND d.batch_key IS NOT NULL AND d.status = 'pending';
+    END IF;
+    IF m < OLD.batch_max_items THEN
+        FOR g IN SELECT d.delivery_id, d.webhook_id, d.items, d.status, d.captured_at
+                   FROM webhook.delivery d
+                  WHERE d.profile_id = NEW.profile_id AND d.body IS NULL AND d.items > m
+                  ORDER BY d.delivery_id FOR UPDATE LOOP
+            FOR k IN 1 .. (g.items - 1) / m LOOP
+                INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, status,
+                                              next_attempt_at, captured_at)
+                VALUES (NEW.profile_id, md5(g.webhook_id || '/' || k)::uuid::text, '{}',
+                        least(m, g.items - k * m), g.status,
+                        CASE WHEN g.status = 'pending' THEN now() END, g.captured_at)
+                RETURNING delivery_id INTO piece;
+                UPDATE webhook.batch_item i SET delivery_id = piece, item_no = i.item_no - k * m
+                 WHERE i.delivery_id = g.delivery_id AND i.item_no > k * m AND i.item_no <= (k + 1) * m;
+                UPDATE webhook.delivery d
+                   SET events = ARRAY(SELECT DISTINCT i.envelope ->> 'event' FROM webhook.batch_item i
+                                       WHERE i.delivery_id = piece ORDER BY 1)
+                 WHERE d.delivery_id = piece;
+            END LOOP;
+            UPDATE webhook.delivery d
+               SET events = ARRAY(SELECT DISTINCT i.envelope ->> 'event' FROM webhook.batch_item i
+                                   WHERE i.delivery_id = g.delivery_id ORDER BY 1)
+             WHERE d.delivery_id = g.delivery_id;
+        END LOOP;
+        -- full now: no more items, and due
+        UPDATE webhook.delivery d
+           SET items = least(d.items, m), batch_key = NULL,
+               next_attempt_at = CASE WHEN d.status = 'pending' THEN now() END
+         WHERE d.profile_id = NEW.profile_id AND d.body IS NULL AND d.items >= m;
+    END IF;
+    PERFORM webhook._wake();
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER batching_changed AFTER UPDATE OF batching, batch_wait, batch_max_items ON webhook.profile
+    FOR EACH ROW WHEN (NEW.batching IS DISTINCT FROM OLD.batching
+                       OR NEW.batch_wait IS DISTINCT FROM OLD.batch_wait
+                       OR NEW.batch_max_items IS DISTINCT FROM OLD.batch_max_items)
+    EXECUTE FUNCTION webhook._batching_changed();
 
 -- One event added to one profile, with its own conditions.
 CREATE TABLE webhook.binding (
@@ -255,7 +346,7 @@ CREATE TABLE webhook.delivery (
     webhook_id      text NOT NULL,
     events          text[] NOT NULL,
     items           int NOT NULL,
-    body            json NOT NULL,
+    body            json,                   -- NULL: a batch whose items are in batch_item
     status          text NOT NULL
         CHECK (status IN ('pending', 'sending', 'delivered', 'retrying', 'failed', 'held')),
     attempts        int NOT NULL DEFAULT 0,
@@ -268,7 +359,8 @@ CREATE TABLE webhook.delivery (
     response_status int,
     duration_ms     float8,
     error           text,
-    response_body   text
+    response_body   text,
+    batch_key       text                    -- a batch that still takes items: what they share
 )
 -- a delivery is updated twice (claimed, recorded): room on its page keeps
 -- the new versions there, instead of extending the table for each; and
@@ -278,7 +370,27 @@ WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.02);
 -- few of a profile is an index range, not a sort
 CREATE INDEX delivery_due_idx ON webhook.delivery (profile_id, next_attempt_at, delivery_id)
     WHERE status IN ('pending', 'retrying');
+-- batches that still take items, found by what their items share
+CREATE INDEX delivery_open_batch_idx ON webhook.delivery (profile_id, batch_key)
+    WHERE batch_key IS NOT NULL;
+-- batches whose body is still in pieces, by when they are to be put together and sent
+CREATE INDEX delivery_unassembled_idx ON webhook.delivery (next_attempt_at)
+    WHERE body IS NULL;
 COMMENT ON TABLE webhook.delivery IS 'Deliveries: one request body each, with its latest outcome.';
+
+/*
+ * The envelopes of a batch not yet sent, in commit order.  When the batch
+ * is due, the worker puts them together into its body (a JSON array) and
+ * deletes them.
+ */
+CREATE TABLE webhook.batch_item (
+    delivery_id bigint NOT NULL,
+    item_no     int NOT NULL,
+    envelope    json NOT NULL,
+    PRIMARY KEY (delivery_id, item_no)
+)
+WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+COMMENT ON TABLE webhook.batch_item IS 'The envelopes of batches that wait for more.';
 
 -- One HTTP request of a delivery.
 CREATE TABLE webhook.attempt (
@@ -310,6 +422,7 @@ SELECT pg_catalog.pg_extension_config_dump('webhook.occurrence_occurrence_id_seq
 SELECT pg_catalog.pg_extension_config_dump('webhook.delivery', '');
 SELECT pg_catalog.pg_extension_config_dump('webhook.delivery_delivery_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('webhook.attempt', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook.batch_item', '');
 
 ------------------------------------------------------------------------------
 -- Internal helpers
@@ -1223,7 +1336,11 @@ COMMENT ON VIEW webhook.events IS 'The event catalogue.';
 CREATE FUNCTION webhook.create_profile(name text, url text, events text[],
                                        method text DEFAULT 'POST', auth text DEFAULT 'none',
                                        username text DEFAULT NULL, password text DEFAULT NULL,
-                                       headers jsonb DEFAULT '{}', secret text DEFAULT NULL,
+                                       headers jsonb DEFAULT '{}', payload text DEFAULT 'small',
+                                       batching text DEFAULT 'none',
+                                       batch_wait interval DEFAULT '10 seconds',
+                                       batch_max_items int DEFAULT 100,
+                                       secret text DEFAULT NULL, enabled boolean DEFAULT true,
                                        max_attempts int DEFAULT 8,
                                        retry_schedule interval[] DEFAULT NULL,
                                        timeout interval DEFAULT NULL)
@@ -1249,11 +1366,17 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'List each event once; bind it again with webhook.add_event for other conditions.';
     END IF;
+    IF enabled IS NULL THEN
+        RAISE EXCEPTION 'enabled must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass true or false.';
+    END IF;
     -- the guard trigger checks the rest, the name's uniqueness included
-    INSERT INTO webhook.profile (name, url, method, auth, username, password, headers, secret,
-                                 max_attempts, retry_schedule, timeout)
-    VALUES (name, url, method, auth, username, password, headers, secret,
-            max_attempts, retry_schedule, timeout)
+    INSERT INTO webhook.profile (name, url, method, auth, username, password, headers, payload,
+                                 batching, batch_wait, batch_max_items, secret, enabled,
+                                 disabled_reason, max_attempts, retry_schedule, timeout)
+    VALUES (name, url, method, auth, username, password, headers, payload,
+            batching, batch_wait, batch_max_items, secret, enabled,
+            CASE WHEN NOT enabled THEN 'created disabled' END, max_attempts, retry_schedule, timeout)
     RETURNING profile_id INTO new_id;
     INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
     SELECT new_id, e.event_id, current_user::regrole, ''
@@ -1263,7 +1386,7 @@ BEGIN
     RETURN new_id;
 END
 $$;
-COMMENT ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, int, interval[], interval) IS
+COMMENT ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval) IS
     'Creates a webhook profile that sends the listed events to the URL.';
 
 CREATE FUNCTION webhook.add_event(profile text, event text, conditions jsonb DEFAULT '[]',
@@ -1333,7 +1456,8 @@ SELECT p.name, p.url, p.method, p.auth, p.username,
                             CASE WHEN h.key ~* '(auth|token|key|secret|cookie|password|session)'
                                  THEN '"[redacted]"'::jsonb ELSE h.value END), '{}')
           FROM pg_catalog.jsonb_each(p.headers) AS h) AS headers,
-       p.payload, '[redacted]'::text AS secret, p.enabled, p.disabled_reason, p.max_attempts,
+       p.payload, p.batching, p.batch_wait, p.batch_max_items,
+       '[redacted]'::text AS secret, p.enabled, p.disabled_reason, p.max_attempts,
        p.retry_schedule, p.timeout, p.consecutive_failures,
        ARRAY(SELECT e.name FROM webhook.binding b JOIN webhook.event e ON e.event_id = b.event_id
               WHERE b.profile_id = p.profile_id ORDER BY b.binding_id) AS events,
@@ -1429,7 +1553,11 @@ $$;
 CREATE FUNCTION webhook.alter_profile(name text, url text DEFAULT NULL, method text DEFAULT NULL,
                                       auth text DEFAULT NULL, username text DEFAULT NULL,
                                       password text DEFAULT NULL, headers jsonb DEFAULT NULL,
-                                      secret text DEFAULT NULL, max_attempts int DEFAULT NULL,
+                                      payload text DEFAULT NULL, batching text DEFAULT NULL,
+                                      batch_wait interval DEFAULT NULL,
+                                      batch_max_items int DEFAULT NULL,
+                                      secret text DEFAULT NULL, enabled boolean DEFAULT NULL,
+                                      max_attempts int DEFAULT NULL,
                                       retry_schedule interval[] DEFAULT NULL,
                                       timeout interval DEFAULT NULL, new_name text DEFAULT NULL)
     RETURNS void LANGUAGE plpgsql AS $$
@@ -1448,6 +1576,10 @@ BEGIN
         password = CASE WHEN alter_profile.auth IS NOT NULL THEN alter_profile.password
                         ELSE coalesce(alter_profile.password, p.password) END,
         headers = coalesce(alter_profile.headers, p.headers),
+        payload = coalesce(alter_profile.payload, p.payload),
+        batching = coalesce(alter_profile.batching, p.batching),
+        batch_wait = coalesce(alter_profile.batch_wait, p.batch_wait),
+        batch_max_items = coalesce(alter_profile.batch_max_items, p.batch_max_items),
         secret = coalesce(alter_profile.secret, p.secret),
         max_attempts = coalesce(alter_profile.max_attempts, p.max_attempts),
         -- '{}' and '0' go back to the defaults
@@ -1456,9 +1588,14 @@ BEGIN
         timeout = CASE WHEN alter_profile.timeout = '0' THEN NULL
                        ELSE coalesce(alter_profile.timeout, p.timeout) END
      WHERE p.profile_id = id;
+    IF enabled THEN
+        PERFORM webhook.enable_profile(coalesce(new_name, name));
+    ELSIF NOT enabled THEN
+        PERFORM webhook.disable_profile(coalesce(new_name, name));
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, int, interval[], interval, text) IS
+COMMENT ON FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text) IS
     'Changes a profile; NULL leaves an option as it is. Deliveries not yet sent go out with the new settings.';
 
 CREATE FUNCTION webhook.disable_profile(name text, reason text DEFAULT NULL) RETURNS void
@@ -1495,6 +1632,9 @@ DECLARE
 BEGIN
     DELETE FROM webhook.attempt a
      WHERE a.delivery_id IN (SELECT d.delivery_id FROM webhook.delivery d WHERE d.profile_id = id);
+    DELETE FROM webhook.batch_item i
+     WHERE i.delivery_id IN (SELECT d.delivery_id FROM webhook.delivery d
+                              WHERE d.profile_id = id AND d.body IS NULL);
     DELETE FROM webhook.delivery d WHERE d.profile_id = id;
     DELETE FROM webhook.profile p WHERE p.profile_id = id;   -- its bindings go with it
 END
@@ -1524,6 +1664,11 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'delivery % does not exist', coalesce(delivery::text, 'NULL')
             USING ERRCODE = 'undefined_object', HINT = 'See webhook.deliveries.';
+    END IF;
+    IF source.body IS NULL THEN
+        RAISE EXCEPTION 'delivery % is a batch that has not been sent yet', delivery
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'It goes out when its batch is due; redeliver it after that.';
     END IF;
     new_id := webhook._resend(source);
     PERFORM webhook._wake();
@@ -1574,11 +1719,13 @@ BEGIN
     END IF;
     INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,
                                   next_attempt_at, captured_at)
-    VALUES (p.profile_id, id, ARRAY['ping'], 1,
-            pg_catalog.json_build_object('id', id, 'profile', p.name, 'event', 'ping', 'title', 'Ping',
-                                         'timestamp', pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC',
-                                                                         'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
-            'pending', pg_catalog.now(), pg_catalog.now())
+    SELECT p.profile_id, id, ARRAY['ping'], 1,
+           -- a batching profile's receiver gets an array, whatever is sent
+           CASE WHEN p.batching = 'none' THEN ping ELSE pg_catalog.json_build_array(ping) END,
+           'pending', pg_catalog.now(), pg_catalog.now()
+      FROM pg_catalog.json_build_object('id', id, 'profile', p.name, 'event', 'ping', 'title', 'Ping',
+                                        'timestamp', pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC',
+                                                                        'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')) AS ping
     RETURNING delivery_id INTO new_id;
     PERFORM webhook._wake();
     RETURN new_id;
@@ -1594,7 +1741,11 @@ COMMENT ON FUNCTION webhook.send_test(text) IS
 CREATE VIEW webhook.deliveries AS
 SELECT d.delivery_id, p.name AS profile, d.events, d.items, d.status, d.attempts,
        d.created_at, d.last_attempt_at, d.next_attempt_at, d.response_status,
-       d.duration_ms, d.error, d.body::jsonb AS request_body, d.response_body,
+       d.duration_ms, d.error,
+       -- a batch that waits shows the items it has so far
+       COALESCE(d.body, (SELECT pg_catalog.json_agg(i.envelope ORDER BY i.item_no)
+                           FROM webhook.batch_item i WHERE i.delivery_id = d.delivery_id))::jsonb
+         AS request_body, d.response_body,
        d.webhook_id, d.captured_at, d.delivered_at
   FROM webhook.delivery d
   LEFT JOIN webhook.profile p ON p.profile_id = d.profile_id;
@@ -1602,7 +1753,7 @@ COMMENT ON VIEW webhook.deliveries IS 'One row per delivery, with its latest out
 
 CREATE VIEW webhook.stats AS
 SELECT p.name AS profile, p.enabled,
-       (count(*) FILTER (WHERE d.status IN ('pending', 'held', 'retrying'))
+       (COALESCE(sum(d.items) FILTER (WHERE d.status IN ('pending', 'held', 'retrying')), 0)
         + (SELECT COALESCE(sum(o.row_count * pg_catalog.cardinality(o.bindings)), 0)
              FROM webhook.occurrence o
             WHERE o.bindings && ARRAY(SELECT b.binding_id FROM webhook.binding b

@@ -29,6 +29,9 @@
 /* Changed rows turned into deliveries by one transaction, about. */
 #define EXPAND_STEP 2000
 
+/* Items of due batches put together by one transaction, about. */
+#define ASSEMBLE_STEP 10000
+
 /* Finished deliveries purged by one transaction at most. */
 #define PURGE_STEP 1000
 
@@ -36,12 +39,22 @@
 #define LEASE_SECONDS 3600
 
 /*
- * Each changed row of a queue row becomes one delivery per binding it
- * matched.  The envelope is built here, from the snapshot taken by the
- * capture trigger.  Queue rows are taken in order, up to $1 changed rows
- * (and at least one queue row).  A delivery's webhook-id is derived from
- * its queue row's random seed, the row's place in it and the binding: the
- * same however often the queue row is expanded.
+ * Each changed row of a queue row becomes one item per binding it matched:
+ * its envelope, built here from the snapshot taken by the capture trigger.
+ * Queue rows are taken in order, up to $1 changed rows (and at least one
+ * queue row).  An item's id is derived from its queue row's random seed,
+ * the row's place in it and the binding: the same however often the queue
+ * row is expanded.
+ *
+ * An item of a profile that does not batch (or whose condition failed) is
+ * a delivery of its own.  The others join their profile's open batch of
+ * the same key (binding, event or none, by the batching mode), in commit
+ * order: the items are numbered on from the batch's count, and every
+ * batch_max_items of them make a batch.  A batch that reaches
+ * batch_max_items is due at once and takes no more; a new one is due at
+ * its first item's capture time + batch_wait.  A new batch's webhook-id
+ * derives from its first item's id, so that it too is the same after a
+ * lost expansion.
  */
 static const char *expand_sql =
 "WITH locked AS ("
@@ -64,34 +77,120 @@ static const char *expand_sql =
 "         WITH ORDINALITY AS r(new_row, old_row, ord)"
 "), item AS ("
 "  SELECT c.occurrence_id, c.ord, c.captured_at, c.capture_error, b.binding_id, p.profile_id,"
-"         p.name AS profile, p.enabled, e.name AS event, e.title, e.object, e.operation,"
+"         p.name AS profile, p.enabled, p.batching, p.batch_wait, p.batch_max_items,"
+"         e.name AS event, e.title, e.object, e.operation,"
 "         CASE WHEN e.operation = 'delete' THEN c.old_row ELSE c.new_row END AS row,"
 "         c.old_row, c.new_row, e.key_columns, e.parent_object, e.parent_table,"
 "         e.parent_column, e.parent_key,"
-"         pg_catalog.md5(c.id_seed::text || '/' || c.ord || '/' || b.binding_id)::uuid::text AS id"
+"         CASE p.batching WHEN 'same_event' THEN 'binding ' || b.binding_id"
+"                         WHEN 'same_event_type' THEN 'event ' || e.event_id"
+"                         ELSE 'any' END AS batch_key,"
+"         pg_catalog.md5(c.id_seed::text || '/' || c.ord || '/' || b.binding_id)::uuid::text AS id,"
+"         pg_catalog.row_number() OVER (ORDER BY c.occurrence_id, c.ord, b.binding_id) AS seq"
 "  FROM changed c"
 "  CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"
 "  JOIN webhook.binding b ON b.binding_id = m.binding_id"
 "  JOIN webhook.event e ON e.event_id = b.event_id"
 "  JOIN webhook.profile p ON p.profile_id = b.profile_id"
-"), inserted AS ("
-"  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
-"                                next_attempt_at, captured_at, error)"
-"  SELECT i.profile_id, i.id, ARRAY[i.event], 1,"
+"), rendered AS ("
+"  SELECT i.*, (i.batching <> 'none' AND i.capture_error IS NULL) AS batched,"
 "         webhook._envelope(i.id, i.profile, i.binding_id, i.event, i.title, i.object,"
 "                           i.key_columns, i.captured_at, i.operation, i.row, i.old_row,"
 "                           i.new_row, i.parent_object,"
 "                           CASE WHEN i.parent_table IS NOT NULL THEN"
 "                             webhook._parent_row(i.parent_table, i.parent_key,"
-"                                                 i.row -> i.parent_column) END),"
+"                                                 i.row -> i.parent_column) END) AS envelope"
+"  FROM item i"
+"), single AS ("
+"  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
+"                                next_attempt_at, captured_at, error)"
+"  SELECT i.profile_id, i.id, ARRAY[i.event], 1, i.envelope,"
 "         CASE WHEN i.capture_error IS NOT NULL THEN 'failed'"
 "              WHEN i.enabled THEN 'pending' ELSE 'held' END,"
-"         CASE WHEN i.capture_error IS NULL THEN pg_catalog.now() END, i.captured_at,"
+"         CASE WHEN i.capture_error IS NULL AND i.enabled THEN pg_catalog.now() END, i.captured_at,"
 "         'a condition failed when the change was captured: ' || i.capture_error"
-"  FROM item i ORDER BY i.occurrence_id, i.ord, i.binding_id"
-"  RETURNING 1"
+"  FROM rendered i WHERE NOT i.batched ORDER BY i.seq"
+"), open AS ("
+"  SELECT d.delivery_id, d.profile_id, d.batch_key, d.items FROM webhook.delivery d"
+"   WHERE d.batch_key IS NOT NULL"
+"     AND d.profile_id IN (SELECT i.profile_id FROM item i WHERE i.batching <> 'none')"
+"     FOR UPDATE"
+"), placed AS ("
+"  SELECT i.*, o.delivery_id AS open_id,"
+"         COALESCE(o.items, 0) - 1 + pg_catalog.row_number() OVER ("
+"             PARTITION BY i.profile_id, i.batch_key ORDER BY i.seq) AS position"
+"    FROM rendered i"
+"    LEFT JOIN open o ON o.profile_id = i.profile_id AND o.batch_key = i.batch_key"
+"   WHERE i.batched"
+"), chunked AS ("
+"  SELECT p.*, p.position / p.batch_max_items AS chunk,"
+"         (p.position % p.batch_max_items)::int + 1 AS item_no"
+"    FROM placed p"
+"), grp AS ("
+"  SELECT c.profile_id, c.batch_key, c.chunk,"
+"         CASE WHEN c.chunk = 0 THEN pg_catalog.min(c.open_id) END AS open_id,"
+"         pg_catalog.max(c.item_no) AS last_no, pg_catalog.min(c.batch_max_items) AS max_items,"
+"         pg_catalog.bool_and(c.enabled) AS enabled, pg_catalog.min(c.batch_wait) AS wait,"
+"         pg_catalog.min(c.captured_at) AS first_captured,"
+"         pg_catalog.md5('batch/' || (pg_catalog.array_agg(c.id ORDER BY c.seq))[1])::uuid::text"
+"           AS webhook_id,"
+"         pg_catalog.array_agg(DISTINCT c.event) AS events"
+"    FROM chunked c GROUP BY c.profile_id, c.batch_key, c.chunk"
+"), grown AS ("
+"  UPDATE webhook.delivery d"
+"     SET items = g.last_no,"
+"         events = ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest(d.events || g.events) AS x ORDER BY 1),"
+"         batch_key = CASE WHEN g.last_no < g.max_items THEN d.batch_key END,"
+"         next_attempt_at = CASE WHEN g.last_no >= g.max_items AND d.status = 'pending'"
+"                                THEN pg_catalog.now() ELSE d.next_attempt_at END"
+"    FROM grp g WHERE d.delivery_id = g.open_id"
+"), created AS ("
+"  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, status,"
+"                                next_attempt_at, captured_at, batch_key)"
+"  SELECT g.profile_id, g.webhook_id, g.events, g.last_no,"
+"         CASE WHEN g.enabled THEN 'pending' ELSE 'held' END,"
+"         CASE WHEN NOT g.enabled THEN NULL"
+"              WHEN g.last_no >= g.max_items THEN pg_catalog.now()"
+"              ELSE g.first_captured + g.wait END,"
+"         g.first_captured, CASE WHEN g.last_no < g.max_items THEN g.batch_key END"
+"    FROM grp g WHERE g.open_id IS NULL"
+"  RETURNING delivery_id, webhook_id"
+"), filed AS ("
+"  INSERT INTO webhook.batch_item (delivery_id, item_no, envelope)"
+"  SELECT COALESCE(g.open_id, n.delivery_id), c.item_no, c.envelope"
+"    FROM chunked c"
+"    JOIN grp g ON g.profile_id = c.profile_id AND g.batch_key = c.batch_key AND g.chunk = c.chunk"
+"    LEFT JOIN created n ON n.webhook_id = g.webhook_id AND g.open_id IS NULL"
 ")"
 "SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)";
+
+/*
+ * Put together the batches that are due: their items, in order, become
+ * their body.  Up to $1 items in all (and at least one batch), oldest
+ * first; the count of batches looked at says whether there may be more.
+ */
+static const char *assemble_sql =
+"WITH locked AS ("
+"  SELECT d.delivery_id, d.items, d.next_attempt_at FROM webhook.delivery d"
+"   WHERE d.body IS NULL AND d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()"
+"   ORDER BY d.next_attempt_at, d.delivery_id LIMIT 1000 FOR UPDATE"
+"), due AS ("
+"  SELECT delivery_id FROM ("
+"    SELECT delivery_id, items,"
+"           pg_catalog.sum(items) OVER (ORDER BY next_attempt_at, delivery_id) AS running"
+"      FROM locked) AS x"
+"   WHERE running - items < $1"
+"), assembled AS ("
+"  UPDATE webhook.delivery d"
+"     SET batch_key = NULL,"
+"         body = (SELECT pg_catalog.json_agg(i.envelope ORDER BY i.item_no)"
+"                   FROM webhook.batch_item i WHERE i.delivery_id = d.delivery_id)"
+"    FROM due WHERE d.delivery_id = due.delivery_id"
+"  RETURNING d.delivery_id"
+"), gone AS ("
+"  DELETE FROM webhook.batch_item i WHERE i.delivery_id IN (SELECT delivery_id FROM assembled)"
+")"
+"SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM assembled)";
 
 /*
  * Claim up to $1 due deliveries, oldest first, taking from each enabled
@@ -114,7 +213,7 @@ static const char *claim_sql =
 "         CROSS JOIN LATERAL ("
 "               SELECT due.delivery_id, due.next_attempt_at FROM webhook.delivery due"
 "                WHERE due.profile_id = p.profile_id AND due.status IN ('pending', 'retrying')"
-"                  AND due.next_attempt_at <= pg_catalog.now()"
+"                  AND due.next_attempt_at <= pg_catalog.now() AND due.body IS NOT NULL"
 "                ORDER BY due.next_attempt_at, due.delivery_id"
 "                LIMIT GREATEST($3 - COALESCE(held.n, 0), 0) FOR UPDATE SKIP LOCKED) AS c"
 "         WHERE p.enabled"
@@ -231,6 +330,7 @@ static const char *purge_sql =
 "DELETE FROM webhook.delivery WHERE delivery_id IN (SELECT delivery_id FROM old)";
 
 static SPIPlanPtr expand_plan = NULL;
+static SPIPlanPtr assemble_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
@@ -707,11 +807,30 @@ expand_occurrences(bool *more)
 	*more = locked >= 1000 || taken < locked;
 }
 
+/* Put together the batches that are due; *more when the step was cut short. */
+static void
+assemble_batches(bool *more)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+	bool		isnull;
+	int64		locked;
+	int64		assembled;
+
+	args[0] = Int32GetDatum(ASSEMBLE_STEP);
+	if (SPI_execute_plan(keep_plan(&assemble_plan, assemble_sql, 1, types),
+						 args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not assemble webhook batches");
+	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	assembled = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	*more = locked >= 1000 || assembled < locked;
+}
+
 /*
  * One transaction of the worker: record what finished, give back what came
  * back unsent, find profiles stopped since their deliveries were claimed,
- * expand new occurrences, claim what is due, and find when the next
- * delivery is due.
+ * expand new occurrences, put together the batches that are due, claim
+ * what is due, and find when the next delivery (or batch) is due.
  *
  * The commit does not wait for the disk.  A crash that loses it loses
  * nothing: a lost record leaves its deliveries "sending", a lost claim
@@ -727,6 +846,7 @@ webhook_queue_step(WebhookStep *step)
 	step->claimed = NIL;
 	step->stopped = NIL;
 	step->more_occurrences = false;
+	step->more_batches = false;
 	step->next_due = 0;
 	step->extension_present = begin_step("webhook: step");
 	if (!step->extension_present)
@@ -741,6 +861,7 @@ webhook_queue_step(WebhookStep *step)
 	step->stopped = find_stopped();
 
 	expand_occurrences(&step->more_occurrences);
+	assemble_batches(&step->more_batches);
 	if (step->claim_limit > 0)
 		step->claimed = claim_due(step->claim_limit);
 

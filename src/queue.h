@@ -23,7 +23,8 @@ typedef struct WebhookStep
 	List	   *claimed;		/* WebhookRequest *, for the sender */
 	List	   *stopped;		/* int64 * profile ids disabled or dropped */
 	bool		more_occurrences;	/* the expansion was cut short */
-	TimestampTz next_due;		/* earliest waiting delivery, 0 for none */
+	bool		more_batches;	/* putting due batches together was cut short */
+	TimestampTz next_due;		/* earliest waiting delivery or batch, 0: none */
 } WebhookStep;
 
 extern bool webhook_queue_recover(void);

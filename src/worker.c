@@ -7,8 +7,8 @@
  * starts, does the HTTP side, and the two talk through a channel of two
  * shared-memory queues (channel.c).  The loop sleeps on its latch, set by
  * commits that queued work (see capture.c) and by the sender when it
- * posts outcomes, with a timeout for the earliest of: the next retry due,
- * a group of outcomes waiting to be recorded, and housekeeping.
+ * posts outcomes, with a timeout for the earliest of: the next retry or
+ * batch due, a group of outcomes waiting to be recorded, and housekeeping.
  */
 #include "webhook.h"
 #include "channel.h"
@@ -310,8 +310,8 @@ webhook_worker_main(Datum main_arg)
 				webhook_claims_cancelled(*(int64 *) lfirst(lc));
 			}
 
-			/* a full claim or a cut-short expansion means more is waiting */
-			work_pending = step.more_occurrences ||
+			/* a full claim or a cut-short expansion or assembly: more is waiting */
+			work_pending = step.more_occurrences || step.more_batches ||
 				(step.claim_limit > 0 && list_length(step.claimed) >= step.claim_limit);
 			next_due = step.next_due;
 

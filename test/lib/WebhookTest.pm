@@ -102,8 +102,6 @@ sub url
 	return "http://127.0.0.1:$self->{port}" . ($path // '/hooks');
 }
 
-# Every request received so far, oldest first, with the body decoded when
-# it is JSON (as ->{json}).
 # How many requests were recorded so far (cheap: no JSON parsing).
 sub count
 {
@@ -115,6 +113,8 @@ sub count
 	return $n;
 }
 
+# Every request received so far, oldest first, with the body decoded when
+# it is JSON (as ->{json}).
 sub requests
 {
 	my ($self) = @_;
