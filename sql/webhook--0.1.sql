@@ -377,6 +377,13 @@ CREATE INDEX delivery_open_batch_idx ON webhook.delivery (profile_id, batch_key)
 CREATE INDEX delivery_unassembled_idx ON webhook.delivery (next_attempt_at)
     WHERE body IS NULL;
 COMMENT ON TABLE webhook.delivery IS 'Deliveries: one request body each, with its latest outcome.';
+DO $$
+BEGIN
+    -- a batch's body is large: lz4 compresses it several times faster than pglz
+    ALTER TABLE webhook.delivery ALTER body SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    NULL;
+END $$;
 
 /*
  * The envelopes of a batch not yet sent, in commit order.  When the batch

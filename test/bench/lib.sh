@@ -65,7 +65,7 @@ bench_profile() {
     psql >/dev/null <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION webhook;
-SELECT webhook.define_ticket_events('tickets');
+SELECT webhook.define_ticket_events('tickets', 'actions');
 SELECT webhook.create_profile('$1', '$2', ARRAY['ticket.created']);
 SQL
 }

@@ -135,6 +135,19 @@ is($node->safe_psql('postgres', q{
 	  . 'event:1:delivered event:5:delivered',
 	'the deliveries count their items');
 
+# A backlog: the changes of one statement fill many batches at once.
+$node->safe_psql('postgres', qq{
+	SELECT webhook.create_profile('backlog', '${\ $receiver->url('/backlog')}', ARRAY['action.added'],
+	                              batching => 'any_event', batch_wait => '2 seconds', batch_max_items => 10);
+	INSERT INTO actions (ticket_id, note) SELECT 1, 'bulk ' || g FROM generate_series(1, 95) g;
+});
+my $backlog = $receiver->wait_for(10, on_path('/backlog'), 30);
+is_deeply([ sort { $a <=> $b } map { scalar @{ $_->{json} } } @$backlog ], [ 5, (10) x 9 ],
+	'95 changes of one statement: nine batches of ten and one of five');
+is_deeply([ map { $_->{action}{note} } map { @{ $_->{json} } }
+			sort { $a->{json}[0]{action}{action_id} <=> $b->{json}[0]{action}{action_id} } @$backlog ],
+	[ map { "bulk $_" } 1 .. 95 ], 'each change once, in order');
+
 # The wait: not early, and on time (the worker sleeps until the batch is
 # due; nothing else would wake it for a minute).
 $node->safe_psql('postgres', qq{
