@@ -26,6 +26,9 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+/* Queue rows, or due batches, that one transaction locks at most. */
+#define LOCK_STEP 1000
+
 /* Changed rows turned into deliveries by one transaction, about. */
 #define EXPAND_STEP 2000
 
@@ -57,11 +60,16 @@
  * already (a backlog): its body is made here.  A new batch's webhook-id
  * derives from its first item's id, so that it too is the same after a
  * lost expansion.
+ *
+ * An open batch locked by someone else (an alter_profile not committed
+ * yet) is passed over: the worker never waits on a user's transaction.
+ * Its items then start another batch; the newest open batch of a key is
+ * the one that grows.
  */
 static const char *expand_sql =
 "WITH locked AS ("
 "  SELECT occurrence_id, row_count FROM webhook.occurrence"
-"   ORDER BY occurrence_id LIMIT 1000 FOR UPDATE SKIP LOCKED"
+"   ORDER BY occurrence_id LIMIT " CppAsString2(LOCK_STEP) " FOR UPDATE SKIP LOCKED"
 "), picked AS ("
 "  SELECT occurrence_id FROM ("
 "    SELECT occurrence_id, row_count,"
@@ -114,11 +122,16 @@ static const char *expand_sql =
 "         CASE WHEN i.capture_error IS NULL AND i.enabled THEN pg_catalog.now() END, i.captured_at,"
 "         'a condition failed when the change was captured: ' || i.capture_error"
 "  FROM rendered i WHERE NOT i.batched ORDER BY i.seq"
-"), open AS ("
+"), open_locked AS ("
 "  SELECT d.delivery_id, d.profile_id, d.batch_key, d.items FROM webhook.delivery d"
 "   WHERE d.batch_key IS NOT NULL"
-"     AND d.profile_id IN (SELECT p.profile_id FROM webhook.profile p WHERE p.batching <> 'none')"
-"     FOR UPDATE"
+"     AND d.profile_id IN (SELECT b.profile_id FROM webhook.binding b"
+"                           WHERE b.binding_id IN (SELECT pg_catalog.unnest(c.bindings)"
+"                                                    FROM claimed c))"
+"     FOR UPDATE SKIP LOCKED"
+"), open AS ("
+"  SELECT DISTINCT ON (o.profile_id, o.batch_key) o.*"
+"    FROM open_locked o ORDER BY o.profile_id, o.batch_key, o.delivery_id DESC"
 "), placed AS ("
 "  SELECT i.seq, i.profile_id, i.id, i.event, i.enabled, i.captured_at, i.batch_key,"
 "         i.batch_wait, i.batch_max_items, o.delivery_id AS open_id,"
@@ -147,12 +160,11 @@ static const char *expand_sql =
 "         pg_catalog.array_agg(DISTINCT c.event) AS events"
 "    FROM chunked c GROUP BY c.profile_id, c.batch_key, c.chunk"
 "), whole AS ("
-"  SELECT w.profile_id, w.batch_key, w.chunk, pg_catalog.json_agg(w.envelope) AS body"
-"    FROM (SELECT c.profile_id, c.batch_key, c.chunk, r.envelope"
-"            FROM chunked c JOIN rendered r ON r.seq = c.seq"
-"           WHERE c.fresh AND c.full"
-"           ORDER BY c.profile_id, c.batch_key, c.chunk, c.item_no) AS w"
-"   GROUP BY w.profile_id, w.batch_key, w.chunk"
+"  SELECT c.profile_id, c.batch_key, c.chunk,"
+"         pg_catalog.json_agg(r.envelope ORDER BY c.item_no) AS body"
+"    FROM chunked c JOIN rendered r ON r.seq = c.seq"
+"   WHERE c.fresh AND c.full"
+"   GROUP BY c.profile_id, c.batch_key, c.chunk"
 "), grown AS ("
 "  UPDATE webhook.delivery d"
 "     SET items = g.last_no,"
@@ -199,7 +211,7 @@ static const char *assemble_sql =
 "WITH locked AS ("
 "  SELECT d.delivery_id, d.items, d.next_attempt_at FROM webhook.delivery d"
 "   WHERE d.body IS NULL AND d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()"
-"   ORDER BY d.next_attempt_at, d.delivery_id LIMIT 1000 FOR UPDATE"
+"   ORDER BY d.next_attempt_at, d.delivery_id LIMIT " CppAsString2(LOCK_STEP) " FOR UPDATE SKIP LOCKED"
 "), due AS ("
 "  SELECT delivery_id FROM ("
 "    SELECT delivery_id, items,"
@@ -814,9 +826,13 @@ claim_due(int limit)
 	return result;
 }
 
-/* Expand new occurrences into deliveries; *more when the step was cut short. */
-static void
-expand_occurrences(bool *more)
+/*
+ * Run expand_sql or assemble_sql: each locks up to LOCK_STEP rows, takes
+ * those that fit under limit, and returns the two counts.  True when rows
+ * were left for another step.
+ */
+static bool
+run_limited(SPIPlanPtr *plan, const char *sql, int limit, const char *what)
 {
 	Oid			types[1] = {INT4OID};
 	Datum		args[1];
@@ -824,32 +840,12 @@ expand_occurrences(bool *more)
 	int64		locked;
 	int64		taken;
 
-	args[0] = Int32GetDatum(EXPAND_STEP);
-	if (SPI_execute_plan(keep_plan(&expand_plan, expand_sql, 1, types),
-						 args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not expand webhook occurrences");
+	args[0] = Int32GetDatum(limit);
+	if (SPI_execute_plan(keep_plan(plan, sql, 1, types), args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not %s", what);
 	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	*more = locked >= 1000 || taken < locked;
-}
-
-/* Put together the batches that are due; *more when the step was cut short. */
-static void
-assemble_batches(bool *more)
-{
-	Oid			types[1] = {INT4OID};
-	Datum		args[1];
-	bool		isnull;
-	int64		locked;
-	int64		assembled;
-
-	args[0] = Int32GetDatum(ASSEMBLE_STEP);
-	if (SPI_execute_plan(keep_plan(&assemble_plan, assemble_sql, 1, types),
-						 args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not assemble webhook batches");
-	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	assembled = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	*more = locked >= 1000 || assembled < locked;
+	return locked >= LOCK_STEP || taken < locked;
 }
 
 /*
@@ -877,6 +873,7 @@ webhook_queue_step(WebhookStep *step)
 	step->extension_present = begin_step("webhook: step");
 	if (!step->extension_present)
 		return;
+	step->taken_at = GetCurrentTransactionStartTimestamp();
 	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_LOCAL, true, 0, false);
 
@@ -886,8 +883,10 @@ webhook_queue_step(WebhookStep *step)
 		give_back(step->unsent);
 	step->stopped = find_stopped();
 
-	expand_occurrences(&step->more_occurrences);
-	assemble_batches(&step->more_batches);
+	step->more_occurrences = run_limited(&expand_plan, expand_sql, EXPAND_STEP,
+										 "expand webhook occurrences");
+	step->more_batches = run_limited(&assemble_plan, assemble_sql, ASSEMBLE_STEP,
+									 "assemble webhook batches");
 	if (step->claim_limit > 0)
 		step->claimed = claim_due(step->claim_limit);
 

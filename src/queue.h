@@ -25,6 +25,7 @@ typedef struct WebhookStep
 	bool		more_occurrences;	/* the expansion was cut short */
 	bool		more_batches;	/* putting due batches together was cut short */
 	TimestampTz next_due;		/* earliest waiting delivery or batch, 0: none */
+	TimestampTz taken_at;		/* what was due by then was taken (now()) */
 } WebhookStep;
 
 extern bool webhook_queue_recover(void);

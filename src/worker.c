@@ -316,12 +316,18 @@ webhook_worker_main(Datum main_arg)
 			next_due = step.next_due;
 
 			/*
-			 * Due but not claimed: its profile has its share claimed, and a
-			 * record will make room.  Look again in a while all the same,
-			 * so that nothing can keep the queue waiting for long.
+			 * Come due while the step ran (after its now()): take it at once.
+			 * Due before and not claimed: its profile has its share claimed,
+			 * and a record will make room.  Look again in a while all the
+			 * same, so that nothing can keep the queue waiting for long.
 			 */
 			if (next_due != 0 && next_due <= GetCurrentTimestamp())
-				next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DUE_RECHECK_MS);
+			{
+				if (next_due > step.taken_at)
+					work_pending = true;
+				else
+					next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DUE_RECHECK_MS);
+			}
 		}
 
 		if (!webhook_channel_flush(channel))
