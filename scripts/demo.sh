@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a throwaway cluster with the sample ticket schema and a local
-# receiver; one webhook profile; a few ticket changes; then what the
-# receiver got and what webhook.deliveries shows.  Run as root on Debian 12.
+# receiver; two webhook profiles, one of them batching; a few ticket
+# changes; then what the receiver got and what webhook.deliveries shows.  Run as root on Debian 12.
 #
 #   bash scripts/demo.sh          run, show, clean up
 #   bash scripts/demo.sh --keep   leave the cluster and receiver running
@@ -46,7 +46,7 @@ receiver_port=$(cat "$dir/receiver.port")
 psql=(as_pg "$PGBIN/psql" -X -h "$dir" -p "$PGPORT" -d postgres -v ON_ERROR_STOP=1)
 "${psql[@]}" -q -f test/sql/sample_schema.sql
 
-echo "== The extension, the standard events, a profile with a condition, and some ticket changes"
+echo "== The extension, the standard events, two profiles, and some ticket changes"
 "${psql[@]}" -e <<SQL
 CREATE EXTENSION webhook;
 SELECT * FROM webhook.define_ticket_events('tickets', 'actions', closed_statuses => '{9}');
@@ -55,6 +55,10 @@ SELECT webhook.create_profile('service-bus', 'http://127.0.0.1:$receiver_port/ha
 -- and any update of a P1 ticket
 SELECT webhook.add_event('service-bus', 'ticket.updated',
                          '[{"field": "priority_id", "op": "eq", "value": 1}]');
+-- every change of two seconds in one request
+SELECT webhook.create_profile('warehouse', 'http://127.0.0.1:$receiver_port/warehouse',
+                              ARRAY['ticket.created', 'ticket.updated', 'action.added'],
+                              batching => 'any_event', batch_wait => '2 seconds');
 
 INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id)
 VALUES ('Printer on fire', 'Third floor, tray 2', 1, 1, 1, 1, 1),
@@ -71,9 +75,12 @@ UPDATE tickets SET status_id = 9 WHERE summary = 'Printer on fire';
 UPDATE tickets SET details = 'Seen by the network team' WHERE summary = 'VPN drops every hour';
 SQL
 
+# until the batch's two seconds are over and everything is sent
 for _ in $(seq 300); do
-    n=$("${psql[@]}" -Atc "SELECT count(*) FROM webhook.deliveries WHERE status = 'delivered'")
-    [ "$n" -ge 7 ] && break
+    done=$("${psql[@]}" -Atc "SELECT count(*) FILTER (WHERE status = 'delivered') >= 8
+                                     AND count(*) FILTER (WHERE status IN ('pending', 'sending')) = 0
+                                FROM webhook.deliveries")
+    [ "$done" = t ] && break
     sleep 0.05
 done
 
@@ -89,7 +96,7 @@ for line in open(sys.argv[1]):
 PY
 
 echo "== SELECT ... FROM webhook.deliveries"
-"${psql[@]}" -c "SELECT delivery_id, profile, events, status, attempts, response_status,
+"${psql[@]}" -c "SELECT delivery_id, profile, events, items, status, attempts, response_status,
                         round(duration_ms::numeric, 1) AS duration_ms,
                         round(extract(epoch FROM delivered_at - captured_at)::numeric * 1000, 1)
                           AS change_to_response_ms
