@@ -259,19 +259,19 @@ is_deeply(
 	],
 	'in order, each item once');
 
-$node->safe_psql('postgres', q{INSERT INTO actions (ticket_id, note) VALUES (3, 'open')});
-ok($node->poll_query_until('postgres', q{
-	SELECT count(*) = 1 FROM webhook.deliveries WHERE profile = 'altered' AND status = 'pending'}),
-	'an open batch waits for an hour');
-$node->safe_psql('postgres', q{SELECT webhook.alter_profile('altered', batching => 'same_event_type')});
-ok(@{ $receiver->wait_for(4, on_path('/altered'), 30) } == 4, 'a new mode sends it at once');
-
-$node->safe_psql('postgres', q{INSERT INTO actions (ticket_id, note) VALUES (3, 'shorter')});
-ok($node->poll_query_until('postgres', q{
-	SELECT count(*) = 1 FROM webhook.deliveries WHERE profile = 'altered' AND status = 'pending'}),
-	'the next batch waits for an hour');
-$node->safe_psql('postgres', q{SELECT webhook.alter_profile('altered', batch_wait => '1 second')});
-ok(@{ $receiver->wait_for(5, on_path('/altered'), 30) } == 5, 'a shorter wait sends it when it ends');
+# A change waits in an open batch of an hour; the new setting sends it.
+sub open_batch_then
+{
+	my ($note, $setting, $requests, $name) = @_;
+	$node->safe_psql('postgres', qq{INSERT INTO actions (ticket_id, note) VALUES (3, '$note')});
+	ok($node->poll_query_until('postgres', q{
+		SELECT count(*) = 1 FROM webhook.deliveries WHERE profile = 'altered' AND status = 'pending'}),
+		"a batch with '$note' waits for an hour");
+	$node->safe_psql('postgres', "SELECT webhook.alter_profile('altered', $setting)");
+	ok(@{ $receiver->wait_for($requests, on_path('/altered'), 30) } == $requests, $name);
+}
+open_batch_then('open', "batching => 'same_event_type'", 4, 'a new mode sends it at once');
+open_batch_then('shorter', "batch_wait => '1 second'", 5, 'a shorter wait sends it when it ends');
 
 $node->safe_psql('postgres', q{SELECT webhook.alter_profile('altered', batching => 'none')});
 $node->safe_psql('postgres', q{INSERT INTO actions (ticket_id, note) VALUES (3, 'single')});
