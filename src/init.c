@@ -13,6 +13,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "tcop/utility.h"
 #include "utils/guc.h"
@@ -294,4 +295,20 @@ _PG_init(void)
 
 	webhook_capture_init();
 	webhook_register_launcher();
+}
+
+/*
+ * The start of each turn of a background process's loop: act on a
+ * termination request, and reload the configuration when asked (SIGHUP).
+ * Returns true when it was reloaded.
+ */
+bool
+webhook_handle_interrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (!ConfigReloadPending)
+		return false;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	return true;
 }

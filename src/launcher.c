@@ -263,12 +263,7 @@ webhook_launcher_main(Datum main_arg)
 		long		sleep_ms;
 		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
 
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		(void) webhook_handle_interrupts();
 
 		sleep_ms = launcher_pass();
 		if (sleep_ms >= 0)

@@ -42,6 +42,7 @@ extern int	webhook_disable_after_failures;
 extern int	webhook_max_per_profile;
 extern char *webhook_user_agent;
 extern char *webhook_blocked_networks;
+extern bool webhook_handle_interrupts(void);
 
 /* network.c */
 struct sockaddr;

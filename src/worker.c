@@ -223,14 +223,9 @@ webhook_worker_main(Datum main_arg)
 
 		MemoryContextSwitchTo(loop_cxt);
 		MemoryContextReset(loop_cxt);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			/* a shorter webhook.retention applies now, not in a minute */
+		/* a shorter webhook.retention applies now, not in a minute */
+		if (webhook_handle_interrupts())
 			next_housekeeping = 0;
-		}
 		if (stop_requested())
 			leave(LOG, "its database needs to be free of other sessions");
 
