@@ -14,6 +14,8 @@ OBJS = \
 	src/http.o \
 	src/capture.o \
 	src/envelope.o \
+	src/rowjson.o \
+	src/linked.o \
 	src/sign.o \
 	src/network.o \
 	src/api.o
@@ -21,7 +23,7 @@ OBJS = \
 EXTENSION = webhook
 DATA = sql/webhook--0.1.sql
 
-REGRESS = setup api capture conditions catalogue profiles batching operations
+REGRESS = setup api capture conditions catalogue profiles batching payloads operations
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config

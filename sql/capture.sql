@@ -42,32 +42,37 @@ ROLLBACK;
 -- the trigger function cannot be called directly
 SELECT webhook._capture();
 
--- the envelope of an update, as the worker builds it, keys in order
-SELECT webhook._envelope('00000000-0000-0000-0000-000000000001', 'ops', 7, 'ticket.updated',
-                         'Ticket Updated', 'ticket', ARRAY['ticket_id'],
-                         '2026-11-28 18:06:39.123456+00', 'update',
-                         '{"ticket_id": 4242, "agent_id": 5, "summary": "x"}',
-                         '{"ticket_id": 4242, "agent_id": 2, "summary": "x"}',
-                         '{"ticket_id": 4242, "agent_id": 5, "summary": "x"}', NULL, NULL)::text;
--- an action carries its ticket under the parent's key
-SELECT webhook._envelope('00000000-0000-0000-0000-000000000002', 'ops', 8, 'action.added',
-                         'Action Added', 'action', ARRAY['action_id'],
-                         '2026-11-28 18:06:39+00', 'insert',
-                         '{"action_id": 1, "ticket_id": 4242}', NULL, '{"action_id": 1, "ticket_id": 4242}',
-                         'ticket', '{"ticket_id": 4242, "summary": "x"}')::jsonb;
--- composite keys give an object, no key gives null
-SELECT webhook._object_id('{"a": 1, "b": "x"}', ARRAY['a', 'b'])::jsonb AS composite,
-       webhook._object_id('{"a": 1}', '{}') AS no_key;
--- nested values, escapes and a missing key pass through as written
-SELECT webhook._object_id('{"a": {"x": [1, {"y": "}"}]}, "b": "q\"uote"}', ARRAY['a', 'b', 'c']) AS nested;
+-- the envelope of an update, as the worker builds it, keys in order (no
+-- table: the snapshot is copied as it is)
+SELECT webhook._render('00000000-0000-0000-0000-000000000001', 'ops', 'small', '[]', 7,
+                       'ticket.updated', 'Ticket Updated', 'ticket', 0, ARRAY['ticket_id'],
+                       '2026-11-28 18:06:39.123456+00', 'update',
+                       '{"ticket_id": 4242, "agent_id": 5, "summary": "x"}',
+                       '{"ticket_id": 4242, "agent_id": 2, "summary": "x"}',
+                       '{"ticket_id": 4242, "agent_id": 5, "summary": "x"}',
+                       NULL, NULL, NULL, NULL, NULL)::text;
+-- composite keys give an object, no key gives null; nested values,
+-- escapes and a missing key pass through as written
+SELECT webhook._render(NULL, NULL, 'small', NULL, NULL, NULL, NULL, 'o', 0, ARRAY['a', 'b'], NULL, 'insert',
+                       '{"a": 1, "b": "x"}', NULL, NULL, NULL, NULL, NULL, NULL, NULL)::jsonb -> 'object_id' AS composite,
+       webhook._render(NULL, NULL, 'small', NULL, NULL, NULL, NULL, 'o', 0, '{}', NULL, 'insert',
+                       '{"a": 1}', NULL, NULL, NULL, NULL, NULL, NULL, NULL)::jsonb -> 'object_id' AS no_key;
+SELECT webhook._render(NULL, NULL, 'small', NULL, NULL, NULL, NULL, 'o', 0, ARRAY['a', 'b', 'c'], NULL, 'insert',
+                       '{"a": {"x": [1, {"y": "}"}]}, "b": "q\"uote"}', NULL, NULL,
+                       NULL, NULL, NULL, NULL, NULL)::jsonb -> 'object_id' AS nested;
 -- changes: only what differs, nested values compared as a whole; nothing gives {}
-SELECT webhook._changes('{"a": 1, "b": [1, 2], "c": {"d": "x"}, "e": null}',
-                        '{"a": 1, "b": [1, 3], "c": {"d": "x"}, "e": "now", "f": 7}') AS changed,
-       webhook._changes('{"a": 1}', '{"a": 1}') AS unchanged;
+SELECT webhook._render(NULL, NULL, 'small', NULL, NULL, NULL, NULL, 'o', 0, '{}', NULL, 'update',
+                       '{"a": 1, "b": [1, 3], "c": {"d": "x"}, "e": "now", "f": 7}',
+                       '{"a": 1, "b": [1, 2], "c": {"d": "x"}, "e": null}',
+                       '{"a": 1, "b": [1, 3], "c": {"d": "x"}, "e": "now", "f": 7}',
+                       NULL, NULL, NULL, NULL, NULL)::jsonb -> 'changes' AS changed,
+       webhook._render(NULL, NULL, 'small', NULL, NULL, NULL, NULL, 'o', 0, '{}', NULL, 'update',
+                       '{"a": 1}', '{"a": 1}', '{"a": 1}', NULL, NULL, NULL, NULL, NULL)::jsonb -> 'changes' AS unchanged;
 -- an envelope is valid JSON whatever the snapshot holds, NULLs included
-SELECT webhook._envelope(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                         NULL, NULL, NULL, NULL, NULL)::jsonb AS all_null;
-SELECT webhook._object_id('not json', ARRAY['a']);
+SELECT webhook._render(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::jsonb AS all_null;
+SELECT webhook._render(NULL, NULL, 'small', NULL, NULL, NULL, NULL, 'o', 0, ARRAY['a'], NULL, 'insert',
+                       'not json', NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 -- the retry schedule: defaults, a profile's own, the last step repeating
 SELECT webhook._retry_delay(NULL, 1) BETWEEN '4 seconds' AND '6 seconds' AS second_attempt,
        webhook._retry_delay(NULL, 2) BETWEEN '4 minutes' AND '6 minutes' AS third_attempt,

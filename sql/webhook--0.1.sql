@@ -57,6 +57,7 @@ CREATE TABLE webhook.profile (
     password        text,                   -- basic: the password; bearer: the token
     headers         jsonb NOT NULL DEFAULT '{}',
     payload         text NOT NULL DEFAULT 'small',
+    payload_fields  jsonb NOT NULL DEFAULT '[]',  -- custom: set by set_payload_fields
     batching        text NOT NULL DEFAULT 'none',
     batch_wait      interval NOT NULL DEFAULT '10 seconds',
     batch_max_items int NOT NULL DEFAULT 100,
@@ -157,6 +158,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Header names are case-insensitive: give each once.';
     END IF;
     NEW.batching := lower(NEW.batching);
+    NEW.payload := lower(NEW.payload);
     IF NEW.batching IS NULL OR NEW.batching NOT IN ('none', 'same_event', 'same_event_type', 'any_event') THEN
         RAISE EXCEPTION 'invalid batching %', coalesce(quote_literal(NEW.batching), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -182,9 +184,14 @@ BEGIN
                   DETAIL = 'A full payload holds a change with its linked rows, read when it is sent: it goes out one change at a time.',
                   HINT = 'Use payload small, event_only or custom, or batching => ''none''.';
     END IF;
-    IF NEW.payload IS DISTINCT FROM 'small' THEN
+    IF NEW.payload IS NULL OR NEW.payload NOT IN ('small', 'full', 'event_only', 'custom') THEN
         RAISE EXCEPTION 'invalid payload %', coalesce(quote_literal(NEW.payload), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'The payload is small: the row''s own columns.';
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'payload is small (the row), full (the row and its linked rows), event_only or custom (see webhook.set_payload_fields).';
+    END IF;
+    IF NEW.payload = 'custom' AND (TG_OP = 'INSERT' OR NEW.payload IS DISTINCT FROM OLD.payload
+                                   OR NEW.payload_fields IS DISTINCT FROM OLD.payload_fields) THEN
+        NEW.payload_fields := webhook._check_payload_fields(NEW.profile_id, NEW.payload_fields);
     END IF;
     IF NEW.secret IS NULL THEN
         NEW.secret := webhook._new_secret();
@@ -435,48 +442,18 @@ SELECT pg_catalog.pg_extension_config_dump('webhook.batch_item', '');
 -- Internal helpers
 ------------------------------------------------------------------------------
 
--- The object_id of a row: its primary key value, or an object for a composite key.
-CREATE FUNCTION webhook._object_id(row_data json, key_columns text[]) RETURNS json
-    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'webhook_object_id';
-
--- The columns that an update changed: {"col": {"old": ..., "new": ...}}.
-CREATE FUNCTION webhook._changes(old_row json, new_row json) RETURNS json
-    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'webhook_changes';
-
--- The row a parent column points to, read by the worker as the row's
--- snapshot is expanded; NULL when there is none, or the table is gone.
-CREATE FUNCTION webhook._parent_row(parent_table regclass, parent_key text, key_value json)
-    RETURNS json LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    key_type text;
-    result json;
-BEGIN
-    IF parent_table IS NULL OR key_value IS NULL OR json_typeof(key_value) = 'null' THEN
-        RETURN NULL;
-    END IF;
-    SELECT format_type(a.atttypid, a.atttypmod) INTO key_type
-      FROM pg_attribute a
-     WHERE a.attrelid = parent_table AND a.attname = parent_key AND NOT a.attisdropped;
-    IF key_type IS NULL THEN
-        RETURN NULL;
-    END IF;
-    EXECUTE format('SELECT pg_catalog.to_json(p) FROM %s AS p WHERE p.%I = CAST($1 AS %s)',
-                   parent_table, parent_key, key_type)
-       INTO result USING key_value #>> '{}';
-    RETURN result;
-EXCEPTION WHEN OTHERS THEN
-    -- a parent that cannot be read must not hold up the queue
-    RETURN NULL;
-END
-$$;
-
--- The envelope of one occurrence (see README, "What is sent"), keys in a readable order.
-CREATE FUNCTION webhook._envelope(id text, profile text, binding_id bigint, event text,
-                                  title text, object text, key_columns text[],
-                                  captured_at timestamptz, operation text,
-                                  row_data json, old_row json, new_row json,
-                                  parent_object text, parent_row json)
-    RETURNS json LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'webhook_envelope';
+/*
+ * The envelope of one occurrence for the profile's payload kind (see
+ * README, "What is sent"), keys in a readable order.  Linked rows and the
+ * parent are read now, as reader (the event's author).
+ */
+CREATE FUNCTION webhook._render(id text, profile text, payload text, fields jsonb,
+                                binding_id bigint, event text, title text, object text,
+                                table_oid oid, key_columns text[], captured_at timestamptz,
+                                operation text, row_data json, old_row json, new_row json,
+                                parent_object text, parent_table oid, parent_column text,
+                                parent_key text, reader oid)
+    RETURNS json LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'webhook_render';
 
 /*
  * How long to wait before the next attempt, after `attempts` attempts:
@@ -526,6 +503,141 @@ BEGIN
             USING ERRCODE = 'undefined_column',
                   HINT = format('The columns of %s are: %s.', tbl, webhook._column_list(tbl));
     END IF;
+END
+$$;
+
+/*
+ * Check a custom payload's fields against the events of the profile (or
+ * one event about to be bound to it), and return them in their stored
+ * form: [{"name", "column", "send_id"[, "display"]}].  "column" is a column
+ * of the event's row, or "<object>.<column>" of the row or of its parent
+ * by their payload keys (ticket.status_id for an action event).
+ */
+CREATE FUNCTION webhook._check_payload_fields(profile_id bigint, fields jsonb,
+                                              only_event bigint DEFAULT NULL)
+    RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f jsonb;
+    result jsonb := '[]';
+    names text[] := '{}';
+    fname text;
+    col text;
+    qualifier text;
+    colname text;
+    send_id boolean;
+    display text;
+    ev webhook.event;
+    tbl regclass;
+    attnum int2;
+    fk record;
+    key text;
+BEGIN
+    IF fields IS NULL OR jsonb_typeof(fields) <> 'array' THEN
+        RAISE EXCEPTION 'payload fields must be a JSON array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example: [{"name": "status", "column": "status_id"}].';
+    END IF;
+    IF jsonb_array_length(fields) > 200 THEN
+        RAISE EXCEPTION 'a profile has at most 200 payload fields'
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Use payload => ''full'' to send every column.';
+    END IF;
+    FOR f IN SELECT x FROM jsonb_array_elements(fields) AS x LOOP
+        IF jsonb_typeof(f) <> 'object' THEN
+            RAISE EXCEPTION 'a payload field must be a JSON object, not %', left(f::text, 100)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For example: {"name": "status", "column": "status_id", "send_id": false}.';
+        END IF;
+        FOR key IN SELECT k FROM jsonb_object_keys(f) AS k LOOP
+            IF key NOT IN ('name', 'column', 'send_id', 'display') THEN
+                RAISE EXCEPTION 'unknown key % in payload field %', quote_literal(left(key, 100)), left(f::text, 100)
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A field has name, column, and optionally send_id (boolean) and display (a column of the lookup table).';
+            END IF;
+        END LOOP;
+        IF jsonb_typeof(f -> 'name') IS DISTINCT FROM 'string' OR length(f ->> 'name') NOT BETWEEN 1 AND 200 THEN
+            RAISE EXCEPTION 'payload field % needs a name', left(f::text, 100)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'name is the key the value is sent under: a string of 1 to 200 characters.';
+        END IF;
+        fname := f ->> 'name';
+        IF fname = ANY (names) THEN
+            RAISE EXCEPTION 'payload field name % is used twice', quote_literal(fname)
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Each field needs a name of its own.';
+        END IF;
+        names := names || fname;
+        IF jsonb_typeof(f -> 'column') IS DISTINCT FROM 'string' OR f ->> 'column' = '' THEN
+            RAISE EXCEPTION 'payload field % needs a column', quote_literal(fname)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'column is a column of the event''s row, e.g. "status_id", or of its parent, e.g. "ticket.status_id".';
+        END IF;
+        IF f ? 'send_id' AND jsonb_typeof(f -> 'send_id') <> 'boolean' THEN
+            RAISE EXCEPTION 'send_id of payload field % must be true or false', quote_literal(fname)
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'send_id: true sends the ID instead of the display value.';
+        END IF;
+        IF f ? 'display' AND (jsonb_typeof(f -> 'display') <> 'string' OR f ->> 'display' = '') THEN
+            RAISE EXCEPTION 'display of payload field % must name a column', quote_literal(fname)
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'display is a column of the lookup table, e.g. "title".';
+        END IF;
+        col := f ->> 'column';
+        send_id := coalesce((f ->> 'send_id')::boolean, false);
+        display := f ->> 'display';
+        IF send_id AND display IS NOT NULL THEN
+            RAISE EXCEPTION 'payload field % has both send_id and display', quote_literal(fname)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'send_id sends the ID; display names the lookup column to send instead of it. Keep one.';
+        END IF;
+        qualifier := CASE WHEN strpos(col, '.') > 0 THEN split_part(col, '.', 1) END;
+        colname := CASE WHEN qualifier IS NULL THEN col ELSE substr(col, length(qualifier) + 2) END;
+
+        FOR ev IN SELECT e.* FROM webhook.event e
+                   WHERE CASE WHEN only_event IS NULL
+                              THEN e.event_id IN (SELECT b.event_id FROM webhook.binding b
+                                                   WHERE b.profile_id = _check_payload_fields.profile_id)
+                              ELSE e.event_id = only_event END
+                   ORDER BY e.event_id LOOP
+            tbl := CASE WHEN qualifier IS NULL OR qualifier = ev.object THEN ev.table_oid
+                        WHEN qualifier = ev.parent_object THEN ev.parent_table END;
+            IF tbl IS NULL THEN
+                RAISE EXCEPTION 'payload field %: event % carries no object %', quote_literal(fname),
+                                quote_literal(ev.name), quote_literal(qualifier)
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = format('Event %s carries %s. Use "column" for a column of the row, "<object>.column" for one of the objects it carries.',
+                                        ev.name, concat_ws(' and ', ev.object, ev.parent_object));
+            END IF;
+            SELECT a.attnum INTO attnum FROM pg_attribute a
+             WHERE a.attrelid = tbl AND a.attname = colname AND a.attnum > 0 AND NOT a.attisdropped;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'payload field %: table % has no column %', quote_literal(fname), tbl,
+                                quote_ident(colname)
+                    USING ERRCODE = 'undefined_column',
+                          HINT = format('Event %s: the columns of %s are: %s.', ev.name, tbl, webhook._column_list(tbl));
+            END IF;
+            -- a single-select field: the column alone points to a lookup table
+            SELECT c.confrelid::regclass AS lookup FROM pg_constraint c
+             WHERE c.conrelid = tbl AND c.contype = 'f' AND c.conkey = ARRAY[attnum]
+             ORDER BY c.oid LIMIT 1 INTO fk;
+            IF fk.lookup IS NULL AND (send_id OR display IS NOT NULL) THEN
+                RAISE EXCEPTION 'payload field %: column % of % is not a single-select field', quote_literal(fname),
+                                quote_ident(colname), tbl
+                    USING ERRCODE = 'invalid_parameter_value',
+                          DETAIL = 'send_id and display are for columns with a foreign key to a lookup table: they choose between the ID and the looked-up value.',
+                          HINT = 'Remove send_id and display: the column''s own value is sent.';
+            END IF;
+            IF fk.lookup IS NOT NULL AND NOT send_id
+               AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                WHERE a.attrelid = fk.lookup AND a.attname = coalesce(display, 'name')
+                                  AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'payload field %: lookup table % has no column %', quote_literal(fname), fk.lookup,
+                                quote_ident(coalesce(display, 'name'))
+                    USING ERRCODE = 'undefined_column',
+                          HINT = format('Name the column to send with "display" (the columns of %s are: %s), or send the ID with "send_id": true.',
+                                        fk.lookup, webhook._column_list(fk.lookup));
+            END IF;
+        END LOOP;
+        result := result || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+                      'name', fname, 'column', col, 'send_id', send_id, 'display', display)));
+    END LOOP;
+    RETURN result;
 END
 $$;
 
@@ -819,6 +931,11 @@ BEGIN
             USING ERRCODE = 'undefined_object', HINT = 'See webhook.events.';
     END IF;
     NEW.compiled := webhook._compile_conditions(ev.table_oid, ev.operation, NEW.conditions);
+    -- a custom payload's fields must make sense for every event of the profile
+    PERFORM webhook._check_payload_fields(p.profile_id, p.payload_fields, ev.event_id)
+       FROM webhook.profile p
+      WHERE p.profile_id = NEW.profile_id AND p.payload = 'custom'
+        AND (TG_OP = 'INSERT' OR NEW.event_id <> OLD.event_id);
     IF NEW.condition_sql IS NOT NULL THEN
         IF NOT has_table_privilege(ev.table_oid, 'TRIGGER') THEN
             RAISE EXCEPTION 'permission denied for table %', ev.table_oid
@@ -1463,7 +1580,7 @@ SELECT p.name, p.url, p.method, p.auth, p.username,
                             CASE WHEN h.key ~* '(auth|token|key|secret|cookie|password|session)'
                                  THEN '"[redacted]"'::jsonb ELSE h.value END), '{}')
           FROM pg_catalog.jsonb_each(p.headers) AS h) AS headers,
-       p.payload, p.batching, p.batch_wait, p.batch_max_items,
+       p.payload, p.payload_fields, p.batching, p.batch_wait, p.batch_max_items,
        '[redacted]'::text AS secret, p.enabled, p.disabled_reason, p.max_attempts,
        p.retry_schedule, p.timeout, p.consecutive_failures,
        ARRAY(SELECT e.name FROM webhook.binding b JOIN webhook.event e ON e.event_id = b.event_id
@@ -1605,6 +1722,29 @@ $$;
 COMMENT ON FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text) IS
     'Changes a profile; NULL leaves an option as it is. Deliveries not yet sent go out with the new settings.';
 
+CREATE FUNCTION webhook.set_payload_fields(profile text, fields jsonb) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    p webhook.profile;
+BEGIN
+    SELECT * INTO p FROM webhook.profile x WHERE x.profile_id = webhook._profile_id(profile) FOR UPDATE;
+    IF p.payload <> 'custom' THEN
+        RAISE EXCEPTION 'profile % does not send a custom payload', quote_literal(p.name)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Its payload is %s.', p.payload),
+                  HINT = format('First: SELECT webhook.alter_profile(%L, payload => ''custom'');', p.name);
+    END IF;
+    IF fields IS NULL THEN
+        RAISE EXCEPTION 'fields must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass ''[]'' for an empty object.';
+    END IF;
+    -- the guard checks the fields against the profile's events
+    UPDATE webhook.profile x SET payload_fields = fields WHERE x.profile_id = p.profile_id;
+END
+$$;
+COMMENT ON FUNCTION webhook.set_payload_fields(text, jsonb) IS
+    'Chooses the fields of a custom payload: [{"name": ..., "column": ..., "send_id": bool, "display": ...}].';
+
 CREATE FUNCTION webhook.disable_profile(name text, reason text DEFAULT NULL) RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -1740,6 +1880,115 @@ END
 $$;
 COMMENT ON FUNCTION webhook.send_test(text) IS
     'Sends a ping to the profile''s URL now, through the normal path; returns the delivery id.';
+
+/*
+ * The request an occurrence of this row would make now: the row is read
+ * by its primary key as the caller, then rendered, signed and redacted by
+ * the worker's own code.  Nothing is queued or sent; the binding's
+ * conditions are not evaluated.
+ */
+CREATE FUNCTION webhook.preview(profile text, event text, row_pk text) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SET TimeZone = 'UTC' SET bytea_output = 'hex' AS $$
+DECLARE
+    p webhook.profile;
+    ev webhook.event;
+    binding bigint;
+    key_sql text;
+    pk_object jsonb;
+    row_data json;
+    id text := pg_catalog.gen_random_uuid()::text;
+    envelope json;
+    body text;
+    webhook_id text;
+BEGIN
+    SELECT * INTO p FROM webhook.profile x WHERE x.profile_id = webhook._profile_id(profile);
+    SELECT * INTO ev FROM webhook.event e WHERE e.name = preview.event;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % does not exist', coalesce(quote_literal(event), 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = 'Pick one of webhook.events.';
+    END IF;
+    SELECT pg_catalog.min(b.binding_id) INTO binding FROM webhook.binding b
+     WHERE b.profile_id = p.profile_id AND b.event_id = ev.event_id;
+    IF binding IS NULL THEN
+        RAISE EXCEPTION 'profile % does not send event %', quote_literal(p.name), quote_literal(ev.name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Its events are in webhook.bindings; add this one with webhook.add_event(%L, %L).',
+                                p.name, ev.name);
+    END IF;
+    IF row_pk IS NULL THEN
+        RAISE EXCEPTION 'row_pk must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = format('Pass the primary key of a row of %s as text, e.g. ''42''.', ev.table_oid);
+    END IF;
+    IF pg_catalog.cardinality(ev.key_columns) = 0 THEN
+        RAISE EXCEPTION 'table % has no primary key', ev.table_oid
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'preview finds the row by its primary key: add one to the table.';
+    END IF;
+    -- one key column: row_pk is its value; several: a JSON object of them
+    IF pg_catalog.cardinality(ev.key_columns) > 1 THEN
+        BEGIN
+            pk_object := row_pk::jsonb;
+        EXCEPTION WHEN invalid_text_representation THEN
+            pk_object := NULL;
+        END;
+        IF pk_object IS NULL OR pg_catalog.jsonb_typeof(pk_object) <> 'object'
+           OR NOT pk_object ?& ev.key_columns THEN
+            RAISE EXCEPTION 'row_pk of table % must be a JSON object of its key columns', ev.table_oid
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = pg_catalog.format('Give each of %s, e.g. %s.',
+                                               pg_catalog.array_to_string(ev.key_columns, ', '),
+                                               (SELECT pg_catalog.jsonb_object_agg(k, '...')
+                                                  FROM pg_catalog.unnest(ev.key_columns) AS k));
+        END IF;
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.format('t.%I = CAST(%s AS %s)', a.attname,
+                                     CASE WHEN pg_catalog.cardinality(ev.key_columns) = 1 THEN '$1'
+                                          ELSE pg_catalog.format('($1::jsonb ->> %L)', a.attname) END,
+                                     pg_catalog.format_type(a.atttypid, a.atttypmod)), ' AND ')
+      INTO key_sql
+      FROM pg_catalog.unnest(ev.key_columns) AS k(name)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = ev.table_oid AND a.attname = k.name;
+    BEGIN
+        EXECUTE pg_catalog.format('SELECT pg_catalog.to_json(t) FROM %s AS t WHERE %s', ev.table_oid, key_sql)
+           INTO row_data USING row_pk;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION 'row_pk % is not a key of table %', pg_catalog.quote_literal(pg_catalog.left(row_pk, 100)),
+                        ev.table_oid
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM,
+                  HINT = CASE WHEN pg_catalog.cardinality(ev.key_columns) = 1
+                              THEN pg_catalog.format('Pass the value of %s.%I as text.', ev.table_oid, ev.key_columns[1])
+                              ELSE pg_catalog.format('The key has several columns: pass a JSON object of %s.',
+                                                     pg_catalog.array_to_string(ev.key_columns, ', ')) END;
+    END;
+    IF row_data IS NULL THEN
+        RAISE EXCEPTION 'table % has no row with key %', ev.table_oid, pg_catalog.left(row_pk, 100)
+            USING ERRCODE = 'no_data_found', HINT = 'Pass the primary key of an existing row.';
+    END IF;
+    envelope := webhook._render(id, p.name, p.payload, p.payload_fields, binding, ev.name, ev.title,
+                                ev.object, ev.table_oid, ev.key_columns, pg_catalog.clock_timestamp(),
+                                ev.operation, row_data,
+                                CASE WHEN ev.operation = 'update' THEN row_data END,
+                                CASE WHEN ev.operation = 'update' THEN row_data END,
+                                ev.parent_object, ev.parent_table, ev.parent_column, ev.parent_key,
+                                ev.created_by);
+    IF p.batching = 'none' THEN
+        body := envelope::text;
+        webhook_id := id;
+    ELSE
+        -- an array of one, put together as the worker puts a batch together
+        SELECT pg_catalog.json_agg(v.e)::text INTO body FROM (VALUES (envelope)) AS v(e);
+        webhook_id := pg_catalog.md5('batch/' || id)::uuid::text;
+    END IF;
+    RETURN webhook._request(p.profile_id, webhook_id, body)::jsonb
+           || pg_catalog.jsonb_build_object('body', body::jsonb, 'body_text', body);
+END
+$$;
+COMMENT ON FUNCTION webhook.preview(text, text, text) IS
+    'The request (method, url, headers with signature, body) an occurrence of this row would make now; sends nothing.';
+
+CREATE FUNCTION webhook._request(profile_id bigint, webhook_id text, body text) RETURNS json
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'webhook_request_preview';
 
 ------------------------------------------------------------------------------
 -- Deliveries

@@ -3,6 +3,8 @@
  *		SQL-callable C functions of the install script.
  */
 #include "webhook.h"
+#include "http.h"
+#include "queue.h"
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -11,6 +13,7 @@
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
 
@@ -18,6 +21,7 @@ PG_FUNCTION_INFO_V1(webhook_start_worker);
 PG_FUNCTION_INFO_V1(webhook_wake);
 PG_FUNCTION_INFO_V1(webhook_check_condition);
 PG_FUNCTION_INFO_V1(webhook_capturing);
+PG_FUNCTION_INFO_V1(webhook_request_preview);
 
 /*
  * webhook._start_worker(): called by CREATE EXTENSION.  The launcher starts
@@ -153,4 +157,35 @@ Datum
 webhook_capturing(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(webhook_capture_depth > 0);
+}
+
+/*
+ * webhook._request(profile_id bigint, webhook_id text, body text) RETURNS
+ * json: {"method", "url", "headers"} of the request that a delivery with
+ * this body would make, built and signed by the worker's own code; the
+ * headers that the attempts show redacted are redacted here too.
+ */
+Datum
+webhook_request_preview(PG_FUNCTION_ARGS)
+{
+	int64		profile_id = PG_GETARG_INT64(0);
+	char	   *webhook_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *body = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	WebhookRequest *req;
+	StringInfoData out;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	req = webhook_profile_request(profile_id, webhook_id, body);
+	SPI_finish();
+	if (req == NULL)
+		PG_RETURN_NULL();
+	initStringInfo(&out);
+	appendStringInfoString(&out, "{\"method\" : ");
+	escape_json(&out, req->method);
+	appendStringInfoString(&out, ", \"url\" : ");
+	escape_json(&out, req->url);
+	appendStringInfo(&out, ", \"headers\" : %s}", webhook_request_headers_json(req));
+	webhook_request_free(req);
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 }

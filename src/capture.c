@@ -22,6 +22,7 @@
  * trigger OID.
  */
 #include "webhook.h"
+#include "rowjson.h"
 
 #include "access/table.h"
 #include "access/tableam.h"
@@ -191,32 +192,6 @@ sweep_stale_entries(void)
 }
 
 /*
- * Rows are rendered in UTC whatever the writer's time zone: set it for the
- * capture unless the session is already in UTC.  Returns the GUC nest level
- * to pass to AtEOXact_GUC, or -1 when nothing was set.
- */
-static int
-render_in_utc(void)
-{
-	long		gmtoff;
-	int			level;
-
-	if (pg_get_timezone_offset(session_timezone, &gmtoff) && gmtoff == 0)
-		return -1;
-	level = NewGUCNestLevel();
-	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	return level;
-}
-
-static void
-render_done(int level)
-{
-	if (level >= 0)
-		AtEOXact_GUC(true, level);
-}
-
-/*
  * A capture query is either a SELECT of the matching rows, run as the
  * writer, or (when it runs nobody's SQL but ours, see _sync_triggers) a
  * whole INSERT into the queue, run as the queue's owner.  A fallback INSERT
@@ -383,8 +358,9 @@ enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation,
 
 /*
  * Run one capture query and queue what matched; returns how many changed
- * rows were queued.  Rows are rendered in UTC whatever the writer's time
- * zone, and names resolve in pg_catalog whatever the writer's search_path.
+ * rows were queued.  Rows are rendered in UTC, bytea in hex, whatever the
+ * writer's settings (see webhook_render_begin), and names resolve in
+ * pg_catalog whatever the writer's search_path.
  */
 static uint64
 run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
@@ -395,7 +371,7 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 	int			rc;
 	uint64		queued;
 
-	utc_level = render_in_utc();
+	utc_level = webhook_render_begin();
 	guc_level = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
@@ -445,7 +421,7 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 	webhook_capture_depth--;
 	entry->in_use--;
 	AtEOXact_GUC(true, guc_level);
-	render_done(utc_level);
+	webhook_render_end(utc_level);
 	return queued;
 }
 
@@ -641,7 +617,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	chunk.has_new = new_slot != NULL;
 	chunk.has_old = old_slot != NULL;
 
-	utc_level = render_in_utc();
+	utc_level = webhook_render_begin();
 
 	for (;;)
 	{
@@ -668,7 +644,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	}
 	flush_chunk(&chunk);
 
-	render_done(utc_level);
+	webhook_render_end(utc_level);
 	if (new_slot)
 		ExecDropSingleTupleTableSlot(new_slot);
 	if (old_slot)

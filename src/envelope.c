@@ -1,154 +1,281 @@
 /*
  * envelope.c
- *		The JSON object sent for one occurrence, built from the snapshot the
- *		capture trigger took.
+ *		The JSON object sent for one occurrence, for each payload kind, built
+ *		from the snapshot the capture trigger took.
  *
  *	{"id" : ..., "profile" : ..., "binding_id" : ..., "event" : ...,
  *	 "title" : ..., "object_id" : ..., "timestamp" : "...Z",
- *	 "<object>" : {row}, ["<parent>" : {row} | null,] ["changes" : {...}]}
+ *	 "<object>" : {...}, ["<parent>" : {...} | null,] ["changes" : {...}]}
  *
- * The worker builds one for every delivery it expands, so this is C: as
- * SQL functions these were most of the expansion's time.  Keys keep this
- * order, and the row snapshots are copied as the capture wrote them.
+ *	small		the row as captured; the parent row
+ *	full		the row with the row of each of its foreign keys after the
+ *				key's column; the parent row, with its own
+ *	event_only	no object, no parent, no changes
+ *	custom		the object holds the profile's fields only, and changes
+ *				only theirs, under the fields' names
+ *
+ * The worker builds one for every change it expands, and preview builds
+ * one the same way.  Keys keep this order; snapshots are copied as the
+ * capture wrote them except for the values rowjson.c rewrites.
  */
 #include "webhook.h"
+#include "rowjson.h"
 
 #include "catalog/pg_type.h"
-#include "common/jsonapi.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
-#include "mb/pg_wchar.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/json.h"
-#include "utils/jsonfuncs.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-PG_FUNCTION_INFO_V1(webhook_object_id);
-PG_FUNCTION_INFO_V1(webhook_changes);
-PG_FUNCTION_INFO_V1(webhook_envelope);
+PG_FUNCTION_INFO_V1(webhook_render);
 
-/* One top-level field of a JSON object: its key and its raw value text. */
-typedef struct JsonField
+/* The arguments of webhook._render, in order. */
+enum
 {
-	char	   *key;
-	const char *value;			/* points into the parsed text */
-	int			len;
-} JsonField;
+	ARG_ID,
+	ARG_PROFILE,
+	ARG_PAYLOAD,
+	ARG_FIELDS,
+	ARG_BINDING,
+	ARG_EVENT,
+	ARG_TITLE,
+	ARG_OBJECT,
+	ARG_TABLE,
+	ARG_KEY_COLUMNS,
+	ARG_CAPTURED_AT,
+	ARG_OPERATION,
+	ARG_ROW,
+	ARG_OLD_ROW,
+	ARG_NEW_ROW,
+	ARG_PARENT_OBJECT,
+	ARG_PARENT_TABLE,
+	ARG_PARENT_COLUMN,
+	ARG_PARENT_KEY,
+	ARG_READER
+};
 
-typedef struct FieldsState
+typedef enum PayloadKind
 {
-	JsonLexContext *lex;
-	List	   *fields;			/* JsonField * in document order */
-	JsonField  *current;
-} FieldsState;
+	PAYLOAD_SMALL,
+	PAYLOAD_FULL,
+	PAYLOAD_EVENT_ONLY,
+	PAYLOAD_CUSTOM
+} PayloadKind;
 
-/* At a top-level key, the lexer already stands on the value's first token. */
-static void
-field_start(void *state, char *fname, bool isnull)
+/* A custom field, resolved against one binding's event. */
+typedef struct CustomField
 {
-	FieldsState *fs = state;
+	char	   *name;
+	char	   *column;
+	bool		on_parent;		/* a column of the parent row */
+	bool		resolved;		/* false: the column is not there, null */
+	bool		send_id;
+	char	   *display;		/* the linked row's column to send */
+	ShapeLink  *link;			/* a single-select field: its lookup */
+	ValueFix	fix;
+} CustomField;
 
-	if (fs->lex->lex_level != 1)
-		return;
-	fs->current = palloc0(sizeof(JsonField));
-	fs->current->key = fname;
-	fs->current->value = fs->lex->token_start;
+/* What one binding needs, worked out once per statement. */
+typedef struct BindingPlan
+{
+	int64		binding_id;
+	PayloadKind kind;
+	int			nfields;
+	CustomField *fields;
+	struct BindingPlan *next;
+} BindingPlan;
+
+typedef struct RenderCache
+{
+	LocalTransactionId lxid;
+	BindingPlan *bindings;
+} RenderCache;
+
+static PayloadKind
+payload_kind(const char *payload)
+{
+	if (payload == NULL || strcmp(payload, "small") == 0)
+		return PAYLOAD_SMALL;
+	if (strcmp(payload, "full") == 0)
+		return PAYLOAD_FULL;
+	if (strcmp(payload, "event_only") == 0)
+		return PAYLOAD_EVENT_ONLY;
+	if (strcmp(payload, "custom") == 0)
+		return PAYLOAD_CUSTOM;
+	return PAYLOAD_SMALL;
 }
 
-/* ... and at its end, just past the value's last token. */
-static void
-field_end(void *state, char *fname, bool isnull)
+static char *
+field_text(JsonbContainer *object, const char *key)
 {
-	FieldsState *fs = state;
+	JsonbValue	v;
 
-	if (fs->lex->lex_level != 1 || fs->current == NULL)
-		return;
-	fs->current->len = fs->lex->prev_token_terminator - fs->current->value;
-	fs->fields = lappend(fs->fields, fs->current);
-	fs->current = NULL;
+	if (getKeyJsonValueFromContainer(object, key, strlen(key), &v) == NULL ||
+		v.type != jbvString)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
 }
 
 static bool
-same_text(text *a, text *b)
+field_flag(JsonbContainer *object, const char *key)
 {
-	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
-		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+	JsonbValue	v;
+
+	return getKeyJsonValueFromContainer(object, key, strlen(key), &v) != NULL &&
+		v.type == jbvBool && v.val.boolean;
 }
 
-/* The top-level fields of a JSON object, in order (none for a non-object). */
+/*
+ * The profile's custom fields (checked by set_payload_fields) against this
+ * binding's tables: "column" is a column of the event's row, "<object>.column"
+ * one of the row or the parent that goes under that key.
+ */
+static void
+resolve_fields(BindingPlan *bp, Jsonb *fields, const char *object, Oid table,
+			   const char *parent_object, Oid parent_table)
+{
+	int			n;
+
+	if (fields == NULL || !JB_ROOT_IS_ARRAY(fields))
+		return;
+	n = JB_ROOT_COUNT(fields);
+	bp->fields = palloc0(sizeof(CustomField) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *element = getIthJsonbValueFromContainer(&fields->root, i);
+		CustomField *f = &bp->fields[bp->nfields];
+		char	   *dot;
+		TableShape *shape;
+
+		if (element == NULL || element->type != jbvBinary)
+			continue;
+		f->name = field_text(element->val.binary.data, "name");
+		f->column = field_text(element->val.binary.data, "column");
+		f->display = field_text(element->val.binary.data, "display");
+		f->send_id = field_flag(element->val.binary.data, "send_id");
+		if (f->name == NULL || f->column == NULL)
+			continue;
+		bp->nfields++;
+		dot = strchr(f->column, '.');
+		shape = webhook_table_shape(table);
+		if (dot != NULL)
+		{
+			*dot = '\0';
+			if (parent_object && strcmp(f->column, parent_object) == 0)
+			{
+				f->on_parent = true;
+				shape = webhook_table_shape(parent_table);
+			}
+			else if (object == NULL || strcmp(f->column, object) != 0)
+				continue;
+			f->column = dot + 1;
+		}
+		if (shape == NULL || !shape->exists)
+			continue;
+		for (int c = 0; c < shape->ncolumns; c++)
+			if (strcmp(shape->columns[c].name, f->column) == 0)
+				f->resolved = true;
+		if (!f->resolved)
+			continue;
+		f->fix = webhook_column_fix(shape, f->column, -1);
+		f->link = webhook_column_link(shape, f->column);
+		if (f->display == NULL)
+			f->display = "name";
+	}
+}
+
+static BindingPlan *
+binding_plan(FunctionCallInfo fcinfo)
+{
+	RenderCache *cache = fcinfo->flinfo->fn_extra;
+	int64		binding_id = PG_ARGISNULL(ARG_BINDING) ? 0 : PG_GETARG_INT64(ARG_BINDING);
+	BindingPlan *bp;
+	MemoryContext old;
+
+	if (cache == NULL || cache->lxid != MyProc->lxid)
+	{
+		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(RenderCache));
+		cache->lxid = MyProc->lxid;
+		fcinfo->flinfo->fn_extra = cache;
+	}
+	for (bp = cache->bindings; bp != NULL; bp = bp->next)
+		if (bp->binding_id == binding_id)
+			return bp;
+
+	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	bp = palloc0(sizeof(BindingPlan));
+	bp->binding_id = binding_id;
+	bp->kind = payload_kind(PG_ARGISNULL(ARG_PAYLOAD) ? NULL :
+							text_to_cstring(PG_GETARG_TEXT_PP(ARG_PAYLOAD)));
+	if (bp->kind == PAYLOAD_CUSTOM)
+		resolve_fields(bp, PG_ARGISNULL(ARG_FIELDS) ? NULL : PG_GETARG_JSONB_P(ARG_FIELDS),
+					   PG_ARGISNULL(ARG_OBJECT) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(ARG_OBJECT)),
+					   PG_ARGISNULL(ARG_TABLE) ? InvalidOid : PG_GETARG_OID(ARG_TABLE),
+					   PG_ARGISNULL(ARG_PARENT_OBJECT) ? NULL :
+					   text_to_cstring(PG_GETARG_TEXT_PP(ARG_PARENT_OBJECT)),
+					   PG_ARGISNULL(ARG_PARENT_TABLE) ? InvalidOid : PG_GETARG_OID(ARG_PARENT_TABLE));
+	bp->next = cache->bindings;
+	cache->bindings = bp;
+	MemoryContextSwitchTo(old);
+	return bp;
+}
+
 static List *
-json_fields(text *json)
+fields_of(FunctionCallInfo fcinfo, int arg)
 {
-	FieldsState state = {0};
-	JsonSemAction sem = {0};
-	JsonLexContext *lex = makeJsonLexContext(json, true);
+	text	   *t;
 
-	state.lex = lex;
-	sem.semstate = &state;
-	sem.object_field_start = field_start;
-	sem.object_field_end = field_end;
-	pg_parse_json_or_ereport(lex, &sem);
-	return state.fields;
-}
-
-static JsonField *
-find_field(List *fields, const char *key)
-{
-	ListCell   *lc;
-
-	foreach(lc, fields)
-		if (strcmp(((JsonField *) lfirst(lc))->key, key) == 0)
-			return lfirst(lc);
-	return NULL;
+	if (PG_ARGISNULL(arg))
+		return NIL;
+	t = PG_GETARG_TEXT_PP(arg);
+	return webhook_json_fields(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
 /* The object_id: the key column's value, an object for several, or null. */
 static void
-append_object_id(StringInfo out, List *fields, ArrayType *key_columns)
+append_object_id(StringInfo out, List *fields, ArrayType *key_columns, TableShape *shape)
 {
 	Datum	   *keys;
 	bool	   *nulls;
 	int			nkeys;
 
 	deconstruct_array(key_columns, TEXTOID, -1, false, TYPALIGN_INT, &keys, &nulls, &nkeys);
-	if (nkeys == 1)
-	{
-		JsonField  *f = nulls[0] ? NULL : find_field(fields, TextDatumGetCString(keys[0]));
-
-		if (f)
-			appendBinaryStringInfo(out, f->value, f->len);
-		else
-			appendStringInfoString(out, "null");
-		return;
-	}
 	if (nkeys == 0)
 	{
 		appendStringInfoString(out, "null");
 		return;
 	}
-	appendStringInfoString(out, "{ ");
+	if (nkeys > 1)
+		appendStringInfoString(out, "{ ");
 	for (int i = 0; i < nkeys; i++)
 	{
 		char	   *key = nulls[i] ? NULL : TextDatumGetCString(keys[i]);
-		JsonField  *f = key ? find_field(fields, key) : NULL;
+		JsonField  *f = key ? webhook_find_field(fields, key) : NULL;
 
-		if (i > 0)
-			appendStringInfoString(out, ", ");
-		escape_json(out, key ? key : "");
-		appendStringInfoString(out, " : ");
+		if (nkeys > 1)
+		{
+			if (i > 0)
+				appendStringInfoString(out, ", ");
+			escape_json(out, key ? key : "");
+			appendStringInfoString(out, " : ");
+		}
 		if (f)
-			appendBinaryStringInfo(out, f->value, f->len);
+			webhook_append_fixed(out, f->value, f->len, webhook_column_fix(shape, key, -1));
 		else
 			appendStringInfoString(out, "null");
 	}
-	appendStringInfoString(out, " }");
+	if (nkeys > 1)
+		appendStringInfoString(out, " }");
 }
 
 /* {"col" : {"old" : ..., "new" : ...}} for the columns whose value changed. */
 static void
-append_changes(StringInfo out, List *old_fields, List *new_fields)
+append_changes(StringInfo out, List *old_fields, List *new_fields, TableShape *shape)
 {
 	ListCell   *lc;
 	bool		any = false;
@@ -156,17 +283,100 @@ append_changes(StringInfo out, List *old_fields, List *new_fields)
 	foreach(lc, new_fields)
 	{
 		JsonField  *n = lfirst(lc);
-		JsonField  *o = find_field(old_fields, n->key);
+		JsonField  *o = webhook_find_field(old_fields, n->key);
+		ValueFix	fix;
 
 		if (o == NULL || (o->len == n->len && memcmp(o->value, n->value, n->len) == 0))
 			continue;
+		fix = webhook_column_fix(shape, n->key, foreach_current_index(lc));
 		appendStringInfoString(out, any ? ", " : "{ ");
 		any = true;
 		escape_json(out, n->key);
 		appendStringInfoString(out, " : {\"old\" : ");
-		appendBinaryStringInfo(out, o->value, o->len);
+		webhook_append_fixed(out, o->value, o->len, fix);
 		appendStringInfoString(out, ", \"new\" : ");
-		appendBinaryStringInfo(out, n->value, n->len);
+		webhook_append_fixed(out, n->value, n->len, fix);
+		appendStringInfoChar(out, '}');
+	}
+	appendStringInfoString(out, any ? " }" : "{}");
+}
+
+/*
+ * A custom field's value: the column's own, or for a single-select field
+ * the display column of the row it points to (or its ID with send_id).
+ */
+static void
+append_field_value(StringInfo out, CustomField *f, List *source, Oid reader)
+{
+	JsonField  *v = f->resolved ? webhook_find_field(source, f->column) : NULL;
+	const char *linked;
+	List	   *linked_fields;
+	JsonField  *display;
+
+	if (v == NULL)
+	{
+		appendStringInfoString(out, "null");
+		return;
+	}
+	if (f->link == NULL || f->send_id)
+	{
+		webhook_append_fixed(out, v->value, v->len, f->fix);
+		return;
+	}
+	linked = webhook_linked_row(f->link, source, reader);
+	linked_fields = linked ? webhook_json_fields(linked, strlen(linked)) : NIL;
+	display = webhook_find_field(linked_fields, f->display);
+	if (display)
+		appendBinaryStringInfo(out, display->value, display->len);
+	else
+		appendStringInfoString(out, "null");
+}
+
+static void
+append_custom_object(StringInfo out, BindingPlan *bp, List *row_fields,
+					 List *parent_fields, Oid reader)
+{
+	appendStringInfoChar(out, '{');
+	for (int i = 0; i < bp->nfields; i++)
+	{
+		CustomField *f = &bp->fields[i];
+
+		if (i > 0)
+			appendStringInfoChar(out, ',');
+		escape_json(out, f->name);
+		appendStringInfoChar(out, ':');
+		append_field_value(out, f, f->on_parent ? parent_fields : row_fields, reader);
+	}
+	appendStringInfoChar(out, '}');
+}
+
+/* The fields of the row itself that changed, under their names. */
+static void
+append_custom_changes(StringInfo out, BindingPlan *bp, List *old_fields, List *new_fields,
+					  Oid reader)
+{
+	bool		any = false;
+
+	for (int i = 0; i < bp->nfields; i++)
+	{
+		CustomField *f = &bp->fields[i];
+		JsonField  *o;
+		JsonField  *n;
+
+		if (f->on_parent || !f->resolved)
+			continue;
+		o = webhook_find_field(old_fields, f->column);
+		n = webhook_find_field(new_fields, f->column);
+		if (o == NULL || n == NULL ||
+			(o->len == n->len && memcmp(o->value, n->value, n->len) == 0))
+			continue;
+		appendStringInfoString(out, any ? ", " : "{ ");
+		any = true;
+		escape_json(out, f->name);
+		appendStringInfoString(out, " : {\"old\" : ");
+		append_field_value(out, f, old_fields, reader);
+		appendStringInfoString(out, ", \"new\" : ");
+		append_field_value(out, f, new_fields, reader);
 		appendStringInfoChar(out, '}');
 	}
 	appendStringInfoString(out, any ? " }" : "{}");
@@ -189,15 +399,6 @@ append_text_or_null(StringInfo out, FunctionCallInfo fcinfo, int arg)
 		escape_json(out, text_to_cstring(PG_GETARG_TEXT_PP(arg)));
 }
 
-static void
-append_json_or_null(StringInfo out, FunctionCallInfo fcinfo, int arg)
-{
-	if (PG_ARGISNULL(arg))
-		appendStringInfoString(out, "null");
-	else
-		appendStringInfoString(out, text_to_cstring(PG_GETARG_TEXT_PP(arg)));
-}
-
 /* ISO 8601 in UTC with microseconds: 2026-11-28T18:06:39.123456Z */
 static void
 append_utc_timestamp(StringInfo out, TimestampTz ts)
@@ -215,92 +416,124 @@ append_utc_timestamp(StringInfo out, TimestampTz ts)
 					 (int) fsec);
 }
 
-/* webhook._object_id(row_data json, key_columns text[]) RETURNS json */
-Datum
-webhook_object_id(PG_FUNCTION_ARGS)
+static char *
+text_arg(FunctionCallInfo fcinfo, int arg)
 {
-	StringInfoData out;
-	ArrayType  *keys = PG_GETARG_ARRAYTYPE_P(1);
-
-	if (ArrayGetNItems(ARR_NDIM(keys), ARR_DIMS(keys)) == 0)
-		PG_RETURN_NULL();
-	initStringInfo(&out);
-	append_object_id(&out, json_fields(PG_GETARG_TEXT_PP(0)), keys);
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
-}
-
-/* webhook._changes(old_row json, new_row json) RETURNS json */
-Datum
-webhook_changes(PG_FUNCTION_ARGS)
-{
-	StringInfoData out;
-
-	initStringInfo(&out);
-	append_changes(&out, json_fields(PG_GETARG_TEXT_PP(0)), json_fields(PG_GETARG_TEXT_PP(1)));
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
+	return PG_ARGISNULL(arg) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(arg));
 }
 
 /*
- * webhook._envelope(id, profile, binding_id, event, title, object,
- *					 key_columns, captured_at, operation, row_data, old_row,
- *					 new_row, parent_object, parent_row) RETURNS json
+ * webhook._render(id, profile, payload, fields, binding_id, event, title,
+ *				   object, table_oid, key_columns, captured_at, operation,
+ *				   row_data, old_row, new_row, parent_object, parent_table,
+ *				   parent_column, parent_key, reader) RETURNS json
  *
  * Not strict: a NULL comes out as null (the worker must never fail on a
- * snapshot), old_row and new_row only matter for an update, and the parent
- * only when parent_object is given.
+ * snapshot), old_row and new_row only matter for an update, the parent
+ * only when parent_object is given.  Rows read now are read as reader.
  */
 Datum
-webhook_envelope(PG_FUNCTION_ARGS)
+webhook_render(PG_FUNCTION_ARGS)
 {
+	BindingPlan *bp = binding_plan(fcinfo);
 	StringInfoData out;
-	List	   *row_fields = NIL;
-	bool		update;
+	text	   *row = PG_ARGISNULL(ARG_ROW) ? NULL : PG_GETARG_TEXT_PP(ARG_ROW);
+	List	   *row_fields = fields_of(fcinfo, ARG_ROW);
+	Oid			table = PG_ARGISNULL(ARG_TABLE) ? InvalidOid : PG_GETARG_OID(ARG_TABLE);
+	Oid			reader = PG_ARGISNULL(ARG_READER) ? InvalidOid : PG_GETARG_OID(ARG_READER);
+	TableShape *shape = bp->kind == PAYLOAD_EVENT_ONLY ? NULL : webhook_table_shape(table);
+	char	   *operation = text_arg(fcinfo, ARG_OPERATION);
+	char	   *parent_object = text_arg(fcinfo, ARG_PARENT_OBJECT);
+	const char *parent_row = NULL;
+	List	   *parent_fields = NIL;
+	bool		update = operation && strcmp(operation, "update") == 0;
 
-	if (!PG_ARGISNULL(9))
-		row_fields = json_fields(PG_GETARG_TEXT_PP(9));
-	update = !PG_ARGISNULL(8) && strcmp(text_to_cstring(PG_GETARG_TEXT_PP(8)), "update") == 0;
+	/* the parent, read now by its key in the row */
+	if (parent_object && bp->kind != PAYLOAD_EVENT_ONLY && !PG_ARGISNULL(ARG_PARENT_TABLE) &&
+		!PG_ARGISNULL(ARG_PARENT_COLUMN) && !PG_ARGISNULL(ARG_PARENT_KEY))
+	{
+		JsonField  *key = webhook_find_field(row_fields, text_arg(fcinfo, ARG_PARENT_COLUMN));
+
+		if (key && OidIsValid(reader))
+			parent_row = webhook_row_by_key(PG_GETARG_OID(ARG_PARENT_TABLE),
+											text_arg(fcinfo, ARG_PARENT_KEY),
+											key->value, key->len, reader);
+		if (parent_row && (bp->kind == PAYLOAD_FULL || bp->kind == PAYLOAD_CUSTOM))
+			parent_fields = webhook_json_fields(parent_row, strlen(parent_row));
+	}
 
 	initStringInfo(&out);
 	appendStringInfoString(&out, "{\"id\" : ");
-	append_text_or_null(&out, fcinfo, 0);
+	append_text_or_null(&out, fcinfo, ARG_ID);
 	appendStringInfoString(&out, ", \"profile\" : ");
-	append_text_or_null(&out, fcinfo, 1);
+	append_text_or_null(&out, fcinfo, ARG_PROFILE);
 	appendStringInfoString(&out, ", \"binding_id\" : ");
-	if (PG_ARGISNULL(2))
+	if (PG_ARGISNULL(ARG_BINDING))
 		appendStringInfoString(&out, "null");
 	else
-		appendStringInfo(&out, INT64_FORMAT, PG_GETARG_INT64(2));
+		appendStringInfo(&out, INT64_FORMAT, PG_GETARG_INT64(ARG_BINDING));
 	appendStringInfoString(&out, ", \"event\" : ");
-	append_text_or_null(&out, fcinfo, 3);
+	append_text_or_null(&out, fcinfo, ARG_EVENT);
 	appendStringInfoString(&out, ", \"title\" : ");
-	append_text_or_null(&out, fcinfo, 4);
+	append_text_or_null(&out, fcinfo, ARG_TITLE);
 	appendStringInfoString(&out, ", \"object_id\" : ");
-	if (PG_ARGISNULL(6))
+	if (PG_ARGISNULL(ARG_KEY_COLUMNS))
 		appendStringInfoString(&out, "null");
 	else
-		append_object_id(&out, row_fields, PG_GETARG_ARRAYTYPE_P(6));
+		append_object_id(&out, row_fields, PG_GETARG_ARRAYTYPE_P(ARG_KEY_COLUMNS),
+						 shape ? shape : webhook_table_shape(table));
 	appendStringInfoString(&out, ", \"timestamp\" : ");
-	if (PG_ARGISNULL(7))
+	if (PG_ARGISNULL(ARG_CAPTURED_AT))
 		appendStringInfoString(&out, "null");
 	else
-		append_utc_timestamp(&out, PG_GETARG_TIMESTAMPTZ(7));
-	append_field_name(&out, PG_ARGISNULL(5) ? "object" : text_to_cstring(PG_GETARG_TEXT_PP(5)));
-	append_json_or_null(&out, fcinfo, 9);
-	if (!PG_ARGISNULL(12))
+		append_utc_timestamp(&out, PG_GETARG_TIMESTAMPTZ(ARG_CAPTURED_AT));
+	if (bp->kind != PAYLOAD_EVENT_ONLY)
+		append_field_name(&out, PG_ARGISNULL(ARG_OBJECT) ? "object" : text_arg(fcinfo, ARG_OBJECT));
+
+	switch (bp->kind)
 	{
-		append_field_name(&out, text_to_cstring(PG_GETARG_TEXT_PP(12)));
-		append_json_or_null(&out, fcinfo, 13);
+		case PAYLOAD_EVENT_ONLY:
+			break;
+		case PAYLOAD_CUSTOM:
+			append_custom_object(&out, bp, row_fields, parent_fields, reader);
+			break;
+		case PAYLOAD_SMALL:
+		case PAYLOAD_FULL:
+			if (row == NULL)
+				appendStringInfoString(&out, "null");
+			else
+				webhook_append_row(&out, VARDATA_ANY(row), VARSIZE_ANY_EXHDR(row), row_fields,
+								   shape, reader, bp->kind == PAYLOAD_FULL);
+			if (parent_object == NULL)
+				break;
+			append_field_name(&out, parent_object);
+			if (parent_row == NULL)
+				appendStringInfoString(&out, "null");
+			else if (bp->kind == PAYLOAD_FULL)
+				webhook_append_row(&out, parent_row, strlen(parent_row), parent_fields,
+								   webhook_table_shape(PG_GETARG_OID(ARG_PARENT_TABLE)),
+								   reader, true);
+			else
+				appendStringInfoString(&out, parent_row);
+			break;
 	}
-	if (update && !PG_ARGISNULL(10) && !PG_ARGISNULL(11))
+
+	if (update && bp->kind != PAYLOAD_EVENT_ONLY &&
+		!PG_ARGISNULL(ARG_OLD_ROW) && !PG_ARGISNULL(ARG_NEW_ROW))
 	{
-		text	   *new_row = PG_GETARG_TEXT_PP(11);
+		text	   *new_row = PG_GETARG_TEXT_PP(ARG_NEW_ROW);
 		List	   *new_fields = row_fields;
+		List	   *old_fields = fields_of(fcinfo, ARG_OLD_ROW);
 
 		/* the worker passes the new row as the row itself: parse it once */
-		if (PG_ARGISNULL(9) || !same_text(new_row, PG_GETARG_TEXT_PP(9)))
-			new_fields = json_fields(new_row);
+		if (row == NULL || VARSIZE_ANY_EXHDR(row) != VARSIZE_ANY_EXHDR(new_row) ||
+			memcmp(VARDATA_ANY(row), VARDATA_ANY(new_row), VARSIZE_ANY_EXHDR(row)) != 0)
+			new_fields = fields_of(fcinfo, ARG_NEW_ROW);
 		appendStringInfoString(&out, ", \"changes\" : ");
-		append_changes(&out, json_fields(PG_GETARG_TEXT_PP(10)), new_fields);
+		if (bp->kind == PAYLOAD_CUSTOM)
+			append_custom_changes(&out, bp, old_fields, new_fields, reader);
+		else
+			append_changes(&out, old_fields, new_fields, shape);
 	}
 	appendStringInfoChar(&out, '}');
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));

@@ -88,7 +88,8 @@ static const char *expand_sql =
 "), item AS ("
 "  SELECT c.occurrence_id, c.ord, c.captured_at, c.capture_error, b.binding_id, p.profile_id,"
 "         p.name AS profile, p.enabled, p.batching, p.batch_wait, p.batch_max_items,"
-"         e.name AS event, e.title, e.object, e.operation,"
+"         p.payload, p.payload_fields, e.name AS event, e.title, e.object, e.operation,"
+"         e.table_oid, e.created_by AS reader,"
 "         CASE WHEN e.operation = 'delete' THEN c.old_row ELSE c.new_row END AS row,"
 "         c.old_row, c.new_row, e.key_columns, e.parent_object, e.parent_table,"
 "         e.parent_column, e.parent_key,"
@@ -106,12 +107,10 @@ static const char *expand_sql =
 "         i.capture_error, i.captured_at,"
 "         i.batch_key, i.batch_wait, i.batch_max_items,"
 "         (i.batching <> 'none' AND i.capture_error IS NULL) AS batched,"
-"         webhook._envelope(i.id, i.profile, i.binding_id, i.event, i.title, i.object,"
-"                           i.key_columns, i.captured_at, i.operation, i.row, i.old_row,"
-"                           i.new_row, i.parent_object,"
-"                           CASE WHEN i.parent_table IS NOT NULL THEN"
-"                             webhook._parent_row(i.parent_table, i.parent_key,"
-"                                                 i.row -> i.parent_column) END) AS envelope"
+"         webhook._render(i.id, i.profile, i.payload, i.payload_fields, i.binding_id, i.event,"
+"                         i.title, i.object, i.table_oid, i.key_columns, i.captured_at,"
+"                         i.operation, i.row, i.old_row, i.new_row, i.parent_object,"
+"                         i.parent_table, i.parent_column, i.parent_key, i.reader) AS envelope"
 "  FROM item i"
 "), single AS ("
 "  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
@@ -551,25 +550,22 @@ copy_or_null(const char *s)
 }
 
 /*
- * The request of a claimed delivery: its body and every header but the
- * Standard Webhooks timestamp and signature, which are made when it goes
- * on the wire (see webhook_request_sign).  The Authorization header and
+ * The request of a delivery: its body and every header but the Standard
+ * Webhooks timestamp and signature, which are made when it goes on the
+ * wire (see webhook_request_sign).  The Authorization header and
  * secret-looking headers of the profile are listed as redacted, so that
  * the recorded request headers do not show them.
  */
 static WebhookRequest *
-request_from_claim(HeapTuple tuple, TupleDesc desc, ProfileSettings *p)
+new_request(ProfileSettings *p, const char *body, const char *webhook_id)
 {
 	WebhookRequest *req = webhook_request_create();
 	MemoryContext old = MemoryContextSwitchTo(req->cxt);
-	bool		isnull;
 	ListCell   *lc;
 
-	req->delivery_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-	req->attempt = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
 	req->profile_id = p->profile_id;
-	req->body = copy_text(tuple, desc, 4, req->cxt);
-	req->webhook_id = copy_text(tuple, desc, 5, req->cxt);
+	req->body = body ? pstrdup(body) : NULL;	/* a claim copies its own */
+	req->webhook_id = pstrdup(webhook_id);
 	req->url = pstrdup(p->url);
 	req->method = pstrdup(p->method);
 	req->secret = copy_or_null(p->secret);
@@ -590,6 +586,38 @@ request_from_claim(HeapTuple tuple, TupleDesc desc, ProfileSettings *p)
 	foreach(lc, p->redacted)
 		req->redacted = lappend(req->redacted, pstrdup(lfirst(lc)));
 	MemoryContextSwitchTo(old);
+	return req;
+}
+
+static WebhookRequest *
+request_from_claim(HeapTuple tuple, TupleDesc desc, ProfileSettings *p)
+{
+	bool		isnull;
+	char	   *webhook_id = TextDatumGetCString(SPI_getbinval(tuple, desc, 5, &isnull));
+	WebhookRequest *req = new_request(p, NULL, webhook_id);
+
+	req->delivery_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+	req->attempt = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
+	req->body = copy_text(tuple, desc, 4, req->cxt);
+	pfree(webhook_id);
+	return req;
+}
+
+/*
+ * The request a delivery of this profile with this body would make, for
+ * webhook.preview: the same headers, signed now.  NULL: no such profile.
+ * The caller is connected to SPI and frees the request.
+ */
+WebhookRequest *
+webhook_profile_request(int64 profile_id, const char *webhook_id, const char *body)
+{
+	List	   *profiles = read_profiles(list_make1(&profile_id));
+	WebhookRequest *req;
+
+	if (profiles == NIL)
+		return NULL;
+	req = new_request(linitial(profiles), body, webhook_id);
+	webhook_request_sign(req);
 	return req;
 }
 

@@ -32,4 +32,8 @@ extern bool webhook_queue_recover(void);
 extern void webhook_queue_step(WebhookStep *step);
 extern bool webhook_queue_purge(void);
 
+struct WebhookRequest;
+extern struct WebhookRequest *webhook_profile_request(int64 profile_id, const char *webhook_id,
+													  const char *body);
+
 #endif							/* WEBHOOK_QUEUE_H */

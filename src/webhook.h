@@ -13,7 +13,9 @@
  *	dispatch.c	per-profile shares of the work in hand, both sides
  *	http.c		libcurl multi interface driven by the worker's wait loop
  *	capture.c	the capture trigger that enqueues occurrences
- *	envelope.c	the JSON sent for one occurrence
+ *	envelope.c	the JSON sent for one occurrence, for each payload kind
+ *	rowjson.c	row snapshots: fields, table shapes, values as receivers want
+ *	linked.c	rows read when a payload is made: parents, foreign keys
  *	sign.c		Standard Webhooks signatures, secrets, Basic credentials
  *	network.c	webhook.blocked_networks
  *	api.c		SQL-callable C functions used by the install script

@@ -185,6 +185,9 @@ webhook_worker_main(Datum main_arg)
 	pgstat_report_appname("webhook worker");
 	/* the worker's statements never resolve names through user schemas */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	/* rows it reads for payloads come out as the capture writes them */
+	SetConfigOption("TimeZone", "UTC", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("bytea_output", "hex", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * Its queries take a few rows off the head of an index.  The queue

@@ -1,0 +1,331 @@
+/*
+ * linked.c
+ *		Rows read when a payload is made: the parent of a row (an action's
+ *		ticket), the rows its foreign keys point to (full payloads) and the
+ *		display values of custom fields.
+ *
+ * They are read with the rights of the role that defined the event (the
+ * one that had TRIGGER on the table and SELECT on the parent), never the
+ * worker's: a table that role cannot read comes out as null.  A row that
+ * is not there is null too, and so is one that cannot be read for any
+ * other reason (a key that does not convert, a policy that fails): the
+ * worker must never stop on a payload, so each read runs in a
+ * subtransaction of its own.
+ *
+ * Lookup tables are small and much repeated, so every row read is kept
+ * for the rest of the transaction, as are the prepared statements.
+ */
+#include "webhook.h"
+#include "rowjson.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_operator.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+
+/* Keys longer than this are read each time, not kept. */
+#define LOOKUP_KEY_LEN 256
+
+typedef struct LookupEntry
+{
+	char		key[LOOKUP_KEY_LEN];	/* hash key: table, role, values */
+	char	   *json;			/* the row; NULL: none, or not readable */
+} LookupEntry;
+
+typedef struct LookupPlan
+{
+	Oid			relid;
+	int			ncolumns;
+	char	  **columns;
+	SPIPlanPtr	plan;			/* NULL: the statement could not be made */
+} LookupPlan;
+
+static HTAB *lookups = NULL;
+static List *plans = NIL;		/* LookupPlan *, in the payload context */
+static List *kept_plans = NIL;	/* SPIPlanPtr, freed at the next transaction */
+static LocalTransactionId lookups_lxid = InvalidLocalTransactionId;
+
+/* Start afresh in a new transaction: catalogs and rows may have changed. */
+static MemoryContext
+lookup_context(void)
+{
+	MemoryContext cxt = webhook_payload_context();
+
+	if (MyProc->lxid != lookups_lxid)
+	{
+		ListCell   *lc;
+
+		foreach(lc, kept_plans)
+			SPI_freeplan(lfirst(lc));
+		list_free(kept_plans);
+		kept_plans = NIL;
+		lookups = NULL;
+		plans = NIL;
+		lookups_lxid = MyProc->lxid;
+	}
+	if (lookups == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = LOOKUP_KEY_LEN;
+		ctl.entrysize = sizeof(LookupEntry);
+		ctl.hcxt = cxt;
+		lookups = hash_create("webhook linked rows", 256, &ctl,
+							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	return cxt;
+}
+
+/* OPERATOR(schema.name), for SQL that no search_path can redirect. */
+static char *
+qualified_operator(Oid opno)
+{
+	HeapTuple	tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+	Form_pg_operator op;
+	char	   *result;
+
+	if (!HeapTupleIsValid(tuple))
+		return NULL;
+	op = (Form_pg_operator) GETSTRUCT(tuple);
+	result = psprintf("OPERATOR(%s.%s)", quote_identifier(get_namespace_name(op->oprnamespace)),
+					  NameStr(op->oprname));
+	ReleaseSysCache(tuple);
+	return result;
+}
+
+/*
+ * SELECT row_to_json(t) FROM <table> t WHERE t.<col> = $1 AND ..., every
+ * name qualified and each equality the type's own operator, so that no
+ * search_path can change what it runs.
+ */
+static char *
+lookup_sql(Oid relid, int ncolumns, char **columns, Oid *types)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT pg_catalog.row_to_json(t) FROM %s.%s AS t WHERE ",
+					 quote_identifier(get_namespace_name(get_rel_namespace(relid))),
+					 quote_identifier(get_rel_name(relid)));
+	for (int i = 0; i < ncolumns; i++)
+	{
+		TypeCacheEntry *tc = lookup_type_cache(types[i], TYPECACHE_EQ_OPR);
+		char	   *op = OidIsValid(tc->eq_opr) ? qualified_operator(tc->eq_opr) : NULL;
+
+		if (op == NULL)
+			return NULL;
+		appendStringInfo(&sql, "%st.%s %s $%d", i > 0 ? " AND " : "",
+						 quote_identifier(columns[i]), op, i + 1);
+	}
+	appendStringInfoString(&sql, " LIMIT 1");
+	return sql.data;
+}
+
+static LookupPlan *
+lookup_plan(Oid relid, int ncolumns, char **columns, Oid *types)
+{
+	ListCell   *lc;
+	LookupPlan *lp;
+	MemoryContext old;
+	char	   *sql;
+
+	foreach(lc, plans)
+	{
+		lp = lfirst(lc);
+		if (lp->relid == relid && lp->ncolumns == ncolumns)
+		{
+			int			i;
+
+			for (i = 0; i < ncolumns; i++)
+				if (strcmp(lp->columns[i], columns[i]) != 0)
+					break;
+			if (i == ncolumns)
+				return lp;
+		}
+	}
+	old = MemoryContextSwitchTo(webhook_payload_context());
+	lp = palloc0(sizeof(LookupPlan));
+	lp->relid = relid;
+	lp->ncolumns = ncolumns;
+	lp->columns = palloc(sizeof(char *) * ncolumns);
+	for (int i = 0; i < ncolumns; i++)
+		lp->columns[i] = pstrdup(columns[i]);
+	plans = lappend(plans, lp);
+	MemoryContextSwitchTo(old);
+
+	sql = lookup_sql(relid, ncolumns, columns, types);
+	if (sql != NULL)
+	{
+		lp->plan = SPI_prepare(sql, ncolumns, types);
+		if (lp->plan == NULL || SPI_keepplan(lp->plan) != 0)
+			elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		kept_plans = lappend(kept_plans, lp->plan);
+		MemoryContextSwitchTo(old);
+	}
+	return lp;
+}
+
+/* Read the row, as reader; returns it (fixed) in the payload context. */
+static char *
+read_row(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid reader)
+{
+	LookupPlan *lp;
+	Datum	   *args = palloc(sizeof(Datum) * ncolumns);
+	Oid			save_userid;
+	int			save_sec_context;
+	char	   *result = NULL;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "could not connect to SPI");
+	lp = lookup_plan(relid, ncolumns, columns, types);
+	if (lp->plan == NULL)
+	{
+		SPI_finish();
+		return NULL;
+	}
+	for (int i = 0; i < ncolumns; i++)
+	{
+		Oid			input;
+		Oid			ioparam;
+
+		getTypeInputInfo(types[i], &input, &ioparam);
+		args[i] = OidInputFunctionCall(input, values[i], ioparam, -1);
+	}
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(reader, save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	rc = SPI_execute_plan(lp->plan, args, NULL, true, 1);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read a linked row: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		char	   *row = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (row != NULL)
+		{
+			StringInfoData fixed;
+			MemoryContext old = MemoryContextSwitchTo(webhook_payload_context());
+
+			initStringInfo(&fixed);
+			MemoryContextSwitchTo(old);
+			webhook_append_row(&fixed, row, strlen(row),
+							   webhook_json_fields(row, strlen(row)),
+							   webhook_table_shape(relid), reader, false);
+			result = fixed.data;
+		}
+	}
+	SPI_finish();
+	return result;
+}
+
+/* read_row in a subtransaction: any error is a row that is not there. */
+static char *
+read_row_safely(Oid relid, int ncolumns, char **columns, Oid *types, char **values,
+				Oid reader)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *result = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		result = read_row(relid, ncolumns, columns, types, values, reader);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+static const char *
+lookup(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid reader)
+{
+	StringInfoData key;
+	LookupEntry *entry = NULL;
+	bool		found;
+	char	   *row;
+
+	lookup_context();
+	initStringInfo(&key);
+	appendStringInfo(&key, "%u/%u", relid, reader);
+	for (int i = 0; i < ncolumns; i++)
+		appendStringInfo(&key, "/%s=%s", columns[i], values[i]);
+	if (key.len < LOOKUP_KEY_LEN)
+	{
+		entry = hash_search(lookups, key.data, HASH_ENTER, &found);
+		if (found)
+			return entry->json;
+		entry->json = NULL;
+	}
+	if (pg_class_aclcheck(relid, reader, ACL_SELECT) != ACLCHECK_OK)
+		row = NULL;
+	else
+	{
+		int			level = webhook_render_begin();
+
+		row = read_row_safely(relid, ncolumns, columns, types, values, reader);
+		webhook_render_end(level);
+	}
+	if (entry != NULL)
+		entry->json = row;
+	return row;
+}
+
+/* The row a foreign key points to, from the key's values in a snapshot. */
+const char *
+webhook_linked_row(ShapeLink *link, List *fields, Oid reader)
+{
+	char	  **values = palloc(sizeof(char *) * link->ncolumns);
+
+	for (int i = 0; i < link->ncolumns; i++)
+	{
+		JsonField  *f = webhook_find_field(fields, link->columns[i]);
+
+		values[i] = f ? webhook_json_scalar_text(f->value, f->len) : NULL;
+		if (values[i] == NULL)
+			return NULL;
+	}
+	return lookup(link->reftable, link->ncolumns, link->refcolumns, link->types, values, reader);
+}
+
+/* The row of relid whose key_column has this JSON value (a parent row). */
+const char *
+webhook_row_by_key(Oid relid, const char *key_column, const char *value, int len, Oid reader)
+{
+	char	   *text = webhook_json_scalar_text(value, len);
+	AttrNumber	attnum;
+	Oid			type;
+
+	if (text == NULL || !OidIsValid(relid))
+		return NULL;
+	attnum = get_attnum(relid, key_column);
+	if (attnum == InvalidAttrNumber)
+		return NULL;
+	type = get_atttype(relid, attnum);
+	return lookup(relid, 1, (char **) &key_column, &type, &text, reader);
+}
