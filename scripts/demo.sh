@@ -46,7 +46,7 @@ receiver_port=$(cat "$dir/receiver.port")
 psql=(as_pg "$PGBIN/psql" -X -h "$dir" -p "$PGPORT" -d postgres -v ON_ERROR_STOP=1)
 "${psql[@]}" -q -f test/sql/sample_schema.sql
 
-echo "== The extension, the standard events, two profiles, and some ticket changes"
+echo "== The extension, the standard events, three profiles, and some ticket changes"
 "${psql[@]}" -e <<SQL
 CREATE EXTENSION webhook;
 SELECT * FROM webhook.define_ticket_events('tickets', 'actions', closed_statuses => '{9}');
@@ -59,6 +59,14 @@ SELECT webhook.add_event('service-bus', 'ticket.updated',
 SELECT webhook.create_profile('warehouse', 'http://127.0.0.1:$receiver_port/warehouse',
                               ARRAY['ticket.created', 'ticket.updated', 'action.added'],
                               batching => 'any_event', batch_wait => '2 seconds');
+
+-- a CRM that wants a few fields, lookups by name
+SELECT webhook.create_profile('crm', 'http://127.0.0.1:$receiver_port/crm',
+                              ARRAY['ticket.created', 'ticket.closed'], payload => 'custom');
+SELECT webhook.set_payload_fields('crm', '[{"name": "summary", "column": "summary"},
+                                           {"name": "status", "column": "status_id"},
+                                           {"name": "agent", "column": "agent_id", "display": "email"},
+                                           {"name": "client", "column": "client_id"}]');
 
 INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id)
 VALUES ('Printer on fire', 'Third floor, tray 2', 1, 1, 1, 1, 1),
@@ -77,7 +85,7 @@ SQL
 
 # until the batch's two seconds are over and everything is sent
 for _ in $(seq 300); do
-    done=$("${psql[@]}" -Atc "SELECT count(*) FILTER (WHERE status = 'delivered') >= 8
+    done=$("${psql[@]}" -Atc "SELECT count(*) FILTER (WHERE status = 'delivered') >= 11
                                      AND count(*) FILTER (WHERE status IN ('pending', 'sending')) = 0
                                 FROM webhook.deliveries")
     [ "$done" = t ] && break
@@ -103,6 +111,10 @@ echo "== SELECT ... FROM webhook.deliveries"
                    FROM webhook.deliveries ORDER BY delivery_id"
 echo "== SELECT ... FROM webhook.attempts (the first one)"
 "${psql[@]}" -x -c "SELECT * FROM webhook.attempts ORDER BY delivery_id LIMIT 1"
+
+echo "== webhook.preview: the request ticket 2 would make to crm now (nothing is sent)"
+"${psql[@]}" -Atc "SELECT jsonb_pretty(webhook.preview('crm', 'ticket.created', ticket_id::text))
+                     FROM tickets WHERE summary = 'VPN drops every hour'"
 
 if [ "$keep" = yes ]; then
     echo "The cluster and the receiver are still running:"

@@ -87,6 +87,7 @@ typedef struct BindingPlan
 	PayloadKind kind;
 	int			nfields;
 	CustomField *fields;
+	bool		needs_parent;	/* small, full, or a custom field of it */
 	struct BindingPlan *next;
 } BindingPlan;
 
@@ -169,6 +170,7 @@ resolve_fields(BindingPlan *bp, Jsonb *fields, const char *object, Oid table,
 			if (parent_object && strcmp(f->column, parent_object) == 0)
 			{
 				f->on_parent = true;
+				bp->needs_parent = true;
 				shape = webhook_table_shape(parent_table);
 			}
 			else if (object == NULL || strcmp(f->column, object) != 0)
@@ -212,6 +214,7 @@ binding_plan(FunctionCallInfo fcinfo)
 	bp->binding_id = binding_id;
 	bp->kind = payload_kind(PG_ARGISNULL(ARG_PAYLOAD) ? NULL :
 							text_to_cstring(PG_GETARG_TEXT_PP(ARG_PAYLOAD)));
+	bp->needs_parent = bp->kind == PAYLOAD_SMALL || bp->kind == PAYLOAD_FULL;
 	if (bp->kind == PAYLOAD_CUSTOM)
 		resolve_fields(bp, PG_ARGISNULL(ARG_FIELDS) ? NULL : PG_GETARG_JSONB_P(ARG_FIELDS),
 					   PG_ARGISNULL(ARG_OBJECT) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(ARG_OBJECT)),
@@ -449,7 +452,7 @@ webhook_render(PG_FUNCTION_ARGS)
 	bool		update = operation && strcmp(operation, "update") == 0;
 
 	/* the parent, read now by its key in the row */
-	if (parent_object && bp->kind != PAYLOAD_EVENT_ONLY && !PG_ARGISNULL(ARG_PARENT_TABLE) &&
+	if (parent_object && bp->needs_parent && !PG_ARGISNULL(ARG_PARENT_TABLE) &&
 		!PG_ARGISNULL(ARG_PARENT_COLUMN) && !PG_ARGISNULL(ARG_PARENT_KEY))
 	{
 		JsonField  *key = webhook_find_field(row_fields, text_arg(fcinfo, ARG_PARENT_COLUMN));
