@@ -167,6 +167,8 @@ SELECT pg_temp.body(webhook.preview('pairs', 'pair.created', '{"a": 1, "b": "x"}
 SELECT webhook.preview('nope', 'ticket.created', '501');
 SELECT webhook.preview(NULL, 'ticket.created', '501');
 SELECT webhook.preview('small', 'ticket.nope', '501');
+SELECT webhook.preview('small', repeat('x', 1000000), '501');
+SELECT webhook.preview('small', 'ticket.created', repeat('9', 1000000));
 SELECT webhook.preview('small', 'ticket.deleted', '501');
 SELECT webhook.preview('small', 'ticket.created', NULL);
 SELECT webhook.preview('small', 'ticket.created', 'abc');
@@ -203,6 +205,8 @@ SELECT webhook.set_payload_fields('chosen', '[{"name": 7, "column": "summary"}]'
 SELECT webhook.set_payload_fields('chosen', '[{"name": "x", "column": "summary"}, {"name": "x", "column": "details"}]');
 SELECT webhook.set_payload_fields('chosen', '[{"name": "x"}]');
 SELECT webhook.set_payload_fields('chosen', '[{"name": "x", "column": "no_such_column"}]');
+SELECT webhook.set_payload_fields('chosen', jsonb_build_array(jsonb_build_object('name', 'x', 'column', repeat('c', 1000000))));
+SELECT webhook.set_payload_fields('chosen', jsonb_build_array(jsonb_build_object('name', repeat('n', 1000000), 'column', 'summary')));
 SELECT webhook.set_payload_fields('chosen', '[{"name": "x", "column": "summary; DROP TABLE tickets"}]');
 SELECT webhook.set_payload_fields('chosen', '[{"name": "x", "column": "client.name"}]');
 SELECT webhook.set_payload_fields('chosen', '[{"name": "x", "column": "summary", "send_id": true}]');

@@ -599,7 +599,7 @@ BEGIN
                         WHEN qualifier = ev.parent_object THEN ev.parent_table END;
             IF tbl IS NULL THEN
                 RAISE EXCEPTION 'payload field %: event % carries no object %', quote_literal(fname),
-                                quote_literal(ev.name), quote_literal(qualifier)
+                                quote_literal(ev.name), quote_literal(left(qualifier, 100))
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = format('Event %s carries %s. Use "column" for a column of the row, "<object>.column" for one of the objects it carries.',
                                         ev.name, concat_ws(' and ', ev.object, ev.parent_object));
@@ -608,7 +608,7 @@ BEGIN
              WHERE a.attrelid = tbl AND a.attname = colname AND a.attnum > 0 AND NOT a.attisdropped;
             IF NOT FOUND THEN
                 RAISE EXCEPTION 'payload field %: table % has no column %', quote_literal(fname), tbl,
-                                quote_ident(colname)
+                                quote_ident(left(colname, 100))
                     USING ERRCODE = 'undefined_column',
                           HINT = format('Event %s: the columns of %s are: %s.', ev.name, tbl, webhook._column_list(tbl));
             END IF;
@@ -1904,7 +1904,7 @@ BEGIN
     SELECT * INTO p FROM webhook.profile x WHERE x.profile_id = webhook._profile_id(profile);
     SELECT * INTO ev FROM webhook.event e WHERE e.name = preview.event;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'event % does not exist', coalesce(quote_literal(event), 'NULL')
+        RAISE EXCEPTION 'event % does not exist', coalesce(pg_catalog.quote_literal(pg_catalog.left(event, 100)), 'NULL')
             USING ERRCODE = 'undefined_object', HINT = 'Pick one of webhook.events.';
     END IF;
     SELECT pg_catalog.min(b.binding_id) INTO binding FROM webhook.binding b
@@ -1955,7 +1955,7 @@ BEGIN
     EXCEPTION WHEN data_exception THEN
         RAISE EXCEPTION 'row_pk % is not a key of table %', pg_catalog.quote_literal(pg_catalog.left(row_pk, 100)),
                         ev.table_oid
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM,
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = pg_catalog.left(SQLERRM, 300),
                   HINT = CASE WHEN pg_catalog.cardinality(ev.key_columns) = 1
                               THEN pg_catalog.format('Pass the value of %s.%I as text.', ev.table_oid, ev.key_columns[1])
                               ELSE pg_catalog.format('The key has several columns: pass a JSON object of %s.',

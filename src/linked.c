@@ -272,9 +272,10 @@ lookup(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid r
 
 	lookup_context();
 	initStringInfo(&key);
-	appendStringInfo(&key, "%u/%u", relid, reader);
+	/* unit separators: no value can shift one part into the next */
+	appendStringInfo(&key, "%u\x1f%u", relid, reader);
 	for (int i = 0; i < ncolumns; i++)
-		appendStringInfo(&key, "/%s=%s", columns[i], values[i]);
+		appendStringInfo(&key, "\x1f%s\x1f%s", columns[i], values[i]);
 	if (key.len < LOOKUP_KEY_LEN)
 	{
 		entry = hash_search(lookups, key.data, HASH_ENTER, &found);
