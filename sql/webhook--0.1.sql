@@ -25,6 +25,14 @@ COMMENT ON FUNCTION webhook._capture() IS
 -- Catalog
 ------------------------------------------------------------------------------
 
+-- A value quoted for an error message: NULL, or at most 100 characters of it.
+CREATE FUNCTION webhook._quoted(value text) RETURNS text
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN value IS NULL THEN 'NULL'
+                WHEN length(value) > 100 THEN quote_literal(left(value, 100)) || '...'
+                ELSE quote_literal(value) END
+$$;
+
 -- The event catalogue: a named kind of change to one table.
 CREATE TABLE webhook.event (
     event_id      bigserial PRIMARY KEY,
@@ -87,7 +95,7 @@ DECLARE
     key_bytes int;
 BEGIN
     IF NEW.name IS NULL OR btrim(NEW.name) = '' OR length(NEW.name) > 200 THEN
-        RAISE EXCEPTION 'invalid profile name %', coalesce(quote_literal(NEW.name), 'NULL')
+        RAISE EXCEPTION 'invalid profile name %', webhook._quoted(NEW.name)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'A profile name is 1 to 200 characters.';
     END IF;
     IF NEW.url IS NULL OR NEW.url !~* '^https?://[^/?#[:space:]@]+([/?#][^[:space:]]*)?$' OR length(NEW.url) > 2048 THEN
@@ -103,12 +111,12 @@ BEGIN
     END IF;
     NEW.method := upper(NEW.method);
     IF NEW.method IS NULL OR NEW.method NOT IN ('POST', 'PUT', 'PATCH') THEN
-        RAISE EXCEPTION 'invalid method %', coalesce(quote_literal(NEW.method), 'NULL')
+        RAISE EXCEPTION 'invalid method %', webhook._quoted(NEW.method)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'The method is POST, PUT or PATCH.';
     END IF;
     NEW.auth := lower(NEW.auth);
     IF NEW.auth IS NULL OR NEW.auth NOT IN ('none', 'basic', 'bearer') THEN
-        RAISE EXCEPTION 'invalid auth %', coalesce(quote_literal(NEW.auth), 'NULL')
+        RAISE EXCEPTION 'invalid auth %', webhook._quoted(NEW.auth)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'auth is none, basic (username and password) or bearer (password is the token).';
     END IF;
     IF NEW.auth = 'basic' AND (NEW.username IS NULL OR NEW.password IS NULL OR NEW.username LIKE '%:%') THEN
@@ -160,7 +168,7 @@ BEGIN
     NEW.batching := lower(NEW.batching);
     NEW.payload := lower(NEW.payload);
     IF NEW.batching IS NULL OR NEW.batching NOT IN ('none', 'same_event', 'same_event_type', 'any_event') THEN
-        RAISE EXCEPTION 'invalid batching %', coalesce(quote_literal(NEW.batching), 'NULL')
+        RAISE EXCEPTION 'invalid batching %', webhook._quoted(NEW.batching)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'batching is none, same_event (per binding), same_event_type (per event) or any_event.';
     END IF;
@@ -185,7 +193,7 @@ BEGIN
                   HINT = 'Use payload small, event_only or custom, or batching => ''none''.';
     END IF;
     IF NEW.payload IS NULL OR NEW.payload NOT IN ('small', 'full', 'event_only', 'custom') THEN
-        RAISE EXCEPTION 'invalid payload %', coalesce(quote_literal(NEW.payload), 'NULL')
+        RAISE EXCEPTION 'invalid payload %', webhook._quoted(NEW.payload)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'payload is small (the row), full (the row and its linked rows), event_only or custom (see webhook.set_payload_fields).';
     END IF;
@@ -498,8 +506,8 @@ BEGIN
     IF col IS NULL OR NOT EXISTS (SELECT 1 FROM pg_attribute
                                    WHERE attrelid = tbl AND attname = col
                                      AND attnum > 0 AND NOT attisdropped) THEN
-        RAISE EXCEPTION '% %: table % has no column %', what, coalesce(quote_literal(col), 'NULL'),
-                        tbl, coalesce(quote_ident(col), 'NULL')
+        RAISE EXCEPTION '% %: table % has no column %', what, webhook._quoted(col),
+                        tbl, coalesce(quote_ident(left(col, 100)), 'NULL')
             USING ERRCODE = 'undefined_column',
                   HINT = format('The columns of %s are: %s.', tbl, webhook._column_list(tbl));
     END IF;
@@ -708,7 +716,7 @@ BEGIN
         END IF;
         op := c ->> 'op';
         IF jsonb_typeof(c -> 'op') IS DISTINCT FROM 'string' OR NOT op = ANY (ops) THEN
-            RAISE EXCEPTION '%: unknown operator %', label, coalesce(quote_literal(c ->> 'op'), 'NULL')
+            RAISE EXCEPTION '%: unknown operator %', label, webhook._quoted(c ->> 'op')
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'The operators are: ' || array_to_string(ops, ', ') || '.';
         END IF;
@@ -823,7 +831,7 @@ DECLARE
     col text;
 BEGIN
     IF NEW.name IS NULL OR NEW.name !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$' OR length(NEW.name) > 100 THEN
-        RAISE EXCEPTION 'invalid event name %', coalesce(quote_literal(NEW.name), 'NULL')
+        RAISE EXCEPTION 'invalid event name %', webhook._quoted(NEW.name)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'An event name is lower-case words of letters, digits and "_", joined by dots, e.g. ticket.created.';
     END IF;
@@ -851,7 +859,7 @@ BEGIN
                   HINT = 'Defining an event needs the TRIGGER privilege on the table, as CREATE TRIGGER does.';
     END IF;
     IF NEW.operation IS NULL OR NEW.operation NOT IN ('insert', 'update', 'delete') THEN
-        RAISE EXCEPTION 'invalid operation %', coalesce(quote_literal(NEW.operation), 'NULL')
+        RAISE EXCEPTION 'invalid operation %', webhook._quoted(NEW.operation)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'The operation is insert, update or delete.';
     END IF;
     IF NEW.columns IS NOT NULL THEN
@@ -873,7 +881,7 @@ BEGIN
         END IF;
     END IF;
     IF NEW.object IS NULL OR NEW.object !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
-        RAISE EXCEPTION 'invalid object key %', coalesce(quote_literal(NEW.object), 'NULL')
+        RAISE EXCEPTION 'invalid object key %', webhook._quoted(NEW.object)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The object key is the payload key of the row, e.g. ticket: letters, digits and "_".';
     END IF;
@@ -885,7 +893,7 @@ BEGIN
         IF NEW.parent_object IS NULL OR NEW.parent_object !~ '^[A-Za-z_][A-Za-z0-9_]*$'
            OR NEW.parent_object IN (NEW.object, 'id', 'profile', 'binding_id', 'event', 'title',
                                     'object_id', 'timestamp', 'changes') THEN
-            RAISE EXCEPTION 'invalid parent object key %', coalesce(quote_literal(NEW.parent_object), 'NULL')
+            RAISE EXCEPTION 'invalid parent object key %', webhook._quoted(NEW.parent_object)
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'The parent''s payload key, e.g. ticket: letters, digits and "_", not a key of the envelope.';
         END IF;
@@ -1314,7 +1322,7 @@ DECLARE
 BEGIN
     SELECT * INTO ev FROM webhook.event e WHERE e.name = drop_event.event;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'event % does not exist', coalesce(quote_literal(event), 'NULL')
+        RAISE EXCEPTION 'event % does not exist', webhook._quoted(event)
             USING ERRCODE = 'undefined_object', HINT = 'See webhook.events.';
     END IF;
     SELECT string_agg(DISTINCT quote_literal(p.name), ', ') INTO used
@@ -1382,7 +1390,7 @@ BEGIN
             BEGIN
                 EXECUTE format('SELECT CAST(%L AS %s)', v, status_type);
             EXCEPTION WHEN OTHERS THEN
-                RAISE EXCEPTION 'closed status % is not a valid % for column %', coalesce(quote_literal(v), 'NULL'),
+                RAISE EXCEPTION 'closed status % is not a valid % for column %', webhook._quoted(v),
                                 status_type, quote_ident(status)
                     USING ERRCODE = 'invalid_parameter_value', HINT = 'Give values of the status column.';
             END;
@@ -1480,7 +1488,7 @@ BEGIN
     END IF;
     FOREACH ev IN ARRAY events LOOP
         IF ev IS NULL OR NOT EXISTS (SELECT 1 FROM webhook.event e WHERE e.name = ev) THEN
-            RAISE EXCEPTION 'event % does not exist', coalesce(quote_literal(ev), 'NULL')
+            RAISE EXCEPTION 'event % does not exist', webhook._quoted(ev)
                 USING ERRCODE = 'undefined_object',
                       HINT = 'Define it with webhook.define_event, or pick one of webhook.events.';
         END IF;
@@ -1523,12 +1531,12 @@ DECLARE
 BEGIN
     SELECT p.profile_id INTO p_id FROM webhook.profile p WHERE p.name = add_event.profile;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'profile % does not exist', coalesce(quote_literal(profile), 'NULL')
+        RAISE EXCEPTION 'profile % does not exist', webhook._quoted(profile)
             USING ERRCODE = 'undefined_object', HINT = 'See webhook.profiles.';
     END IF;
     SELECT e.event_id INTO e_id FROM webhook.event e WHERE e.name = add_event.event;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'event % does not exist', coalesce(quote_literal(event), 'NULL')
+        RAISE EXCEPTION 'event % does not exist', webhook._quoted(event)
             USING ERRCODE = 'undefined_object',
                   HINT = 'Define it with webhook.define_event, or pick one of webhook.events.';
     END IF;
@@ -1667,7 +1675,7 @@ DECLARE
 BEGIN
     SELECT p.profile_id INTO id FROM webhook.profile p WHERE p.name = profile;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'profile % does not exist', coalesce(quote_literal(profile), 'NULL')
+        RAISE EXCEPTION 'profile % does not exist', webhook._quoted(profile)
             USING ERRCODE = 'undefined_object', HINT = 'See webhook.profiles.';
     END IF;
     RETURN id;
@@ -1836,7 +1844,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', HINT = 'For example: now() - interval ''1 day''.';
     END IF;
     IF status IS NULL OR status NOT IN ('failed', 'delivered', 'retrying') THEN
-        RAISE EXCEPTION 'invalid status %', coalesce(quote_literal(status), 'NULL')
+        RAISE EXCEPTION 'invalid status %', webhook._quoted(status)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Replay failed, delivered or retrying deliveries.';
     END IF;
@@ -1904,7 +1912,7 @@ BEGIN
     SELECT * INTO p FROM webhook.profile x WHERE x.profile_id = webhook._profile_id(profile);
     SELECT * INTO ev FROM webhook.event e WHERE e.name = preview.event;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'event % does not exist', coalesce(pg_catalog.quote_literal(pg_catalog.left(event, 100)), 'NULL')
+        RAISE EXCEPTION 'event % does not exist', webhook._quoted(event)
             USING ERRCODE = 'undefined_object', HINT = 'Pick one of webhook.events.';
     END IF;
     SELECT pg_catalog.min(b.binding_id) INTO binding FROM webhook.binding b

@@ -9,6 +9,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
@@ -59,6 +60,19 @@ take_error(MemoryContext cxt)
 	return edata;
 }
 
+/* Conditions longer than this are refused before they are parsed. */
+#define MAX_CONDITION_LENGTH 10000
+
+/* At most 200 bytes of a condition, for a message. */
+static char *
+shown(const char *expr)
+{
+	int			len = strlen(expr);
+	int			cut = pg_mbcliplen(expr, len, 200);
+
+	return cut < len ? psprintf("%s...", pnstrdup(expr, cut)) : pstrdup(expr);
+}
+
 /*
  * webhook._check_condition(expr text, tbl regclass): refuse anything but
  * one boolean SQL expression over new and old, rows of tbl.
@@ -80,6 +94,12 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 	SPIPlanPtr	volatile plan = NULL;
 	CachedPlanSource *source;
 
+	if (strlen(expr) > MAX_CONDITION_LENGTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a condition is at most %d characters", MAX_CONDITION_LENGTH),
+				 errdetail("Got %d: %s", (int) strlen(expr), shown(expr)),
+				 errhint("Write a shorter expression, or put the logic in a function and call it.")));
 	PG_TRY();
 	{
 		parsed = raw_parser(expr, RAW_PARSE_PLPGSQL_EXPR);
@@ -91,7 +111,7 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("a condition must be one SQL expression"),
-				 errdetail("%s in: %s", edata->message, expr),
+				 errdetail("%s in: %s", edata->message, shown(expr)),
 				 errhint("Write a boolean expression over new and old, e.g. new.priority_id = 1 AND old.priority_id <> 1.")));
 	}
 	PG_END_TRY();
@@ -108,7 +128,7 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a condition must be one SQL expression"),
-				 errdetail("Got: %s", expr),
+				 errdetail("Got: %s", shown(expr)),
 				 errhint("Write a boolean expression over new and old, e.g. new.priority_id = 1 AND old.priority_id <> 1.")));
 
 	relname = format_type_be_qualified(get_rel_type_id(relid));
@@ -127,7 +147,7 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
 				 errmsg("invalid condition: %s", edata->message),
-				 errdetail("Condition: %s", expr),
+				 errdetail("Condition: %s", shown(expr)),
 				 errhint("Refer to the rows as new and old, e.g. new.priority_id = 1.")));
 	}
 	PG_END_TRY();
@@ -139,7 +159,7 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("a condition must be a boolean expression"),
-				 errdetail("\"%s\" is of type %s.", expr,
+				 errdetail("\"%s\" is of type %s.", shown(expr),
 						   source->resultDesc && source->resultDesc->natts == 1 ?
 						   format_type_be(TupleDescAttr(source->resultDesc, 0)->atttypid) : "?"),
 				 errhint("Compare something, e.g. new.priority_id = 1.")));

@@ -114,6 +114,24 @@ is_drop_of_our_extension(Node *stmt)
 	return false;
 }
 
+/* A header value: no line breaks or other control characters to inject with. */
+static bool
+check_user_agent(char **newval, void **extra, GucSource source)
+{
+	if (strlen(*newval) > 256)
+	{
+		GUC_check_errdetail("The User-Agent is at most 256 characters.");
+		return false;
+	}
+	for (const char *c = *newval; *c; c++)
+		if ((unsigned char) *c < 0x20 || *c == 0x7f)
+		{
+			GUC_check_errdetail("The User-Agent must not contain control characters.");
+			return false;
+		}
+	return true;
+}
+
 /*
  * The capture triggers on users' tables depend on webhook._capture(), so
  * they would make DROP EXTENSION fail, and the functions that hold users'
@@ -271,7 +289,7 @@ define_gucs(void)
 							   &webhook_user_agent,
 							   "webhook/" WEBHOOK_VERSION,
 							   PGC_SIGHUP, 0,
-							   NULL, NULL, NULL);
+							   check_user_agent, NULL, NULL);
 	MarkGUCPrefixReserved("webhook");
 }
 
