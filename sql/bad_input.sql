@@ -46,18 +46,13 @@ SELECT webhook.drop_event(NULL);
 SELECT webhook.drop_event(repeat('e', 1000000));
 SELECT webhook.drop_event('ticket.created');
 
--- create_profile
+-- create_profile (more URLs and headers in api.sql and profiles.sql)
 SELECT webhook.create_profile(NULL, 'http://127.0.0.1:9/', ARRAY['ticket.created']);
 SELECT webhook.create_profile('', 'http://127.0.0.1:9/', ARRAY['ticket.created']);
 SELECT webhook.create_profile(repeat('p', 1000000), 'http://127.0.0.1:9/', ARRAY['ticket.created']);
 SELECT webhook.create_profile('target', 'http://127.0.0.1:9/', ARRAY['ticket.created']);
-SELECT webhook.create_profile('p', NULL, ARRAY['ticket.created']);
 SELECT webhook.create_profile('p', '', ARRAY['ticket.created']);
-SELECT webhook.create_profile('p', 'ftp://127.0.0.1/', ARRAY['ticket.created']);
-SELECT webhook.create_profile('p', 'file:///etc/passwd', ARRAY['ticket.created']);
-SELECT webhook.create_profile('p', 'http://', ARRAY['ticket.created']);
 SELECT webhook.create_profile('p', 'http://user:pw@example.com/', ARRAY['ticket.created']);
-SELECT webhook.create_profile('p', E'http://example.com/\r\nX-Evil: 1', ARRAY['ticket.created']);
 SELECT webhook.create_profile('p', 'http://example.com/' || repeat('a', 1000000), ARRAY['ticket.created']);
 SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', NULL);
 SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', '{}');
@@ -73,10 +68,6 @@ SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', ARRAY['ticket.created'
 SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', ARRAY['ticket.created'], auth => 'bearer',
                               password => E'tok\r\nX-Evil: 1');
 SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', ARRAY['ticket.created'], headers => '[1, 2]');
-SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', ARRAY['ticket.created'], headers => NULL);
-SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', ARRAY['ticket.created'], headers => '{"X-A": 1}');
-SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', ARRAY['ticket.created'], headers => '{"X-A": "a\r\nX-Evil: 1"}');
-SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', ARRAY['ticket.created'], headers => '{"X A": "a"}');
 SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', ARRAY['ticket.created'], headers => '{"Host": "evil"}');
 SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', ARRAY['ticket.created'], headers => '{"webhook-id": "x"}');
 SELECT webhook.create_profile('p', 'http://127.0.0.1:9/', ARRAY['ticket.created'],
