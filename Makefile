@@ -23,7 +23,7 @@ OBJS = \
 EXTENSION = webhook
 DATA = sql/webhook--0.1.sql
 
-REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input
+REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config
