@@ -2,7 +2,8 @@
 """A webhook receiver for tests and the demo: records every request it gets.
 
 Listens on 127.0.0.1 only.  Each request is appended to the log file as one
-JSON line: {"received_at", "method", "path", "headers", "body"}.
+JSON line: {"received_at", "method", "path", "headers", "body", "answer"},
+where answer is the status it answers with, or "hang" or "reset".
 
 How it answers depends on the path:
   /status/NNN     answers with status NNN (a 3xx with a Location header)
@@ -11,6 +12,10 @@ How it answers depends on the path:
   /hang           never answers (until the client gives up)
   /huge/MB        answers 200 with a body of MB megabytes
   /reset          closes the connection without answering
+  /fault/...      as the mode file says, read at each request: one of the
+                  above without slashes ("status 500", "slow 200", "hang",
+                  "reset", "huge 50") or "ok"; a test rewrites it to change
+                  the answer while requests flow
   anything else   answers 200 with {"ok": true}
 """
 import argparse
@@ -29,21 +34,39 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    def behaviour(self):
+        parts = self.path.strip("/").split("/")
+        if parts[0] == "fault":
+            try:
+                with open(self.server.mode_path) as f:
+                    parts = f.read().split()
+            except (FileNotFoundError, TypeError):
+                parts = []
+        return parts or ["ok"]
+
     def handle_any(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        parts = self.behaviour()
+        answer = 200
+        if parts[0] == "status" and len(parts) > 1 and parts[1].isdigit():
+            answer = int(parts[1])
+        elif parts[0] == "retry-after":
+            answer = 503
+        elif parts[0] in ("hang", "reset"):
+            answer = parts[0]
         record = {
             "received_at": time.time(),
             "method": self.command,
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body": body.decode("utf-8", "replace"),
+            "answer": answer,
         }
         with log_lock:
             with open(self.server.log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-        parts = self.path.strip("/").split("/")
         status, reply, extra = 200, b'{"ok": true}', {}
         if parts[0] == "status" and len(parts) > 1 and parts[1].isdigit():
             status, reply = int(parts[1]), b'{"status": %s}' % parts[1].encode()
@@ -94,6 +117,7 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", help="write the chosen port here")
     parser.add_argument("--log", required=True, help="append requests here (JSON lines)")
+    parser.add_argument("--mode-file", help="how /fault/... answers (see above)")
     args = parser.parse_args()
 
     # a listen backlog of 5 (the default) drops the SYNs of a burst of new
@@ -102,6 +126,7 @@ def main():
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.log_path = args.log
+    server.mode_path = args.mode_file
     open(args.log, "a").close()
     if args.port_file:
         with open(args.port_file + ".tmp", "w") as f:

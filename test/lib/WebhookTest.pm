@@ -80,20 +80,48 @@ sub start
 	my $self = bless {
 		log => "$dir/requests.jsonl",
 		port_file => "$dir/port",
+		mode_file => "$dir/mode",
 	}, $class;
+	$self->launch;
+	$self->{port} = PostgreSQL::Test::Utils::slurp_file($self->{port_file});
+	return $self;
+}
+
+sub launch
+{
+	my ($self) = @_;
+	my @port = $self->{port} ? ('--port', $self->{port}) : ();
+	unlink $self->{port_file};
 	my $pid = fork();
 	die "fork failed: $!" unless defined $pid;
 	if ($pid == 0)
 	{
-		exec('python3', "$WebhookTest::test_dir/receiver.py",
-			'--port-file', $self->{port_file}, '--log', $self->{log})
+		exec('python3', "$WebhookTest::test_dir/receiver.py", @port,
+			'--port-file', $self->{port_file}, '--log', $self->{log},
+			'--mode-file', $self->{mode_file})
 		  or die "could not start the receiver: $!";
 	}
 	$self->{pid} = $pid;
 	WebhookTest::wait_until(sub { -s $self->{port_file} }, 10)
 	  or die "the receiver did not start";
-	$self->{port} = PostgreSQL::Test::Utils::slurp_file($self->{port_file});
-	return $self;
+}
+
+# Starts it again on the same port, after stop (a receiver that was down).
+sub restart
+{
+	my ($self) = @_;
+	$self->stop;
+	$self->launch;
+}
+
+# How /fault/... answers from now on: "ok", "status 500", "hang", ...
+sub set_mode
+{
+	my ($self, $mode) = @_;
+	open my $fh, '>', "$self->{mode_file}.tmp" or die $!;
+	print $fh $mode;
+	close $fh;
+	rename "$self->{mode_file}.tmp", $self->{mode_file} or die $!;
 }
 
 sub url
