@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: a throwaway cluster with the sample ticket schema and a local
-# receiver; two webhook profiles, one of them batching; a few ticket
+# receiver; three webhook profiles (one batching, one custom); a few ticket
 # changes; then what the receiver got and what webhook.deliveries shows.  Run as root on Debian 12.
 #
 #   bash scripts/demo.sh          run, show, clean up

@@ -1,0 +1,22 @@
+-- The workload of test/valgrind.sh: every payload kind, a batch, failures,
+-- retries, an oversized answer, a dangling key and previews.
+CREATE EXTENSION webhook;
+SELECT webhook.define_ticket_events('tickets', 'actions');
+SELECT webhook.create_profile('s', :'url' || '/s', ARRAY['ticket.created','ticket.updated','action.added']);
+SELECT webhook.create_profile('f', :'url' || '/f', ARRAY['ticket.created','ticket.updated','action.added'], payload => 'full');
+SELECT webhook.create_profile('e', :'url' || '/e', ARRAY['ticket.created','action.added'], payload => 'event_only');
+SELECT webhook.create_profile('c', :'url' || '/c', ARRAY['ticket.created','ticket.updated','action.added'], payload => 'custom', batching => 'any_event', batch_wait => '1 second');
+SELECT webhook.set_payload_fields('c', '[{"name":"status","column":"ticket.status_id"},{"name":"agent","column":"ticket.agent_id","display":"email"},{"name":"s","column":"ticket.summary"}]');
+SELECT webhook.create_profile('failing', :'url' || '/status/503', ARRAY['ticket.created'],
+                              max_attempts => 2, retry_schedule => '{1 second}');
+SELECT webhook.create_profile('oversized', :'url' || '/huge/5', ARRAY['action.added']);
+INSERT INTO tickets (summary, status_id, agent_id, team_id, priority_id, client_id)
+SELECT 'T ' || g, 1, 1 + g % 2, 1 + g % 2, 1 + g % 4, 1 + g % 2 FROM generate_series(1, 200) g;
+INSERT INTO actions (ticket_id, agent_id, note) SELECT ticket_id, 1, 'n' FROM tickets WHERE ticket_id % 3 = 0;
+UPDATE tickets SET status_id = 2 WHERE ticket_id % 2 = 0;
+SET session_replication_role = replica;
+INSERT INTO tickets (ticket_id, summary, status_id, client_id) VALUES (100000, 'dangling', 1, 77);
+RESET session_replication_role;
+INSERT INTO tickets (summary, status_id, client_id) VALUES ('after', 1, 2);
+SELECT length(webhook.preview('f', 'ticket.created', '1')::text) > 0;
+SELECT length(webhook.preview('c', 'action.added', '3')::text) > 0;
