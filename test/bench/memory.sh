@@ -10,23 +10,31 @@
 # with the mapped files (postgres and its libraries).  Worker and sender
 # are measured; the baseline is each, idle, just before the drain.
 #
-#   bash test/bench/memory.sh [N, default 1000000]
+# With a payload kind (default small), the backlog carries it: "full" makes
+# the worker read 5 linked rows for each delivery as it makes the backlog;
+# "worker, backlog made" is its own memory once it has made all of it.
+#
+#   bash test/bench/memory.sh [N, default 1000000] [payload, default small]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh nginx-light >/dev/null
 n=${1:-1000000}
+payload=${2:-small}
 source test/bench/lib.sh
 bench_nginx
 bench_cluster "shared_buffers = 128MB"
 
 bench_profile bench "http://127.0.0.1:$nginx_port/hooks"
-psql -c "SELECT webhook.disable_profile('bench')" >/dev/null
+psql -c "SELECT webhook.disable_profile('bench')" -c "SELECT webhook.alter_profile('bench', payload => '$payload')" >/dev/null
+worker_anon() { awk '$1 == "RssAnon:" { print $2 }' "/proc/$(bench_worker_pid)/status"; }
+before_backlog=$(worker_anon)
 for start in $(seq 1 100000 "$n"); do
-    psql -c "INSERT INTO tickets (summary, status_id, agent_id, priority_id)
-             SELECT 'Printer on fire ' || g, 1, 1 + g % 2, 1 + g % 4
+    psql -c "INSERT INTO tickets (summary, status_id, agent_id, team_id, priority_id, client_id)
+             SELECT 'Printer on fire ' || g, 1, 1 + g % 2, 1 + g % 2, 1 + g % 4, 1 + g % 2
                FROM generate_series($start, LEAST($start + 99999, $n)) g"
 done
 until [ "$(psql -c "SELECT count(*) FROM webhook.delivery WHERE status = 'held'")" -ge "$n" ]; do sleep 2; done
+after_backlog=$(worker_anon)
 psql -c "VACUUM ANALYZE" -c "CHECKPOINT"
 
 # highest and idle figures per process (worker, sender) and field
@@ -56,8 +64,10 @@ done
 secs=$(echo "$(date +%s.%N) - $started" | bc)
 
 mb() { echo "$1 / 1024" | bc -l; }
-echo "memory benchmark: $n deliveries drained in $(printf %.0f "$secs") s"
+echo "memory benchmark: $n deliveries ($payload payload) drained in $(printf %.0f "$secs") s"
 printf "%-26s %12s %12s %12s\n" "" "RssAnon MB" "RssShmem MB" "VmRSS MB"
+printf "%-26s %12.1f\n" "worker, before the backlog" "$(mb "$before_backlog")"
+printf "%-26s %12.1f\n" "worker, backlog made" "$(mb "$after_backlog")"
 for p in worker sender; do
     printf "%-26s %12.1f %12.1f %12.1f\n" "$p, idle (baseline)" "$(mb "${idle[$p.RssAnon]}")" \
         "$(mb "${idle[$p.RssShmem]}")" "$(mb "${idle[$p.VmRSS]}")"
