@@ -207,11 +207,16 @@ static const char *expand_sql =
  * Put together the batches that are due: their items, in order, become
  * their body.  Up to $1 items in all (and at least one batch), oldest
  * first; the count of batches looked at says whether there may be more.
+ *
+ * A batch not put together yet is pending, or held with no due time, so
+ * the due time alone finds it; a condition on the status would let the
+ * planner take the index of every due delivery instead of the one of
+ * these few, and read the whole backlog at each step.
  */
 static const char *assemble_sql =
 "WITH locked AS ("
 "  SELECT d.delivery_id, d.items, d.next_attempt_at FROM webhook.delivery d"
-"   WHERE d.body IS NULL AND d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()"
+"   WHERE d.body IS NULL AND d.next_attempt_at <= pg_catalog.now()"
 "   ORDER BY d.next_attempt_at, d.delivery_id LIMIT " CppAsString2(LOCK_STEP) " FOR UPDATE SKIP LOCKED"
 "), due AS ("
 "  SELECT delivery_id FROM ("
