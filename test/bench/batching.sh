@@ -32,9 +32,7 @@ insert_tickets="INSERT INTO tickets (summary, status_id, agent_id, priority_id)
 drain() {
     local committed
     committed=$(psql -c "$insert_tickets" -c "SELECT extract(epoch FROM clock_timestamp())")
-    until [ "$(psql -c "SELECT COALESCE(sum(items), 0) FROM webhook.delivery WHERE status IN ('delivered', 'failed')")" -ge "$n" ]; do
-        sleep 1
-    done
+    bench_wait_drained
     psql -c "SELECT round($n / (extract(epoch FROM max(started_at + duration_ms * interval '1 ms')) - $committed))::int,
                     count(*) FILTER (WHERE outcome <> 'response' OR response_status <> 200),
                     count(*)

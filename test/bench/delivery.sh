@@ -32,7 +32,6 @@ insert_tickets="INSERT INTO tickets (summary, status_id, agent_id, team_id, prio
                 SELECT 'Printer on fire ' || g, 1, 1 + g % 2, 1 + g % 2, 1 + g % 4, 1 + g % 2
                   FROM generate_series(1, $n) g"
 worker_cpu() { awk '{ print $14 + $15 }' "/proc/$(bench_worker_pid)/stat"; }
-wait_for() { until [ "$(psql -c "SELECT count(*) FROM webhook.delivery WHERE status = '$1'")" -ge "$n" ]; do sleep 2; done; }
 rate() {
     psql -c "SELECT round(count(*) / extract(epoch FROM max(started_at + duration_ms * interval '1 ms')
                                                       - min(started_at)))::int,
@@ -53,7 +52,7 @@ printf "%-44s %10s %8.3f %9s %12s %9s\n" "wrk -t2 -c64 (ceiling)" "$ceiling" 1 "
 
 cpu=$(worker_cpu)
 psql -c "$insert_tickets"
-wait_for delivered
+bench_wait_drained
 row "committed: $n tickets in one transaction" $(( $(worker_cpu) - cpu ))
 small_rate=$last_rate
 
@@ -61,15 +60,15 @@ psql -c "TRUNCATE webhook.attempt, webhook.delivery, tickets CASCADE" \
      -c "SELECT webhook.alter_profile('bench', payload => 'full')" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
 cpu=$(worker_cpu)
 psql -c "$insert_tickets"
-wait_for delivered
+bench_wait_drained
 row "full: $n tickets, 5 linked rows each" $(( $(worker_cpu) - cpu )) "$small_rate"
 psql -c "SELECT webhook.alter_profile('bench', payload => 'small')" >/dev/null
 
 psql -c "TRUNCATE webhook.attempt, webhook.delivery" -c "SELECT webhook.disable_profile('bench')" >/dev/null
 psql -c "$insert_tickets"
-wait_for held
+bench_wait_expanded
 psql -c "VACUUM ANALYZE" -c "CHECKPOINT"
 cpu=$(worker_cpu)
 psql -c "SELECT webhook.enable_profile('bench')" >/dev/null
-wait_for delivered
+bench_wait_drained
 row "held: $n deliveries, then enable_profile" $(( $(worker_cpu) - cpu ))

@@ -74,3 +74,23 @@ SQL
 bench_worker_pid() {
     psql -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'webhook worker' AND datname = 'postgres'"
 }
+
+# Until nothing waits to be sent: no queued change, no delivery pending or
+# retrying (cheap: their own index), then none on the wire.  A count over
+# webhook.delivery would read the whole table at each poll: on a backlog of
+# a million, seconds of CPU taken from what is measured.
+bench_wait_drained() {
+    until [ "$(psql -c "SELECT NOT EXISTS (SELECT 1 FROM webhook.occurrence)
+                           AND NOT EXISTS (SELECT 1 FROM webhook.delivery
+                                            WHERE status IN ('pending', 'retrying'))")" = t ]; do
+        sleep 1
+    done
+    until [ "$(psql -c "SELECT NOT EXISTS (SELECT 1 FROM webhook.delivery WHERE status = 'sending')")" = t ]; do
+        sleep 0.2
+    done
+}
+
+# Until every queued change is a delivery.
+bench_wait_expanded() {
+    until [ "$(psql -c "SELECT NOT EXISTS (SELECT 1 FROM webhook.occurrence)")" = t ]; do sleep 1; done
+}

@@ -33,7 +33,7 @@ for start in $(seq 1 100000 "$n"); do
              SELECT 'Printer on fire ' || g, 1, 1 + g % 2, 1 + g % 2, 1 + g % 4, 1 + g % 2
                FROM generate_series($start, LEAST($start + 99999, $n)) g"
 done
-until [ "$(psql -c "SELECT count(*) FROM webhook.delivery WHERE status = 'held'")" -ge "$n" ]; do sleep 2; done
+bench_wait_expanded
 after_backlog=$(worker_anon)
 psql -c "VACUUM ANALYZE" -c "CHECKPOINT"
 
@@ -59,7 +59,8 @@ while :; do
         done
         sleep 0.5
     done
-    [ "$(psql -c "SELECT count(*) FROM webhook.delivery WHERE status = 'delivered'")" -ge "$n" ] && break
+    [ "$(psql -c "SELECT NOT EXISTS (SELECT 1 FROM webhook.delivery WHERE status IN ('pending', 'retrying'))")" = t ] \
+        && break
 done
 secs=$(echo "$(date +%s.%N) - $started" | bc)
 
