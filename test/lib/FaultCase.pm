@@ -14,21 +14,35 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use WebhookTest;
 
-our @EXPORT = qw(fault_profiles commit_tickets wait_drained check_case);
+our @EXPORT = qw(fault_setup commit_tickets wait_drained check_case);
 
-sub fault_profiles
+# A started node with the sample schema, the extension, the ticket events
+# and the two profiles, and a receiver.  Options: init (for the node),
+# timeout (of the profiles' requests), max_concurrency.
+sub fault_setup
 {
-	my ($node, $receiver, %opt) = @_;
+	my ($name, %opt) = @_;
+	my $node = new_webhook_node($name, %{ $opt{init} // {} });
+	my $receiver = WebhookTest::Receiver->start;
 	my $timeout = $opt{timeout} // '2 seconds';
-	my $db = $opt{db} // 'postgres';
 	my %url = map { $_ => $receiver->url("/fault/$_") } qw(plain batched);
-	$node->safe_psql($db, qq{
+	$node->safe_psql('postgres', sample_schema());
+	$node->safe_psql('postgres', q{
+		CREATE EXTENSION webhook;
+		SELECT webhook.define_ticket_events('tickets');
+	});
+	$node->safe_psql('postgres', qq{
+		ALTER SYSTEM SET webhook.max_concurrency = $opt{max_concurrency};
+		SELECT pg_reload_conf();
+	}) if $opt{max_concurrency};
+	$node->safe_psql('postgres', qq{
 		SELECT webhook.create_profile('plain', '$url{plain}', ARRAY['ticket.created'],
 		    retry_schedule => '{1 second}', max_attempts => 100, timeout => '$timeout');
 		SELECT webhook.create_profile('batched', '$url{batched}', ARRAY['ticket.created'],
 		    batching => 'any_event', batch_wait => '200 milliseconds', batch_max_items => 50,
 		    retry_schedule => '{1 second}', max_attempts => 100, timeout => '$timeout');
 	});
+	return ($node, $receiver);
 }
 
 # Tickets "$label $from" .. "$label $to", 100 to a transaction, and one

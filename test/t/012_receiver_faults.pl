@@ -13,14 +13,7 @@ use Time::HiRes qw(sleep);
 use WebhookTest;
 use FaultCase;
 
-my $node = new_webhook_node('receiver_faults');
-my $receiver = WebhookTest::Receiver->start;
-$node->safe_psql('postgres', sample_schema());
-$node->safe_psql('postgres', q{
-	CREATE EXTENSION webhook;
-	SELECT webhook.define_ticket_events('tickets');
-});
-fault_profiles($node, $receiver, timeout => '1 second');
+my ($node, $receiver) = fault_setup('receiver_faults', timeout => '1 second');
 
 # Half the tickets go out normally, then the fault starts and the other
 # half is committed during it; it lasts $seconds.

@@ -13,16 +13,7 @@ use Test::More;
 use WebhookTest;
 use FaultCase;
 
-my $node = new_webhook_node('server_faults');
-my $receiver = WebhookTest::Receiver->start;
-$node->safe_psql('postgres', sample_schema());
-$node->safe_psql('postgres', q{
-	CREATE EXTENSION webhook;
-	SELECT webhook.define_ticket_events('tickets');
-	ALTER SYSTEM SET webhook.max_concurrency = 8;
-	SELECT pg_reload_conf();
-});
-fault_profiles($node, $receiver);
+my ($node, $receiver) = fault_setup('server_faults', max_concurrency => 8);
 # answers of 10 ms through 8 slots: the drain takes a few seconds
 $receiver->set_mode('slow 10');
 

@@ -11,16 +11,7 @@ use Test::More;
 use WebhookTest;
 use FaultCase;
 
-my $primary = new_webhook_node('primary', allows_streaming => 1);
-my $receiver = WebhookTest::Receiver->start;
-$primary->safe_psql('postgres', sample_schema());
-$primary->safe_psql('postgres', q{
-	CREATE EXTENSION webhook;
-	SELECT webhook.define_ticket_events('tickets');
-	ALTER SYSTEM SET webhook.max_concurrency = 8;
-	SELECT pg_reload_conf();
-});
-fault_profiles($primary, $receiver);
+my ($primary, $receiver) = fault_setup('primary', init => { allows_streaming => 1 }, max_concurrency => 8);
 $receiver->set_mode('slow 20');
 
 $primary->backup('backup');
