@@ -366,12 +366,12 @@ static uint64
 run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 				  Trigger *trigger, Oid relid, const char *capture_error)
 {
-	int			utc_level;
+	int			render_level;
 	int			guc_level;
 	int			rc;
 	uint64		queued;
 
-	utc_level = webhook_render_begin();
+	render_level = webhook_render_begin();
 	guc_level = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
@@ -421,7 +421,7 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 	webhook_capture_depth--;
 	entry->in_use--;
 	AtEOXact_GUC(true, guc_level);
-	webhook_render_end(utc_level);
+	webhook_render_end(render_level);
 	return queued;
 }
 
@@ -595,7 +595,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	TupleTableSlot *new_slot;
 	TupleTableSlot *old_slot;
 	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
-	int			utc_level;
+	int			render_level;
 	uint64		queued = 0;
 
 	memset(&chunk, 0, sizeof(chunk));
@@ -617,7 +617,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	chunk.has_new = new_slot != NULL;
 	chunk.has_old = old_slot != NULL;
 
-	utc_level = webhook_render_begin();
+	render_level = webhook_render_begin();
 
 	for (;;)
 	{
@@ -644,7 +644,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	}
 	flush_chunk(&chunk);
 
-	webhook_render_end(utc_level);
+	webhook_render_end(render_level);
 	if (new_slot)
 		ExecDropSingleTupleTableSlot(new_slot);
 	if (old_slot)

@@ -152,6 +152,7 @@ resolve_fields(BindingPlan *bp, Jsonb *fields, const char *object, Oid table,
 		CustomField *f = &bp->fields[bp->nfields];
 		char	   *dot;
 		TableShape *shape;
+		ShapeColumn *column;
 
 		if (element == NULL || element->type != jbvBinary)
 			continue;
@@ -177,14 +178,11 @@ resolve_fields(BindingPlan *bp, Jsonb *fields, const char *object, Oid table,
 				continue;
 			f->column = dot + 1;
 		}
-		if (shape == NULL || !shape->exists)
+		column = webhook_shape_column(shape, f->column, -1);
+		if (column == NULL)
 			continue;
-		for (int c = 0; c < shape->ncolumns; c++)
-			if (strcmp(shape->columns[c].name, f->column) == 0)
-				f->resolved = true;
-		if (!f->resolved)
-			continue;
-		f->fix = webhook_column_fix(shape, f->column, -1);
+		f->resolved = true;
+		f->fix = column->fix;
 		f->link = webhook_column_link(shape, f->column);
 		if (f->display == NULL)
 			f->display = "name";
@@ -312,8 +310,6 @@ static void
 append_field_value(StringInfo out, CustomField *f, List *source, Oid reader)
 {
 	JsonField  *v = f->resolved ? webhook_find_field(source, f->column) : NULL;
-	const char *linked;
-	List	   *linked_fields;
 	JsonField  *display;
 
 	if (v == NULL)
@@ -326,9 +322,7 @@ append_field_value(StringInfo out, CustomField *f, List *source, Oid reader)
 		webhook_append_fixed(out, v->value, v->len, f->fix);
 		return;
 	}
-	linked = webhook_linked_row(f->link, source, reader);
-	linked_fields = linked ? webhook_json_fields(linked, strlen(linked)) : NIL;
-	display = webhook_find_field(linked_fields, f->display);
+	display = webhook_linked_field(f->link, source, reader, f->display);
 	if (display)
 		appendBinaryStringInfo(out, display->value, display->len);
 	else

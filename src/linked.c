@@ -23,7 +23,6 @@
 #include "catalog/pg_operator.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -40,6 +39,8 @@ typedef struct LookupEntry
 {
 	char		key[LOOKUP_KEY_LEN];	/* hash key: table, role, values */
 	char	   *json;			/* the row; NULL: none, or not readable */
+	List	   *fields;			/* its fields, parsed when first asked for */
+	bool		parsed;
 } LookupEntry;
 
 typedef struct LookupPlan
@@ -50,40 +51,46 @@ typedef struct LookupPlan
 	SPIPlanPtr	plan;			/* NULL: the statement could not be made */
 } LookupPlan;
 
+/* Both live in the payload context, and go when it is reset. */
 static HTAB *lookups = NULL;
-static List *plans = NIL;		/* LookupPlan *, in the payload context */
-static List *kept_plans = NIL;	/* SPIPlanPtr, freed at the next transaction */
-static LocalTransactionId lookups_lxid = InvalidLocalTransactionId;
+static List *plans = NIL;		/* LookupPlan * */
 
-/* Start afresh in a new transaction: catalogs and rows may have changed. */
-static MemoryContext
+/* The payload context is being reset (a new transaction): let go of it all. */
+static void
+forget_lookups(void *arg)
+{
+	ListCell   *lc;
+
+	foreach(lc, plans)
+	{
+		LookupPlan *lp = lfirst(lc);
+
+		if (lp->plan != NULL)
+			SPI_freeplan(lp->plan);
+	}
+	plans = NIL;
+	lookups = NULL;
+}
+
+static void
 lookup_context(void)
 {
 	MemoryContext cxt = webhook_payload_context();
 
-	if (MyProc->lxid != lookups_lxid)
-	{
-		ListCell   *lc;
-
-		foreach(lc, kept_plans)
-			SPI_freeplan(lfirst(lc));
-		list_free(kept_plans);
-		kept_plans = NIL;
-		lookups = NULL;
-		plans = NIL;
-		lookups_lxid = MyProc->lxid;
-	}
 	if (lookups == NULL)
 	{
+		MemoryContextCallback *forget = MemoryContextAlloc(cxt, sizeof(MemoryContextCallback));
 		HASHCTL		ctl;
 
+		forget->func = forget_lookups;
+		forget->arg = NULL;
+		MemoryContextRegisterResetCallback(cxt, forget);
 		ctl.keysize = LOOKUP_KEY_LEN;
 		ctl.entrysize = sizeof(LookupEntry);
 		ctl.hcxt = cxt;
 		lookups = hash_create("webhook linked rows", 256, &ctl,
 							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	}
-	return cxt;
 }
 
 /* OPERATOR(schema.name), for SQL that no search_path can redirect. */
@@ -166,12 +173,11 @@ lookup_plan(Oid relid, int ncolumns, char **columns, Oid *types)
 	sql = lookup_sql(relid, ncolumns, columns, types);
 	if (sql != NULL)
 	{
-		lp->plan = SPI_prepare(sql, ncolumns, types);
-		if (lp->plan == NULL || SPI_keepplan(lp->plan) != 0)
+		SPIPlanPtr	plan = SPI_prepare(sql, ncolumns, types);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-		old = MemoryContextSwitchTo(TopMemoryContext);
-		kept_plans = lappend(kept_plans, lp->plan);
-		MemoryContextSwitchTo(old);
+		lp->plan = plan;
 	}
 	return lp;
 }
@@ -262,13 +268,31 @@ read_row_safely(Oid relid, int ncolumns, char **columns, Oid *types, char **valu
 	return result;
 }
 
-static const char *
+/* The types of a table's columns; false when one is not there. */
+static bool
+column_types(Oid relid, int ncolumns, char **columns, Oid *types)
+{
+	for (int i = 0; i < ncolumns; i++)
+	{
+		AttrNumber	attnum = get_attnum(relid, columns[i]);
+
+		if (attnum == InvalidAttrNumber)
+			return false;
+		types[i] = get_atttype(relid, attnum);
+	}
+	return true;
+}
+
+/*
+ * The row of relid whose columns have these values, read once per
+ * transaction.  types may be NULL: the catalog gives them, on a miss only.
+ */
+static LookupEntry *
 lookup(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid reader)
 {
 	StringInfoData key;
 	LookupEntry *entry = NULL;
 	bool		found;
-	char	   *row;
 
 	lookup_context();
 	initStringInfo(&key);
@@ -280,26 +304,32 @@ lookup(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid r
 	{
 		entry = hash_search(lookups, key.data, HASH_ENTER, &found);
 		if (found)
-			return entry->json;
-		entry->json = NULL;
+			return entry;
 	}
-	if (pg_class_aclcheck(relid, reader, ACL_SELECT) != ACLCHECK_OK)
-		row = NULL;
 	else
+		entry = palloc(sizeof(LookupEntry));
+	entry->json = NULL;
+	entry->fields = NIL;
+	entry->parsed = false;
+	if (types == NULL)
+	{
+		types = palloc(sizeof(Oid) * ncolumns);
+		if (!column_types(relid, ncolumns, columns, types))
+			return entry;
+	}
+	if (pg_class_aclcheck(relid, reader, ACL_SELECT) == ACLCHECK_OK)
 	{
 		int			level = webhook_render_begin();
 
-		row = read_row_safely(relid, ncolumns, columns, types, values, reader);
+		entry->json = read_row_safely(relid, ncolumns, columns, types, values, reader);
 		webhook_render_end(level);
 	}
-	if (entry != NULL)
-		entry->json = row;
-	return row;
+	return entry;
 }
 
 /* The row a foreign key points to, from the key's values in a snapshot. */
-const char *
-webhook_linked_row(ShapeLink *link, List *fields, Oid reader)
+static LookupEntry *
+linked_entry(ShapeLink *link, List *fields, Oid reader)
 {
 	char	  **values = palloc(sizeof(char *) * link->ncolumns);
 
@@ -314,19 +344,43 @@ webhook_linked_row(ShapeLink *link, List *fields, Oid reader)
 	return lookup(link->reftable, link->ncolumns, link->refcolumns, link->types, values, reader);
 }
 
+const char *
+webhook_linked_row(ShapeLink *link, List *fields, Oid reader)
+{
+	LookupEntry *entry = linked_entry(link, fields, reader);
+
+	return entry ? entry->json : NULL;
+}
+
+/*
+ * One column of the row a foreign key points to (a display value); the
+ * row is parsed once per transaction, however many changes show it.
+ */
+JsonField *
+webhook_linked_field(ShapeLink *link, List *fields, Oid reader, const char *column)
+{
+	LookupEntry *entry = linked_entry(link, fields, reader);
+
+	if (entry == NULL || entry->json == NULL)
+		return NULL;
+	if (!entry->parsed)
+	{
+		MemoryContext old = MemoryContextSwitchTo(webhook_payload_context());
+
+		entry->fields = webhook_json_fields(entry->json, strlen(entry->json));
+		entry->parsed = true;
+		MemoryContextSwitchTo(old);
+	}
+	return webhook_find_field(entry->fields, column);
+}
+
 /* The row of relid whose key_column has this JSON value (a parent row). */
 const char *
 webhook_row_by_key(Oid relid, const char *key_column, const char *value, int len, Oid reader)
 {
 	char	   *text = webhook_json_scalar_text(value, len);
-	AttrNumber	attnum;
-	Oid			type;
 
 	if (text == NULL || !OidIsValid(relid))
 		return NULL;
-	attnum = get_attnum(relid, key_column);
-	if (attnum == InvalidAttrNumber)
-		return NULL;
-	type = get_atttype(relid, attnum);
-	return lookup(relid, 1, (char **) &key_column, &type, &text, reader);
+	return lookup(relid, 1, (char **) &key_column, NULL, &text, reader)->json;
 }

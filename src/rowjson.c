@@ -97,8 +97,8 @@ webhook_find_field(List *fields, const char *key)
 	return NULL;
 }
 
-bool
-webhook_json_is_null(const char *value, int len)
+static bool
+json_is_null(const char *value, int len)
 {
 	return value == NULL || (len == 4 && memcmp(value, "null", 4) == 0);
 }
@@ -124,7 +124,7 @@ webhook_json_scalar_text(const char *value, int len)
 	JsonSemAction sem = {0};
 	JsonLexContext *lex;
 
-	if (webhook_json_is_null(value, len))
+	if (json_is_null(value, len))
 		return NULL;
 	if (value[0] != '"')
 		return pnstrdup(value, len);
@@ -311,22 +311,34 @@ webhook_table_shape(Oid relid)
 }
 
 /*
- * The fix of a column.  A snapshot's fields come in attribute order, so
- * the field's position finds its column at once, unless the table changed
- * since the snapshot was taken.
+ * A column of the table, or NULL.  A snapshot's fields come in attribute
+ * order, so a field's position finds its column at once, unless the table
+ * changed since the snapshot was taken; -1: no position.
  */
+ShapeColumn *
+webhook_shape_column(TableShape *shape, const char *column, int position)
+{
+	if (shape == NULL)
+		return NULL;
+	if (position >= 0 && position < shape->ncolumns &&
+		strcmp(shape->columns[position].name, column) == 0)
+		return &shape->columns[position];
+	for (int i = 0; i < shape->ncolumns; i++)
+		if (strcmp(shape->columns[i].name, column) == 0)
+			return &shape->columns[i];
+	return NULL;
+}
+
+/* The fix of a column (none for a column the table no longer has). */
 ValueFix
 webhook_column_fix(TableShape *shape, const char *column, int position)
 {
+	ShapeColumn *c;
+
 	if (shape == NULL || !shape->any_fix)
 		return FIX_NONE;
-	if (position >= 0 && position < shape->ncolumns &&
-		strcmp(shape->columns[position].name, column) == 0)
-		return shape->columns[position].fix;
-	for (int i = 0; i < shape->ncolumns; i++)
-		if (strcmp(shape->columns[i].name, column) == 0)
-			return shape->columns[i].fix;
-	return FIX_NONE;
+	c = webhook_shape_column(shape, column, position);
+	return c ? c->fix : FIX_NONE;
 }
 
 /* The foreign key made of this one column, if there is one. */

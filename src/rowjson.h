@@ -22,7 +22,6 @@ typedef struct JsonField
 extern List *webhook_json_fields(const char *json, int len);
 extern JsonField *webhook_find_field(List *fields, const char *key);
 extern char *webhook_json_scalar_text(const char *value, int len);
-extern bool webhook_json_is_null(const char *value, int len);
 
 /*
  * How a column's JSON value (as row_to_json writes it, in UTC) is rewritten
@@ -65,6 +64,7 @@ typedef struct TableShape
 } TableShape;
 
 extern TableShape *webhook_table_shape(Oid relid);
+extern ShapeColumn *webhook_shape_column(TableShape *shape, const char *column, int position);
 extern ValueFix webhook_column_fix(TableShape *shape, const char *column, int position);
 extern ShapeLink *webhook_column_link(TableShape *shape, const char *column);
 
@@ -74,6 +74,8 @@ extern void webhook_append_row(StringInfo out, const char *row, int len, List *f
 
 /* Rows read at send time (linked.c) */
 extern const char *webhook_linked_row(ShapeLink *link, List *fields, Oid reader);
+extern JsonField *webhook_linked_field(ShapeLink *link, List *fields, Oid reader,
+									   const char *column);
 extern const char *webhook_row_by_key(Oid relid, const char *key_column, const char *value,
 									  int len, Oid reader);
 extern MemoryContext webhook_payload_context(void);
