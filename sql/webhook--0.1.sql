@@ -607,7 +607,7 @@ BEGIN
                         WHEN qualifier = ev.parent_object THEN ev.parent_table END;
             IF tbl IS NULL THEN
                 RAISE EXCEPTION 'payload field %: event % carries no object %', quote_literal(fname),
-                                quote_literal(ev.name), quote_literal(left(qualifier, 100))
+                                quote_literal(ev.name), webhook._quoted(qualifier)
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = format('Event %s carries %s. Use "column" for a column of the row, "<object>.column" for one of the objects it carries.',
                                         ev.name, concat_ws(' and ', ev.object, ev.parent_object));
@@ -1961,7 +1961,7 @@ BEGIN
         EXECUTE pg_catalog.format('SELECT pg_catalog.to_json(t) FROM %s AS t WHERE %s', ev.table_oid, key_sql)
            INTO row_data USING row_pk;
     EXCEPTION WHEN data_exception THEN
-        RAISE EXCEPTION 'row_pk % is not a key of table %', pg_catalog.quote_literal(pg_catalog.left(row_pk, 100)),
+        RAISE EXCEPTION 'row_pk % is not a key of table %', webhook._quoted(row_pk),
                         ev.table_oid
             USING ERRCODE = 'invalid_parameter_value', DETAIL = pg_catalog.left(SQLERRM, 300),
                   HINT = CASE WHEN pg_catalog.cardinality(ev.key_columns) = 1
@@ -1970,7 +1970,7 @@ BEGIN
                                                      pg_catalog.array_to_string(ev.key_columns, ', ')) END;
     END;
     IF row_data IS NULL THEN
-        RAISE EXCEPTION 'table % has no row with key %', ev.table_oid, pg_catalog.left(row_pk, 100)
+        RAISE EXCEPTION 'table % has no row with key %', ev.table_oid, webhook._quoted(row_pk)
             USING ERRCODE = 'no_data_found', HINT = 'Pass the primary key of an existing row.';
     END IF;
     envelope := webhook._render(id, p.name, p.payload, p.payload_fields, binding, ev.name, ev.title,
