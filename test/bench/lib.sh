@@ -85,7 +85,10 @@ bench_wait_drained() {
                                             WHERE status IN ('pending', 'retrying'))")" = t ]; do
         sleep 1
     done
-    until [ "$(psql -c "SELECT NOT EXISTS (SELECT 1 FROM webhook.delivery WHERE status = 'sending')")" = t ]; do
+    # then once more with what is on the wire, which may come back to retry
+    until [ "$(psql -c "SELECT NOT EXISTS (SELECT 1 FROM webhook.occurrence)
+                           AND NOT EXISTS (SELECT 1 FROM webhook.delivery
+                                            WHERE status IN ('pending', 'sending', 'retrying'))")" = t ]; do
         sleep 0.2
     done
 }
