@@ -18,7 +18,8 @@ keep=no
 dir=$(mktemp -d /tmp/webhook-demo.XXXXXX)
 chmod 755 "$dir"
 chown postgres: "$dir"
-as_pg() { runuser -u postgres -- "$@"; }
+# as postgres, from a directory it can enter: the clone may be one it cannot
+as_pg() { (cd "$dir" && runuser -u postgres -- "$@"); }
 receiver_pid=
 cleanup() {
     as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
@@ -44,7 +45,7 @@ for _ in $(seq 100); do [ -s "$dir/receiver.port" ] && break; sleep 0.05; done
 receiver_port=$(cat "$dir/receiver.port")
 
 psql=(as_pg "$PGBIN/psql" -X -h "$dir" -p "$PGPORT" -d postgres -v ON_ERROR_STOP=1)
-"${psql[@]}" -q -f test/sql/sample_schema.sql
+"${psql[@]}" -q < test/sql/sample_schema.sql
 
 echo "== The extension, the standard events, three profiles, and some ticket changes"
 "${psql[@]}" -e <<SQL

@@ -12,7 +12,8 @@ bash scripts/setup.sh valgrind >/dev/null
 PGBIN=/usr/lib/postgresql/15/bin
 dir=$(mktemp -d /tmp/webhook-valgrind.XXXXXX)
 chmod 755 "$dir"; mkdir "$dir/vg"; chown -R postgres: "$dir"
-as_pg() { runuser -u postgres -- "$@"; }
+# as postgres, from a directory it can enter: the clone may be one it cannot
+as_pg() { (cd "$dir" && runuser -u postgres -- "$@"); }
 psql() { as_pg "$PGBIN/psql" -X -q -At -h "$dir" -p 5477 -d postgres -v ON_ERROR_STOP=1 "$@"; }
 receiver_pid=
 cleanup() {
@@ -38,8 +39,8 @@ python3 test/receiver.py --port-file "$dir/port" --log "$dir/received.jsonl" &
 receiver_pid=$!
 for _ in $(seq 50); do [ -s "$dir/port" ] && break; sleep 0.1; done
 
-psql -f test/sql/sample_schema.sql
-psql -v url="http://127.0.0.1:$(cat "$dir/port")" -f test/sql/valgrind_workload.sql >/dev/null
+psql < test/sql/sample_schema.sql
+psql -v url="http://127.0.0.1:$(cat "$dir/port")" < test/sql/valgrind_workload.sql >/dev/null
 # one statement, one snapshot: an expansion between two would pass for a drain
 for _ in $(seq 600); do
     [ "$(psql -c "SELECT NOT EXISTS (SELECT 1 FROM webhook.occurrence)

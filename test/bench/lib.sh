@@ -10,7 +10,8 @@ bench_dir=$(mktemp -d /tmp/webhook-bench.XXXXXX)
 chmod 755 "$bench_dir"; chown postgres: "$bench_dir"
 bench_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-as_pg() { runuser -u postgres -- "$@"; }
+# as postgres, from a directory it can enter: the clone may be one it cannot
+as_pg() { (cd "$bench_dir" && runuser -u postgres -- "$@"); }
 psql() { as_pg "$PGBIN/psql" -X -q -At -h "$bench_dir" -p "$bench_port" -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
 bench_cleanup() {
@@ -61,7 +62,7 @@ CONF
 # The sample ticket schema, the extension, and a profile NAME sending
 # ticket.created to URL.
 bench_profile() {
-    psql -f test/sql/sample_schema.sql >/dev/null
+    psql < test/sql/sample_schema.sql >/dev/null
     psql >/dev/null <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION webhook;
