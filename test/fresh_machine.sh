@@ -55,9 +55,14 @@ else
     debootstrap --variant=minbase bookworm "$fs" http://deb.debian.org/debian >"$top/debootstrap.log" 2>&1 ||
         { tail -20 "$top/debootstrap.log"; exit 1; }
 fi
-# what an installed system has besides: its network name server, the
-# updates and security suites; and no service starts inside a chroot
+# what an installed system of this network has besides: its name server and
+# the certificate authorities this host adds to the system's (a network that
+# inspects TLS needs them for npm's registry; the ca-certificates package
+# that the README's commands install takes them in), the updates and
+# security suites; and no service starts inside a chroot
 cp /etc/resolv.conf "$fs/etc/resolv.conf"
+mkdir -p "$fs/usr/local/share/ca-certificates"
+cp /usr/local/share/ca-certificates/*.crt "$fs/usr/local/share/ca-certificates/" 2>/dev/null
 cat > "$fs/etc/apt/sources.list" <<'LIST'
 deb http://deb.debian.org/debian bookworm main
 deb http://deb.debian.org/debian bookworm-updates main

@@ -33,15 +33,16 @@ failed=0
 # the official Standard Webhooks verifier, for the signature tests: without
 # it they fail, and the run counts one failure more to say why
 echo "== npm install standardwebhooks (the signature verifier)"
-if ! (cd "$work/test" && npm install --no-save --no-audit --no-fund --silent standardwebhooks >"$work/npm.out" 2>&1 &&
+if ! (cd "$work/test" && npm install --no-save --no-audit --no-fund standardwebhooks >"$work/npm.out" 2>&1 &&
       node --input-type=module -e 'import "standardwebhooks"' >>"$work/npm.out" 2>&1); then
     cat "$work/npm.out"
     echo "FAILED: could not install the standardwebhooks npm package; the signature tests cannot pass"
     failed=$((failed + 1))
 fi
 chown -R postgres: "$work"
-# as postgres, from a directory it can enter: the clone may be one it cannot
-as_pg() { (cd "$work" && runuser -u postgres -- env PATH="$PGBIN:$PATH" "$@"); }
+# as postgres; every caller first enters a directory of $work, as the clone
+# may be one that postgres cannot enter
+as_pg() { runuser -u postgres -- env PATH="$PGBIN:$PATH" "$@"; }
 
 # 1. pg_regress, in a temporary instance that preloads the library
 if [ $# -eq 0 ]; then
