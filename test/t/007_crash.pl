@@ -57,7 +57,9 @@ $node->safe_psql('postgres', qq{
 	INSERT INTO tickets (summary, status_id) SELECT 'sender ' || g, 1 FROM generate_series(1, $more) g;
 });
 ok(wait_until(sub { $receiver->count >= $before + 300 }, 60), 'the next deliveries are flowing');
-my $sender = `pgrep -f 'webhook sender for database postgres *\$'`;
+# this node's own sender: a child of its postmaster (other servers may run)
+my $postmaster = PostgreSQL::Test::Utils::slurp_file($node->data_dir . '/postmaster.pid') =~ s/\n.*//sr;
+my $sender = `pgrep -P $postmaster -f 'webhook sender for database postgres *\$'`;
 chomp $sender;
 ok($sender =~ /^\d+$/, "the sender runs ($sender)");
 kill 'TERM', $sender;
