@@ -18,12 +18,13 @@ OBJS = \
 	src/linked.o \
 	src/sign.o \
 	src/network.o \
+	src/trust.o \
 	src/api.o
 
 EXTENSION = webhook
-DATA = sql/webhook--0.1.sql
+DATA = sql/webhook--0.1.sql sql/webhook--0.1--0.2.sql
 
-REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges
+REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges security
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config

@@ -168,7 +168,7 @@ INSERT INTO helpdesk_case VALUES (8, 10, 1, 'open', 3, 'written by a superuser')
 SELECT * FROM matched;
 ROLLBACK;
 
--- a change by someone else leaves a condition's author as it was
+-- a change by someone else makes them the author (checked as a new definition)
 UPDATE webhook.binding SET conditions = '[]' WHERE condition_sql IS NOT NULL;
 SELECT DISTINCT created_by FROM webhook.bindings WHERE condition_sql IS NOT NULL;
 

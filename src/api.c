@@ -14,6 +14,7 @@
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
@@ -22,6 +23,7 @@ PG_FUNCTION_INFO_V1(webhook_start_worker);
 PG_FUNCTION_INFO_V1(webhook_wake);
 PG_FUNCTION_INFO_V1(webhook_check_condition);
 PG_FUNCTION_INFO_V1(webhook_capturing);
+PG_FUNCTION_INFO_V1(webhook_capturing_table);
 PG_FUNCTION_INFO_V1(webhook_request_preview);
 
 /*
@@ -93,6 +95,7 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 	char	   *query;
 	SPIPlanPtr	volatile plan = NULL;
 	CachedPlanSource *source;
+	int			guc_level;
 
 	if (strlen(expr) > MAX_CONDITION_LENGTH)
 		ereport(ERROR,
@@ -136,6 +139,16 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 					 expr, relname, relname);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+
+	/*
+	 * Names resolve as they will when the condition runs: in pg_catalog and
+	 * the table's schema (see webhook._search_path_of_conditions).
+	 */
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path",
+							 psprintf("pg_catalog, %s, pg_temp",
+									  quote_identifier(get_namespace_name(get_rel_namespace(relid)))),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	PG_TRY();
 	{
 		plan = SPI_prepare(query, 0, NULL);
@@ -164,6 +177,7 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 						   format_type_be(TupleDescAttr(source->resultDesc, 0)->atttypid) : "?"),
 				 errhint("Compare something, e.g. new.priority_id = 1.")));
 	SPI_freeplan(plan);
+	AtEOXact_GUC(true, guc_level);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -177,6 +191,18 @@ Datum
 webhook_capturing(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(webhook_capture_depth > 0);
+}
+
+/*
+ * webhook._capturing(tbl regclass): true while a capture trigger of that
+ * table evaluates its conditions.  The functions that hold users' SQL
+ * conditions answer only then: called by anyone, with rows of their own
+ * making, or from a condition on another table, they answer NULL.
+ */
+Datum
+webhook_capturing_table(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(webhook_capture_depth > 0 && webhook_capture_relid == PG_GETARG_OID(0));
 }
 
 /*

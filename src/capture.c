@@ -7,19 +7,20 @@
  * trigger per table and operation that has bindings, with the rows of the
  * statement as transition tables (webhook_new, webhook_old).  A queue row
  * holds the changed rows of one statement that matched the same bindings,
- * up to CHUNK_ROWS, as JSON arrays.  The trigger's arguments say how:
+ * up to CHUNK_ROWS, as JSON arrays.  What a trigger captures comes from
+ * webhook._capture_plan(table, operation), never from the trigger itself
+ * (see load_capture):
  *
- *	(op, query, '', bindings)	every binding matches every row: the direct
- *								path builds the queue rows here, no query
- *	(op, INSERT ..., fallback)	conditions of ours only, on built-in types: one
- *								INSERT run as the queue's owner
- *	(op, SELECT ..., fallback)	conditions with users' SQL: the SELECT runs as
- *								the writer, its rows are queued as the owner
+ *	bindings	every binding matches every row: the direct path builds the
+ *				queue rows here, no query
+ *	query		a SELECT of the matching rows with the bindings each matched,
+ *				run as the writer; its rows are queued as the queue's owner,
+ *				by a statement of ours that runs no one's code
+ *	fallback	every binding, no condition: run with the error when the
+ *				query fails (it runs conditions); see webhook_capture()
  *
- * A fallback (every binding, no condition) is run with the error when the
- * query fails; see webhook_capture().  A change of bindings replaces the
- * trigger, so a new trigger OID means new arguments; plans are cached by
- * trigger OID.
+ * A change of bindings replaces the trigger, so a new trigger OID means a
+ * new plan; plans are cached by trigger OID.
  */
 #include "webhook.h"
 #include "rowjson.h"
@@ -35,6 +36,7 @@
 #include "executor/spi.h"
 #include "executor/tstoreReceiver.h"
 #include "miscadmin.h"
+#include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
@@ -47,6 +49,7 @@
 #include "utils/queryenvironment.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
@@ -62,14 +65,19 @@ typedef struct CaptureEntry
 {
 	Oid			tgoid;			/* hash key */
 	Oid			relid;
+	bool		loaded;			/* what follows is filled in */
+	char	   *operation;		/* insert, update or delete */
+	char	   *query;			/* NULL: nothing to capture */
+	char	   *fallback;		/* NULL unless the query may fail */
 	SPIPlanPtr	plan;
-	SPIPlanPtr	fallback_plan;	/* NULL unless the query may fail */
+	SPIPlanPtr	fallback_plan;
 	Datum		bindings;		/* direct path: the bindings, an int8[] */
 	int			in_use;			/* executions on the stack */
 	bool		stale;			/* the table changed: prepare again */
 } CaptureEntry;
 
 int			webhook_capture_depth = 0;
+Oid			webhook_capture_relid = InvalidOid;	/* the table being captured */
 
 static HTAB *capture_cache = NULL;
 static int	stale_entries = 0;
@@ -111,6 +119,7 @@ capture_xact_callback(XactEvent event, void *arg)
 					entry->in_use = 0;
 			}
 			webhook_capture_depth = 0;
+			webhook_capture_relid = InvalidOid;
 			wake_at_commit = false;
 			nstart_at_commit = 0;
 			break;
@@ -185,6 +194,12 @@ sweep_stale_entries(void)
 				SPI_freeplan(entry->fallback_plan);
 			if (entry->bindings)
 				pfree(DatumGetPointer(entry->bindings));
+			if (entry->query)
+				pfree(entry->query);
+			if (entry->fallback)
+				pfree(entry->fallback);
+			if (entry->operation)
+				pfree(entry->operation);
 			hash_search(capture_cache, &entry->tgoid, HASH_REMOVE, NULL);
 			stale_entries--;
 		}
@@ -192,10 +207,10 @@ sweep_stale_entries(void)
 }
 
 /*
- * A capture query is either a SELECT of the matching rows, run as the
- * writer, or (when it runs nobody's SQL but ours, see _sync_triggers) a
- * whole INSERT into the queue, run as the queue's owner.  A fallback INSERT
- * takes the error as $1.
+ * A capture query is a SELECT of the matching rows, run as the writer.  The
+ * triggers of version 0.1, until ALTER EXTENSION webhook UPDATE replaces
+ * them, may carry a whole INSERT into the queue instead, run as the queue's
+ * owner (a fallback INSERT takes the error as $1).
  */
 static bool
 is_queue_insert(const char *query)
@@ -241,6 +256,10 @@ capture_entry(Trigger *trigger, Oid relid)
 	if (!found)
 	{
 		entry->relid = relid;
+		entry->loaded = false;
+		entry->operation = NULL;
+		entry->query = NULL;
+		entry->fallback = NULL;
 		entry->plan = NULL;
 		entry->fallback_plan = NULL;
 		entry->bindings = (Datum) 0;
@@ -301,6 +320,90 @@ queue_owner(void)
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
 	return owner;
+}
+
+static char *
+keep_string(const char *s)
+{
+	return (s == NULL || s[0] == '\0') ? NULL : MemoryContextStrdup(TopMemoryContext, s);
+}
+
+static Datum
+keep_bindings(const char *text)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	Datum		result = OidInputFunctionCall(F_ARRAY_IN, (char *) text, INT8OID, -1);
+
+	MemoryContextSwitchTo(old);
+	return result;
+}
+
+/*
+ * What a trigger captures: the query, its fallback, or the bindings that
+ * every row matches (the direct path).  They come from the extension's own
+ * catalogue, webhook._capture_plan(table, operation), as the queue's owner:
+ * never from the trigger's arguments, which whoever attaches the trigger
+ * chooses.  (Triggers made before that function existed, by version 0.1,
+ * carry them as arguments until ALTER EXTENSION webhook UPDATE replaces
+ * them.)
+ */
+static void
+load_capture(CaptureEntry *entry, TriggerData *trigdata)
+{
+	Trigger    *trigger = trigdata->tg_trigger;
+	const char *operation = TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ? "insert" :
+		TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? "update" : "delete";
+	Oid			argtypes[2] = {REGCLASSOID, TEXTOID};
+	Oid			plan_fn = LookupFuncName(list_make2(makeString(WEBHOOK_SCHEMA_NAME),
+												   makeString("_capture_plan")),
+										2, argtypes, true);
+
+	entry->operation = MemoryContextStrdup(TopMemoryContext, operation);
+	if (OidIsValid(plan_fn))
+	{
+		Datum		args[2];
+		Oid			save_userid;
+		int			save_sec_context;
+		int			rc;
+
+		args[0] = ObjectIdGetDatum(entry->relid);
+		args[1] = CStringGetTextDatum(operation);
+		/*
+		 * The latest snapshot: the catalogue as committed with this trigger,
+		 * also in a transaction whose own snapshot is older (repeatable
+		 * read), whose next statements would otherwise keep an old plan.
+		 */
+		PushActiveSnapshot(GetLatestSnapshot());
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		SetUserIdAndSecContext(queue_owner(), save_sec_context |
+							   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+		rc = SPI_execute_with_args("SELECT query, fallback, bindings::text"
+								   "  FROM webhook._capture_plan($1, $2)",
+								   2, argtypes, args, NULL, true, 1);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		PopActiveSnapshot();
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not read the capture plan of table %u", entry->relid);
+		if (SPI_processed > 0)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			char	   *bindings = SPI_getvalue(tuple, desc, 3);
+
+			entry->query = keep_string(SPI_getvalue(tuple, desc, 1));
+			entry->fallback = keep_string(SPI_getvalue(tuple, desc, 2));
+			if (bindings != NULL)
+				entry->bindings = keep_bindings(bindings);
+		}
+	}
+	else if (trigger->tgnargs >= 2 && trigger->tgnargs <= 4)
+	{
+		entry->query = keep_string(trigger->tgargs[1]);
+		entry->fallback = trigger->tgnargs >= 3 ? keep_string(trigger->tgargs[2]) : NULL;
+		if (trigger->tgnargs == 4)
+			entry->bindings = keep_bindings(trigger->tgargs[3]);
+	}
+	entry->loaded = true;
 }
 
 static void
@@ -370,6 +473,7 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 	int			guc_level;
 	int			rc;
 	uint64		queued;
+	Oid			outer_relid;
 
 	render_level = webhook_render_begin();
 	guc_level = NewGUCNestLevel();
@@ -377,6 +481,8 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 							 GUC_ACTION_SAVE, true, 0, false);
 	entry->in_use++;
 	webhook_capture_depth++;
+	outer_relid = webhook_capture_relid;
+	webhook_capture_relid = relid;
 
 	if (is_queue_insert(query))
 	{
@@ -414,11 +520,12 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 				 trigger->tgname, SPI_result_code_string(rc));
 		queued = tuplestore_tuple_count(matches);
 		if (queued > 0)
-			enqueue_matches(matches, relid, trigger->tgargs[0], capture_error);
+			enqueue_matches(matches, relid, entry->operation, capture_error);
 		tuplestore_end(matches);
 	}
 
 	webhook_capture_depth--;
+	webhook_capture_relid = outer_relid;
 	entry->in_use--;
 	AtEOXact_GUC(true, guc_level);
 	webhook_render_end(render_level);
@@ -608,7 +715,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	ExecOpenIndices(chunk.rri, false);
 	chunk.slot = MakeSingleTupleTableSlot(RelationGetDescr(chunk.queue), &TTSOpsVirtual);
 	chunk.table_oid = ObjectIdGetDatum(RelationGetRelid(trigdata->tg_relation));
-	chunk.operation = CStringGetTextDatum(trigdata->tg_trigger->tgargs[0]);
+	chunk.operation = CStringGetTextDatum(entry->operation);
 	chunk.bindings = entry->bindings;
 	chunk.new_rows = &new_rows_buf;
 	chunk.old_rows = &old_rows_buf;
@@ -673,11 +780,10 @@ webhook_capture(PG_FUNCTION_ARGS)
 				 errmsg("webhook._capture() can only be called as a trigger")));
 	trigger = trigdata->tg_trigger;
 	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		trigger->tgnargs < 2 || trigger->tgnargs > 4)
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("webhook._capture() must be an AFTER ... FOR EACH STATEMENT trigger with two to four arguments"),
+				 errmsg("webhook._capture() must be an AFTER ... FOR EACH STATEMENT trigger"),
 				 errhint("Let webhook.sync_triggers() create the triggers.")));
 
 	/* a statement that changed no row has nothing to queue */
@@ -688,35 +794,37 @@ webhook_capture(PG_FUNCTION_ARGS)
 	relid = RelationGetRelid(trigdata->tg_relation);
 
 	entry = capture_entry(trigger, relid);
+	if (!entry->loaded)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		load_capture(entry, trigdata);
+		SPI_finish();
+	}
 
-	if (trigger->tgnargs == 4)
+	if (entry->bindings != (Datum) 0)
 	{
 		/* every binding matches every row: the direct path */
-		if (entry->bindings == (Datum) 0)
-		{
-			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-			entry->bindings = OidInputFunctionCall(F_ARRAY_IN, trigger->tgargs[3],
-												   INT8OID, -1);
-			MemoryContextSwitchTo(old);
-		}
 		queued = capture_direct(trigdata, entry);
 		if (queued > 0)
 			wake_at_commit = true;
 		return PointerGetDatum(NULL);
 	}
+	/* no binding on this table and operation (any more) */
+	if (entry->query == NULL)
+		return PointerGetDatum(NULL);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register the transition tables");
 
-	if (trigger->tgnargs < 3 || trigger->tgargs[2][0] == '\0')
+	if (entry->fallback == NULL)
 	{
 		/* no condition: nothing in the query can fail */
 		if (entry->plan == NULL)
-			entry->plan = prepare_capture_query(trigger, trigger->tgargs[1], false);
-		queued = run_capture_query(entry, entry->plan, trigger->tgargs[1], trigger, relid, NULL);
+			entry->plan = prepare_capture_query(trigger, entry->query, false);
+		queued = run_capture_query(entry, entry->plan, entry->query, trigger, relid, NULL);
 	}
 	else
 	{
@@ -730,14 +838,15 @@ webhook_capture(PG_FUNCTION_ARGS)
 		ResourceOwner owner = CurrentResourceOwner;
 		int			in_use = entry->in_use;
 		int			depth = webhook_capture_depth;
+		Oid			capturing = webhook_capture_relid;
 
 		BeginInternalSubTransaction(NULL);
 		MemoryContextSwitchTo(cxt);
 		PG_TRY();
 		{
 			if (entry->plan == NULL)
-				entry->plan = prepare_capture_query(trigger, trigger->tgargs[1], false);
-			queued = run_capture_query(entry, entry->plan, trigger->tgargs[1], trigger, relid, NULL);
+				entry->plan = prepare_capture_query(trigger, entry->query, false);
+			queued = run_capture_query(entry, entry->plan, entry->query, trigger, relid, NULL);
 			ReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(cxt);
 			CurrentResourceOwner = owner;
@@ -754,6 +863,7 @@ webhook_capture(PG_FUNCTION_ARGS)
 			CurrentResourceOwner = owner;
 			entry->in_use = in_use;
 			webhook_capture_depth = depth;
+			webhook_capture_relid = capturing;
 
 			ereport(WARNING,
 					(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
@@ -762,9 +872,10 @@ webhook_capture(PG_FUNCTION_ARGS)
 					 errdetail("The change is kept; its occurrences are recorded as failed deliveries."),
 					 errhint("Correct the condition; webhook.deliveries shows the error.")));
 			if (entry->fallback_plan == NULL)
-				entry->fallback_plan = prepare_capture_query(trigger, trigger->tgargs[2], true);
-			queued = run_capture_query(entry, entry->fallback_plan, trigger->tgargs[2], trigger,
-									   relid, edata->message);
+				entry->fallback_plan = prepare_capture_query(trigger, entry->fallback, true);
+			queued = run_capture_query(entry, entry->fallback_plan, entry->fallback, trigger,
+									   relid, psprintf("a condition failed when the change was captured: %s",
+													   edata->message));
 		}
 		PG_END_TRY();
 	}

@@ -165,6 +165,8 @@ webhook_dispatch_start(void)
 {
 	dlist_mutable_iter iter;
 
+	if (!webhook_http_accepting())
+		return;
 	dlist_foreach_modify(iter, &ready)
 	{
 		WebhookRequest *req = dlist_container(WebhookRequest, node, iter.cur);

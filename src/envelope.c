@@ -23,6 +23,7 @@
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/proc.h"
 #include "utils/array.h"
@@ -420,6 +421,20 @@ text_arg(FunctionCallInfo fcinfo, int arg)
 }
 
 /*
+ * Whose rights linked rows are read with.  Only the worker may name another
+ * role (the event's author, from its own catalogue): in any other session
+ * the argument is ignored and the caller reads as itself, so EXECUTE on
+ * this function lends no one's rights.
+ */
+static Oid
+render_reader(FunctionCallInfo fcinfo)
+{
+	if (!webhook_in_worker)
+		return GetUserId();
+	return PG_ARGISNULL(ARG_READER) ? InvalidOid : PG_GETARG_OID(ARG_READER);
+}
+
+/*
  * webhook._render(id, profile, payload, fields, binding_id, event, title,
  *				   object, table_oid, key_columns, captured_at, operation,
  *				   row_data, old_row, new_row, parent_object, parent_table,
@@ -427,7 +442,8 @@ text_arg(FunctionCallInfo fcinfo, int arg)
  *
  * Not strict: a NULL comes out as null (the worker must never fail on a
  * snapshot), old_row and new_row only matter for an update, the parent
- * only when parent_object is given.  Rows read now are read as reader.
+ * only when parent_object is given.  Rows read now are read as reader in
+ * the worker, and as the caller anywhere else (see render_reader).
  */
 Datum
 webhook_render(PG_FUNCTION_ARGS)
@@ -437,7 +453,7 @@ webhook_render(PG_FUNCTION_ARGS)
 	text	   *row = PG_ARGISNULL(ARG_ROW) ? NULL : PG_GETARG_TEXT_PP(ARG_ROW);
 	List	   *row_fields = fields_of(fcinfo, ARG_ROW);
 	Oid			table = PG_ARGISNULL(ARG_TABLE) ? InvalidOid : PG_GETARG_OID(ARG_TABLE);
-	Oid			reader = PG_ARGISNULL(ARG_READER) ? InvalidOid : PG_GETARG_OID(ARG_READER);
+	Oid			reader = render_reader(fcinfo);
 	TableShape *shape = bp->kind == PAYLOAD_EVENT_ONLY ? NULL : webhook_table_shape(table);
 	char	   *operation = text_arg(fcinfo, ARG_OPERATION);
 	char	   *parent_object = text_arg(fcinfo, ARG_PARENT_OBJECT);

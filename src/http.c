@@ -29,6 +29,7 @@
 static CURLM *multi = NULL;
 static int	epoll_fd = -1;
 static int	in_flight = 0;
+static bool connections_stale = false;
 static TimestampTz timer_deadline = 0;	/* 0: no timer */
 static dlist_head done_requests = DLIST_STATIC_INIT(done_requests);
 
@@ -175,6 +176,21 @@ timer_callback(CURLM *m, long timeout_ms, void *userp)
 	return 0;
 }
 
+static CURLM *
+new_multi(void)
+{
+	CURLM	   *m = curl_multi_init();
+
+	if (m == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, socket_callback);
+	curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, timer_callback);
+	curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long) Max(webhook_max_concurrency, 8));
+	return m;
+}
+
 void
 webhook_http_init(void)
 {
@@ -187,14 +203,34 @@ webhook_http_init(void)
 		ereport(ERROR,
 				(errcode_for_socket_access(),
 				 errmsg("could not create epoll descriptor: %m")));
-	multi = curl_multi_init();
-	if (multi == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYSTEM_ERROR),
-				 errmsg("could not create a libcurl multi handle")));
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_callback);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_callback);
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) Max(webhook_max_concurrency, 8));
+	multi = new_multi();
+}
+
+/*
+ * Connections that were opened before webhook.blocked_networks changed may
+ * lead to addresses it now blocks, and the check is made only when a
+ * connection opens: they must not carry another request.  No request starts
+ * until those in flight are done; then the multi handle, with every
+ * connection it keeps, is replaced.
+ */
+void
+webhook_http_forget_connections(void)
+{
+	connections_stale = true;
+}
+
+bool
+webhook_http_accepting(void)
+{
+	if (!connections_stale)
+		return true;
+	if (in_flight > 0)
+		return false;
+	curl_multi_cleanup(multi);
+	multi = new_multi();
+	timer_deadline = 0;
+	connections_stale = false;
+	return true;
 }
 
 void
@@ -265,6 +301,8 @@ webhook_http_start(WebhookRequest *req)
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_URL, req->url);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* never a proxy from the environment: blocked_networks would see only it */
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);

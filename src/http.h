@@ -76,6 +76,8 @@ extern char *webhook_response_headers_json(WebhookRequest *req);
 extern void webhook_http_init(void);
 extern void webhook_http_shutdown(void);
 extern void webhook_http_start(WebhookRequest *req);
+extern void webhook_http_forget_connections(void);
+extern bool webhook_http_accepting(void);
 extern int	webhook_http_in_flight(void);
 extern int	webhook_http_socket(void);
 extern long webhook_http_timeout_ms(void);

@@ -7,6 +7,9 @@
 
 #include <limits.h>
 
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "executor/spi.h"
@@ -16,7 +19,9 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
+#include "utils/syscache.h"
 
 PG_MODULE_MAGIC;
 
@@ -90,6 +95,49 @@ database_needing_exclusive_use(Node *stmt)
 			return "template1";
 		default:
 			return NULL;
+	}
+}
+
+/*
+ * Whether a statement that needs the database free of other sessions will
+ * really run: pausing the worker for one that fails its own checks would
+ * let any role stop deliveries (and re-send what was on the wire) at will.
+ * These are the checks the statement itself makes first, in its order:
+ * outside a transaction block where it must be, not on the current
+ * database, with the ownership or privilege it needs.
+ */
+static bool
+exclusive_use_will_run(Node *stmt, Oid dboid, bool is_top_level)
+{
+	bool		needs_top_level = !IsA(stmt, RenameStmt);
+
+	if (needs_top_level && (!is_top_level || IsTransactionBlock()))
+		return false;
+	if (dboid == MyDatabaseId)
+		return false;
+	switch (nodeTag(stmt))
+	{
+		case T_DropdbStmt:
+		case T_AlterDatabaseStmt:
+			return pg_database_ownercheck(dboid, GetUserId());
+		case T_RenameStmt:
+			return pg_database_ownercheck(dboid, GetUserId()) && have_createdb_privilege();
+		case T_CreatedbStmt:
+			{
+				HeapTuple	tuple;
+				bool		is_template;
+
+				if (!have_createdb_privilege())
+					return false;
+				tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+				if (!HeapTupleIsValid(tuple))
+					return false;
+				is_template = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
+				ReleaseSysCache(tuple);
+				return is_template || pg_database_ownercheck(dboid, GetUserId());
+			}
+		default:
+			return false;
 	}
 }
 
@@ -178,7 +226,9 @@ webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	{
 		Oid			dboid = get_database_oid(dbname, true);
 
-		if (OidIsValid(dboid) && webhook_pause_worker(dboid))
+		if (OidIsValid(dboid) &&
+			exclusive_use_will_run(stmt, dboid, context == PROCESS_UTILITY_TOPLEVEL) &&
+			webhook_pause_worker(dboid))
 			paused = dboid;
 	}
 
@@ -277,9 +327,9 @@ define_gucs(void)
 							   "Sets the address ranges the worker never connects to.",
 							   "A comma-separated list of CIDR ranges, checked on the address a host name "
 							   "resolves to. The default blocks link-local addresses, where cloud metadata "
-							   "services answer.",
+							   "services answer, and the unspecified addresses, which reach this host.",
 							   &webhook_blocked_networks,
-							   "169.254.0.0/16, fe80::/10",
+							   "169.254.0.0/16, fe80::/10, 0.0.0.0/8, ::/128",
 							   PGC_SIGHUP, GUC_LIST_INPUT,
 							   (GucStringCheckHook) webhook_check_blocked_networks,
 							   webhook_assign_blocked_networks, NULL);

@@ -25,12 +25,16 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
+
+/* How long the worker waits for the lock of a table it reads rows of. */
+#define LINKED_LOCK_TIMEOUT "100ms"
 
 /* Keys longer than this are read each time, not kept. */
 #define LOOKUP_KEY_LEN 256
@@ -129,7 +133,7 @@ lookup_sql(Oid relid, int ncolumns, char **columns, Oid *types)
 		TypeCacheEntry *tc = lookup_type_cache(types[i], TYPECACHE_EQ_OPR);
 		char	   *op = OidIsValid(tc->eq_opr) ? qualified_operator(tc->eq_opr) : NULL;
 
-		if (op == NULL)
+		if (op == NULL || !webhook_function_trusted(get_opcode(tc->eq_opr)))
 			return NULL;
 		appendStringInfo(&sql, "%st.%s %s $%d", i > 0 ? " AND " : "",
 						 quote_identifier(columns[i]), op, i + 1);
@@ -145,6 +149,7 @@ lookup_plan(Oid relid, int ncolumns, char **columns, Oid *types)
 	LookupPlan *lp;
 	MemoryContext old;
 	char	   *sql;
+	const char *untrusted;
 
 	foreach(lc, plans)
 	{
@@ -170,6 +175,19 @@ lookup_plan(Oid relid, int ncolumns, char **columns, Oid *types)
 	plans = lappend(plans, lp);
 	MemoryContextSwitchTo(old);
 
+	/* no code of a user's may run as the reader, or as the worker */
+	untrusted = webhook_relation_untrusted(relid);
+	if (untrusted != NULL)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("webhook does not read table \"%s\" for payloads: %s",
+						get_rel_name(relid), untrusted),
+				 errdetail("Its rows are sent as null."),
+				 errhint("Only types, casts, checks and policies of the system or of superusers are used "
+						 "when rows are read as another role.")));
+		return lp;
+	}
 	sql = lookup_sql(relid, ncolumns, columns, types);
 	if (sql != NULL)
 	{
@@ -192,6 +210,7 @@ read_row(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid
 	int			save_sec_context;
 	char	   *result = NULL;
 	int			rc;
+	int			guc_level = -1;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "could not connect to SPI");
@@ -201,6 +220,20 @@ read_row(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid
 		SPI_finish();
 		return NULL;
 	}
+	/*
+	 * The worker does not wait long for a locked table (see open_user_table
+	 * in rowjson.c): less than deadlock_timeout, so that it gives way first.
+	 */
+	if (webhook_in_worker)
+	{
+		guc_level = NewGUCNestLevel();
+		(void) set_config_option("lock_timeout", LINKED_LOCK_TIMEOUT, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	}
+	/* the keys are converted as the reader too (trusted types only, above) */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(reader, save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	for (int i = 0; i < ncolumns; i++)
 	{
 		Oid			input;
@@ -209,11 +242,10 @@ read_row(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid
 		getTypeInputInfo(types[i], &input, &ioparam);
 		args[i] = OidInputFunctionCall(input, values[i], ioparam, -1);
 	}
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(reader, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	rc = SPI_execute_plan(lp->plan, args, NULL, true, 1);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (guc_level >= 0)
+		AtEOXact_GUC(true, guc_level);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read a linked row: %s", SPI_result_code_string(rc));
 	if (SPI_processed > 0)
@@ -237,7 +269,10 @@ read_row(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid
 	return result;
 }
 
-/* read_row in a subtransaction: any error is a row that is not there. */
+/*
+ * read_row in a subtransaction: any error is a row that is not there, but
+ * a lock the worker would have to wait for, which defers the expansion.
+ */
 static char *
 read_row_safely(Oid relid, int ncolumns, char **columns, Oid *types, char **values,
 				Oid reader)
@@ -257,11 +292,16 @@ read_row_safely(Oid relid, int ncolumns, char **columns, Oid *types, char **valu
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+			ReThrowError(edata);
 		result = NULL;
 	}
 	PG_END_TRY();

@@ -23,6 +23,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -34,6 +35,9 @@
 
 /* Items of due batches put together by one transaction, about. */
 #define ASSEMBLE_STEP 10000
+
+/* An expansion held up by a locked table is tried again after this. */
+#define EXPAND_RETRY_MS 200
 
 /* Finished deliveries purged by one transaction at most. */
 #define PURGE_STEP 1000
@@ -119,7 +123,7 @@ static const char *expand_sql =
 "         CASE WHEN i.capture_error IS NOT NULL THEN 'failed'"
 "              WHEN i.enabled THEN 'pending' ELSE 'held' END,"
 "         CASE WHEN i.capture_error IS NULL AND i.enabled THEN pg_catalog.now() END, i.captured_at,"
-"         'a condition failed when the change was captured: ' || i.capture_error"
+"         i.capture_error"
 "  FROM rendered i WHERE NOT i.batched ORDER BY i.occurrence_id, i.ord, i.binding_id"
 "), open_locked AS ("
 "  SELECT d.delivery_id, d.profile_id, d.batch_key, d.items FROM webhook.delivery d"
@@ -202,6 +206,23 @@ static const char *expand_sql =
 "   WHERE NOT (c.fresh AND c.full)"
 ")"
 "SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)";
+
+/*
+ * A queue row that the expansion cannot turn into deliveries (a value that
+ * the JSON parser refuses, say): its changes become failed deliveries with
+ * the error, and no payload.  It is the row the expansion takes first.
+ */
+static const char *poison_sql =
+"UPDATE webhook.occurrence o"
+"   SET capture_error = 'the worker could not make a payload of this change: ' || $1,"
+"       new_rows = CASE WHEN o.new_rows IS NOT NULL THEN h.nulls END,"
+"       old_rows = CASE WHEN o.old_rows IS NOT NULL THEN h.nulls END"
+"  FROM (SELECT x.occurrence_id,"
+"               (SELECT pg_catalog.json_agg(NULL::json)"
+"                  FROM pg_catalog.generate_series(1, x.row_count)) AS nulls"
+"          FROM webhook.occurrence x"
+"         ORDER BY x.occurrence_id LIMIT 1 FOR UPDATE SKIP LOCKED) AS h"
+" WHERE o.occurrence_id = h.occurrence_id";
 
 /*
  * Put together the batches that are due: their items, in order, become
@@ -383,6 +404,7 @@ static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr profiles_plan = NULL;
 static SPIPlanPtr stopped_plan = NULL;
 static SPIPlanPtr give_back_plan = NULL;
+static SPIPlanPtr poison_plan = NULL;
 
 /* The caller's memory context: results outlive the step's transaction. */
 static MemoryContext caller_cxt = NULL;
@@ -884,6 +906,91 @@ run_limited(SPIPlanPtr *plan, const char *sql, int limit, const char *what)
 }
 
 /*
+ * run_limited for the expansion, in a subtransaction; the error, if any,
+ * comes back in *error, and *locked says it was a user's table the worker
+ * would have had to wait for.
+ */
+static bool
+expand_guarded(int limit, char **error, bool *locked)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool more = false;
+
+	*error = NULL;
+	*locked = false;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		more = run_limited(&expand_plan, expand_sql, limit, "expand webhook occurrences");
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		*error = edata->message;
+		*locked = edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return more;
+}
+
+/*
+ * Expand new occurrences; true when more wait.  The queue holds what
+ * writers wrote, and one row that the expansion cannot turn into
+ * deliveries (a value that the JSON parser refuses, say) must not stop the
+ * others: when a step fails, fewer rows are tried, down to the first one
+ * alone, which is then marked with the error (poison_sql) and expanded into
+ * failed deliveries.  A user's table that is locked is not an error of the
+ * row: the expansion stops there, and *deferred asks for another try soon.
+ */
+static bool
+expand(bool *deferred)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	char	   *error;
+	bool		locked;
+	bool		more;
+
+	*deferred = false;
+	for (int limit = EXPAND_STEP;; limit /= 2)
+	{
+		more = expand_guarded(limit, &error, &locked);
+		if (error == NULL)
+			return more || limit < EXPAND_STEP;
+		if (locked)
+		{
+			*deferred = true;
+			return false;
+		}
+		if (limit == 1)
+			break;
+	}
+	ereport(WARNING,
+			(errcode(ERRCODE_DATA_EXCEPTION),
+			 errmsg("webhook could not make a payload of a queued change: %s", error),
+			 errdetail("Its deliveries are recorded as failed, with the error.")));
+	args[0] = CStringGetTextDatum(pnstrdup(error, 300));
+	if (SPI_execute_plan(keep_plan(&poison_plan, poison_sql, 1, types), args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not mark a webhook occurrence that cannot be expanded");
+	(void) expand_guarded(1, &error, &locked);
+	if (error != NULL && locked)
+		*deferred = true;
+	else if (error != NULL)
+		elog(ERROR, "could not expand webhook occurrences: %s", error);
+	return !*deferred;
+}
+
+/*
  * One transaction of the worker: record what finished, give back what came
  * back unsent, find profiles stopped since their deliveries were claimed,
  * expand new occurrences, put together the batches that are due, claim
@@ -899,6 +1006,7 @@ void
 webhook_queue_step(WebhookStep *step)
 {
 	bool		isnull;
+	bool		deferred;
 
 	step->claimed = NIL;
 	step->stopped = NIL;
@@ -918,8 +1026,7 @@ webhook_queue_step(WebhookStep *step)
 		give_back(step->unsent);
 	step->stopped = find_stopped();
 
-	step->more_occurrences = run_limited(&expand_plan, expand_sql, EXPAND_STEP,
-										 "expand webhook occurrences");
+	step->more_occurrences = expand(&deferred);
 	step->more_batches = run_limited(&assemble_plan, assemble_sql, ASSEMBLE_STEP,
 									 "assemble webhook batches");
 	if (step->claim_limit > 0)
@@ -935,6 +1042,14 @@ webhook_queue_step(WebhookStep *step)
 
 		if (!isnull)
 			step->next_due = DatumGetTimestampTz(due);
+	}
+	/* a locked table held up the expansion: try again in a moment */
+	if (deferred)
+	{
+		TimestampTz retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPAND_RETRY_MS);
+
+		if (step->next_due == 0 || step->next_due > retry)
+			step->next_due = retry;
 	}
 	end_step();
 }

@@ -21,9 +21,12 @@
 #include "common/base64.h"
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/bytea.h"
+#include "utils/float.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
@@ -69,21 +72,112 @@ field_end(void *state, char *fname, bool isnull)
 	fs->current = NULL;
 }
 
-/* The top-level fields of a JSON object, in order (none for a non-object). */
-List *
-webhook_json_fields(const char *json, int len)
+static JsonParseErrorType
+parse_fields(const char *json, int len, JsonLexContext **lex, List **fields)
 {
 	FieldsState state = {0};
 	JsonSemAction sem = {0};
-	JsonLexContext *lex = makeJsonLexContextCstringLen((char *) json, len,
-													   GetDatabaseEncoding(), true);
+	JsonParseErrorType result;
 
-	state.lex = lex;
+	*lex = makeJsonLexContextCstringLen((char *) json, len, GetDatabaseEncoding(), true);
+	state.lex = *lex;
 	sem.semstate = &state;
 	sem.object_field_start = field_start;
 	sem.object_field_end = field_end;
-	pg_parse_json_or_ereport(lex, &sem);
-	return state.fields;
+	result = pg_parse_json(*lex, &sem);
+	*fields = state.fields;
+	return result;
+}
+
+/*
+ * A copy of the JSON, the same length, in which every \u escape that has no
+ * text in this database (\u0000, a surrogate, a character the encoding
+ * lacks) reads \u<replacement> instead.  Parsing it gives the same places,
+ * and the keys as near as they can be.
+ */
+static char *
+escapes_made_parseable(const char *json, int len, const char *replacement)
+{
+	char	   *copy = pnstrdup(json, len);
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+
+	for (int i = 0; i + 1 < len; i++)
+	{
+		unsigned int code;
+
+		if (copy[i] != '\\')
+			continue;
+		if (copy[i + 1] == 'u' && i + 5 < len &&
+			isxdigit((unsigned char) copy[i + 2]) && isxdigit((unsigned char) copy[i + 3]) &&
+			isxdigit((unsigned char) copy[i + 4]) && isxdigit((unsigned char) copy[i + 5]))
+		{
+			code = strtoul(pnstrdup(copy + i + 2, 4), NULL, 16);
+			if (code == 0 || (code >= 0xD800 && code <= 0xDFFF) || (!utf8 && code >= 0x80))
+				memcpy(copy + i + 2, replacement, 4);
+		}
+		i++;					/* past the escaped character */
+	}
+	return copy;
+}
+
+/*
+ * The top-level fields of a JSON object, in order (none for a non-object).
+ * The values are the JSON as written: a \u0000 or a lone surrogate in a
+ * writer's json column passes through to the receiver unchanged.
+ */
+List *
+webhook_json_fields(const char *json, int len)
+{
+	JsonLexContext *lex;
+	List	   *fields;
+	JsonParseErrorType result = parse_fields(json, len, &lex, &fields);
+
+	if (result >= JSON_UNICODE_CODE_POINT_ZERO && result <= JSON_UNICODE_LOW_SURROGATE)
+	{
+		const char *copy = escapes_made_parseable(json, len, "003f");
+		JsonLexContext *copy_lex;
+		ListCell   *lc;
+
+		if (parse_fields(copy, len, &copy_lex, &fields) == JSON_SUCCESS)
+		{
+			foreach(lc, fields)
+			{
+				JsonField  *f = lfirst(lc);
+
+				f->value = json + (f->value - copy);
+			}
+			return fields;
+		}
+	}
+	if (result != JSON_SUCCESS)
+		json_ereport_error(result, lex);
+	return fields;
+}
+
+/*
+ * webhook._display_jsonb(json) RETURNS jsonb: the JSON as jsonb, for the
+ * views.  jsonb has no text for \u0000 or a lone surrogate, which a json
+ * column of a writer's may hold (and the payload sends as written): they
+ * are shown as U+FFFD (as '?' where the database encoding lacks it).
+ */
+PG_FUNCTION_INFO_V1(webhook_display_jsonb);
+
+Datum
+webhook_display_jsonb(PG_FUNCTION_ARGS)
+{
+	text	   *json = PG_GETARG_TEXT_PP(0);
+	char	   *data = VARDATA_ANY(json);
+	int			len = VARSIZE_ANY_EXHDR(json);
+	JsonSemAction sem = {0};
+	JsonParseErrorType result;
+
+	result = pg_parse_json(makeJsonLexContextCstringLen(data, len, GetDatabaseEncoding(), true), &sem);
+	if (result >= JSON_UNICODE_CODE_POINT_ZERO && result <= JSON_UNICODE_LOW_SURROGATE)
+		data = escapes_made_parseable(data, len,
+									  GetDatabaseEncoding() == PG_UTF8 ? "fffd" : "003f");
+	else
+		data = pnstrdup(data, len);
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(data));
 }
 
 JsonField *
@@ -214,10 +308,32 @@ link_key(TableShape *shape, ForeignKeyCacheInfo *fk, char **columns)
 	return key;
 }
 
+/*
+ * The worker holds its queue's locks when it reads a user's table; waiting
+ * for that table's lock then could deadlock with a session that holds it
+ * and waits for the queue (DROP EXTENSION drops the capture triggers first).
+ * So the worker does not wait: the expansion is tried again a moment later
+ * (see expand() in queue.c).  A backend waits as any query would.
+ */
+static Relation
+open_user_table(Oid relid)
+{
+	if (webhook_in_worker)
+	{
+		if (!ConditionalLockRelationOid(relid, AccessShareLock))
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("table %u is locked", relid),
+					 errdetail("The worker reads it for a payload and does not wait for its lock.")));
+		return try_relation_open(relid, NoLock);
+	}
+	return try_relation_open(relid, AccessShareLock);
+}
+
 static void
 read_shape(TableShape *shape)
 {
-	Relation	rel = try_relation_open(shape->relid, AccessShareLock);
+	Relation	rel = open_user_table(shape->relid);
 	TupleDesc	desc;
 	List	   *fkeys;
 	ListCell   *lc;
@@ -516,12 +632,18 @@ webhook_render_begin(void)
 	int			level;
 
 	if (pg_get_timezone_offset(session_timezone, &gmtoff) && gmtoff == 0 &&
-		bytea_output == BYTEA_OUTPUT_HEX)
+		bytea_output == BYTEA_OUTPUT_HEX && IntervalStyle == INTSTYLE_POSTGRES &&
+		extra_float_digits > 0)
 		return -1;
 	level = NewGUCNestLevel();
 	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("bytea_output", "hex", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	/* intervals in one style, floats to their last digit */
+	(void) set_config_option("IntervalStyle", "postgres", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "1", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	return level;
 }

@@ -90,6 +90,9 @@ post_finished(WebhookChannel *channel)
 	}
 }
 
+/* The webhook.blocked_networks that the open connections were checked against. */
+static char *blocked_networks_in_use = NULL;
+
 void
 webhook_sender_main(Datum main_arg)
 {
@@ -103,6 +106,7 @@ webhook_sender_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	channel = webhook_channel_attach(handle);
+	blocked_networks_in_use = MemoryContextStrdup(TopMemoryContext, webhook_blocked_networks);
 	webhook_http_init();
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -118,7 +122,13 @@ webhook_sender_main(Datum main_arg)
 
 		MemoryContextSwitchTo(loop_cxt);
 		MemoryContextReset(loop_cxt);
-		(void) webhook_handle_interrupts();
+		if (webhook_handle_interrupts() &&
+			strcmp(blocked_networks_in_use, webhook_blocked_networks) != 0)
+		{
+			pfree(blocked_networks_in_use);
+			blocked_networks_in_use = MemoryContextStrdup(TopMemoryContext, webhook_blocked_networks);
+			webhook_http_forget_connections();
+		}
 
 		take_messages(channel);
 		post_finished(channel);

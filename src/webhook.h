@@ -18,6 +18,7 @@
  *	linked.c	rows read when a payload is made: parents, foreign keys
  *	sign.c		Standard Webhooks signatures, secrets, Basic credentials
  *	network.c	webhook.blocked_networks
+ *	trust.c		whether handling a table's rows could run users' code
  *	api.c		SQL-callable C functions used by the install script
  */
 #ifndef WEBHOOK_H
@@ -30,7 +31,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
-#define WEBHOOK_VERSION "0.1"
+#define WEBHOOK_VERSION "0.2"
 #define WEBHOOK_EXTENSION_NAME "webhook"
 #define WEBHOOK_SCHEMA_NAME "webhook"
 
@@ -105,9 +106,15 @@ extern void webhook_unpause_worker(Oid dboid, bool database_gone);
 extern void webhook_register_launcher(void);
 extern PGDLLEXPORT void webhook_launcher_main(Datum main_arg);
 
-/* worker.c, sender.c */
+/* worker.c, sender.c; webhook_in_worker is true in a worker only */
+extern bool webhook_in_worker;
 extern PGDLLEXPORT void webhook_worker_main(Datum main_arg);
 extern PGDLLEXPORT void webhook_sender_main(Datum main_arg);
+
+/* trust.c: whether a table's rows, a type, a function run users' code */
+extern bool webhook_function_trusted(Oid funcid);
+extern const char *webhook_type_untrusted(Oid typid);
+extern const char *webhook_relation_untrusted(Oid relid);
 
 /* sign.c */
 extern char *webhook_signature(const char *secret, const char *msg_id,
@@ -119,5 +126,6 @@ extern void webhook_wake_on_commit(void);
 extern void webhook_start_on_commit(Oid dboid);
 extern void webhook_capture_init(void);
 extern int	webhook_capture_depth;
+extern Oid	webhook_capture_relid;
 
 #endif							/* WEBHOOK_H */

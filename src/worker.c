@@ -45,6 +45,8 @@
 /* A due delivery the last claim could not take is looked at again after this. */
 #define DUE_RECHECK_MS 1000
 
+bool		webhook_in_worker = false;
+
 static WebhookDbSlot *my_slot = NULL;
 
 /* Set before a deliberate exit: the launcher must not restart us. */
@@ -152,6 +154,46 @@ start_sender(void)
 	return channel;
 }
 
+/*
+ * The worker's own session settings, whatever the server, database or role
+ * defaults say (ALTER DATABASE ... SET default_transaction_read_only = on, or
+ * a tiny lock_timeout for every session, would otherwise stop it or make it
+ * fail in a loop).
+ */
+static const char *const worker_settings[][2] = {
+	/* its statements never resolve names through user schemas */
+	{"search_path", "pg_catalog, pg_temp"},
+	/* rows it reads for payloads come out as the capture writes them */
+	{"TimeZone", "UTC"},
+	{"bytea_output", "hex"},
+	{"IntervalStyle", "postgres"},
+	{"DateStyle", "ISO, MDY"},
+	{"extra_float_digits", "1"},
+	/* it writes, in short transactions of its own, and waits for locks */
+	{"default_transaction_read_only", "off"},
+	{"default_transaction_isolation", "read committed"},
+	{"default_transaction_deferrable", "off"},
+	{"session_replication_role", "origin"},
+	{"statement_timeout", "0"},
+	{"lock_timeout", "0"},
+	{"idle_in_transaction_session_timeout", "0"},
+	{"transform_null_equals", "off"},
+	{"standard_conforming_strings", "on"},
+	{"row_security", "on"},
+
+	/*
+	 * Its queries take a few rows off the head of an index.  The queue
+	 * tables churn: between two vacuums they are mostly dead rows, and their
+	 * statistics say little, so a plan that scans the table would read them
+	 * all, every step.
+	 */
+	{"enable_seqscan", "off"},
+	{"enable_indexscan", "on"},
+	{"enable_bitmapscan", "on"},
+	/* and none is worth compiling (the line above inflates costs, too) */
+	{"jit", "off"},
+};
+
 static long
 ms_until(TimestampTz when, TimestampTz now)
 {
@@ -180,24 +222,12 @@ webhook_worker_main(Datum main_arg)
 
 	if (!worker_attach(dboid))
 		proc_exit(0);
+	webhook_in_worker = true;
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("webhook worker");
-	/* the worker's statements never resolve names through user schemas */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-	/* rows it reads for payloads come out as the capture writes them */
-	SetConfigOption("TimeZone", "UTC", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("bytea_output", "hex", PGC_SUSET, PGC_S_OVERRIDE);
-
-	/*
-	 * Its queries take a few rows off the head of an index.  The queue
-	 * tables churn: between two vacuums they are mostly dead rows, and their
-	 * statistics say little, so a plan that scans the table would read them
-	 * all, every step.
-	 */
-	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	/* and none is worth compiling (the line above inflates costs, too) */
-	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	for (size_t i = 0; i < lengthof(worker_settings); i++)
+		SetConfigOption(worker_settings[i][0], worker_settings[i][1], PGC_SUSET, PGC_S_OVERRIDE);
 	StartTransactionCommand();
 	my_database_name = MemoryContextStrdup(TopMemoryContext,
 										   get_database_name(MyDatabaseId));

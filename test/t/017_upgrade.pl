@@ -1,0 +1,140 @@
+# The upgrade path: the first release (0.1) installed and in use, with
+# profiles, bindings with conditions, a batch that waits and held
+# deliveries, then ALTER EXTENSION webhook UPDATE.  The catalogue is then
+# that of a fresh install, nothing queued is lost, and delivery goes on.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use WebhookTest;
+
+my $node = new_webhook_node('upgrade');
+my $receiver = WebhookTest::Receiver->start;
+my %url = map { $_ => $receiver->url("/$_") } qw(plain batched held);
+
+$node->safe_psql('postgres', sample_schema());
+$node->safe_psql('postgres', qq{
+	CREATE EXTENSION webhook VERSION '0.1';
+	SELECT webhook.define_ticket_events('tickets', 'actions', closed_statuses => '{9}');
+	SELECT webhook.create_profile('plain', '$url{plain}', ARRAY['ticket.created', 'action.added']);
+	SELECT webhook.add_event('plain', 'ticket.updated', '[{"field": "priority_id", "op": "eq", "value": 1}]');
+	SELECT webhook.add_event('plain', 'ticket.updated', condition_sql => 'new.summary LIKE ''%urgent%''');
+	SELECT webhook.create_profile('batched', '$url{batched}', ARRAY['ticket.created', 'ticket.updated'],
+	                              batching => 'any_event', batch_wait => '1 hour');
+	SELECT webhook.create_profile('held', '$url{held}', ARRAY['ticket.created'], enabled => false);
+});
+is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'webhook'}), '0.1',
+	'the first release is installed');
+
+# in use: changes delivered, a batch waiting, deliveries held
+$node->safe_psql('postgres', q{
+	INSERT INTO tickets (summary, status_id, priority_id) SELECT 'before ' || i, 1, 1 FROM generate_series(1, 20) AS i;
+	UPDATE tickets SET summary = summary || ' urgent' WHERE summary IN ('before 1', 'before 2');
+	INSERT INTO actions (ticket_id, note) SELECT min(ticket_id), 'a note' FROM tickets;
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 0 FROM webhook.occurrence}), 'the changes were expanded');
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) FILTER (WHERE status = 'held') = 20
+	   AND count(*) FILTER (WHERE status = 'pending' AND body IS NULL) = 1
+	   AND count(*) FILTER (WHERE status = 'delivered') = 25
+	  FROM webhook.delivery}), '20 held, one batch waiting, 25 delivered')
+  or diag($node->safe_psql('postgres', q{SELECT status, count(*) FROM webhook.delivery GROUP BY 1}));
+# and changes still in the queue when the update comes
+$node->safe_psql('postgres', q{
+	SELECT webhook.disable_profile('plain');
+	INSERT INTO tickets (summary, status_id) VALUES ('queued across the update', 1);
+});
+ok($node->poll_query_until('postgres', q{SELECT count(*) = 0 FROM webhook.occurrence}), 'and expanded');
+my $waiting = $node->safe_psql('postgres', q{
+	SELECT (SELECT count(*) FROM webhook.batch_item) || '/' ||
+	       (SELECT count(*) FROM webhook.delivery WHERE status = 'held')});
+
+# the update, with the worker running
+$node->safe_psql('postgres', 'ALTER EXTENSION webhook UPDATE');
+is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'webhook'}), '0.2',
+	'ALTER EXTENSION webhook UPDATE moves to 0.2');
+
+# the same catalogue as a fresh install
+my $catalogue = q{
+	SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+	  SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_function_result(p.oid) || ' '
+	         || md5(p.prosrc) || ' ' || coalesce(array_to_string(p.proconfig, ','), '') || ' '
+	         || p.prosecdef || p.provolatile::text || p.proisstrict || ' ' || coalesce(p.proacl::text, '') AS x
+	    FROM pg_proc p WHERE p.pronamespace = 'webhook'::regnamespace AND p.proname !~ '^_condition_[eb][0-9]+$'
+	  UNION ALL
+	  SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '
+	         || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' || a.attcompression::text
+	    FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+	    LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+	   WHERE c.relnamespace = 'webhook'::regnamespace
+	  UNION ALL
+	  SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' ' || coalesce(c.relacl::text, '') || ' '
+	         || coalesce(array_to_string(c.reloptions, ','), '') || ' '
+	         || CASE WHEN c.relkind = 'v' THEN md5(pg_get_viewdef(c.oid)) ELSE '' END
+	    FROM pg_class c WHERE c.relnamespace = 'webhook'::regnamespace
+	  UNION ALL
+	  SELECT 'index ' || pg_get_indexdef(i.indexrelid)
+	    FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'webhook'::regnamespace
+	  UNION ALL
+	  SELECT 'trigger ' || pg_get_triggerdef(t.oid) || ' ' || t.tgenabled::text
+	    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+	   WHERE c.relnamespace = 'webhook'::regnamespace AND NOT t.tgisinternal
+	  UNION ALL
+	  SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+	    FROM pg_constraint WHERE connamespace = 'webhook'::regnamespace
+	  UNION ALL
+	  SELECT 'dumped ' || extconfig::regclass[]::text FROM pg_extension WHERE extname = 'webhook'
+	  UNION ALL
+	  SELECT 'event trigger ' || evtname || ' ' || evtevent || ' ' || evtfoid::regproc FROM pg_event_trigger
+	  UNION ALL
+	  SELECT 'schema ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = 'webhook'
+	) AS s};
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('fresh', 'CREATE EXTENSION webhook');
+my $upgraded = $node->safe_psql('postgres', $catalogue);
+my $fresh = $node->safe_psql('fresh', $catalogue);
+ok(length($fresh) > 10000, 'the catalogue is read');
+is($upgraded, $fresh, 'the upgraded catalogue equals a fresh install of 0.2');
+$node->safe_psql('postgres', 'DROP DATABASE fresh');
+
+# the capture triggers were made anew, and take nothing from arguments
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(tgname || ':' || tgnargs, ',' ORDER BY tgrelid::regclass::text, tgname)
+	  FROM pg_trigger WHERE tgname LIKE 'webhook_capture_%'}),
+	'webhook_capture_insert:0,webhook_capture_insert:0,webhook_capture_update:0',
+	'capture triggers without arguments');
+
+# nothing queued was lost
+is($node->safe_psql('postgres', q{
+	SELECT (SELECT count(*) FROM webhook.batch_item) || '/' ||
+	       (SELECT count(*) FROM webhook.delivery WHERE status = 'held')}),
+	$waiting, 'the waiting batch and the held deliveries are all there');
+$node->safe_psql('postgres', q{
+	SELECT webhook.enable_profile('plain');
+	SELECT webhook.enable_profile('held');
+	SELECT webhook.alter_profile('batched', batch_wait => '0 seconds');
+	INSERT INTO tickets (summary, status_id, priority_id) VALUES ('after the update', 1, 1);
+	UPDATE tickets SET summary = 'after the update, urgent' WHERE summary = 'after the update';
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 0 FROM webhook.delivery WHERE status <> 'delivered'}), 'everything is delivered')
+  or diag($node->safe_psql('postgres', q{SELECT status, count(*) FROM webhook.delivery GROUP BY 1}));
+
+my @got = @{ $receiver->requests };
+my %bodies = map { my $p = $_; $p => join("\n", map { $_->{body} } grep { $_->{path} eq "/$p" } @got) } keys %url;
+is(scalar(() = $bodies{held} =~ /"event" : "ticket\.created"/g), 22,
+	'the 21 changes held across the update went out, and the one after it');
+is(scalar(() = $bodies{batched} =~ /"profile" : "batched"/g), 20 + 2 + 1 + 2,
+	'the batch took the changes from before the update, from across it, and after it');
+like($bodies{plain}, qr/queued across the update/, 'the change queued across the update went out');
+is(scalar(grep { $_->{path} eq '/plain' && $_->{body} =~ /after the update, urgent/ } @got), 2,
+	'after the update, the conditions of 0.1 bindings still decide (priority 1, and the SQL condition)');
+my %ids;
+$ids{ $_->{headers}{'webhook-id'} }++ for @got;
+is(scalar(grep { $_ > 1 } values %ids), 0, 'no request was sent twice');
+
+$node->stop;
+done_testing();
