@@ -125,8 +125,9 @@ SELECT webhook.define_event('sec_case.at_site', 'sec_cases', 'insert',
 -- custom header value, and the profile's secrets echoed by a receiver
 SELECT webhook.create_profile('sec_echo', 'https://hooks.example.com/in?token=q-secret-123&team=desk',
                               ARRAY['sec_case.created'], auth => 'basic', username => 'desk',
-                              password => 'pw-secret-456', headers => '{"X-Credential": "h-secret-789"}',
-                              enabled => false) > 0 AS created;
+                              password => 'pw-secret-456',
+                              headers => '{"X-Credential": "h-secret-789", "X-Team": "service-desk"}',
+                              public_headers => '{x-team}', enabled => false) > 0 AS created;
 INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status, response_body)
 SELECT profile_id, 'sec-1', '{sec_case.created}', 1, '{}', 'delivered',
        'echo: Basic ' || encode(convert_to('desk:pw-secret-456', 'UTF8'), 'base64')
@@ -135,7 +136,7 @@ SELECT profile_id, 'sec-1', '{sec_case.created}', 1, '{}', 'delivered',
 INSERT INTO webhook.attempt (delivery_id, attempt, started_at, outcome, response_status, response_headers,
                              response_body, request_headers)
 SELECT delivery_id, 1, now(), 'response', 200, '{"X-Echo": "h-secret-789"}', response_body,
-       '{"X-Credential": "h-secret-789", "Authorization": "[redacted]", "Content-Type": "application/json"}'
+       '{"X-Credential": "h-secret-789", "X-Team": "service-desk", "Authorization": "[redacted]", "Content-Type": "application/json"}'
   FROM webhook.delivery WHERE webhook_id = 'sec-1';
 SET ROLE sec_reader;
 SELECT url, headers, password, secret FROM webhook.profiles WHERE name = 'sec_echo';
@@ -163,6 +164,12 @@ BEGIN
     RAISE NOTICE 'the condition function answers %', coalesce(answer::text, 'NULL');
 END $$;
 RESET ROLE;
+
+-- public_headers names headers of the profile; one taken away loses its mark
+SELECT webhook.alter_profile('sec_echo', public_headers => '{X-Nope}');
+SELECT webhook.alter_profile('sec_echo', public_headers => ARRAY[NULL]);
+SELECT webhook.alter_profile('sec_echo', headers => '{"X-Credential": "h-secret-789"}');
+SELECT public_headers FROM webhook.profiles WHERE name = 'sec_echo';
 
 -- 6. limits: conditions, in lists, URLs
 SELECT webhook.add_event('sec_cases', 'sec_case.created',

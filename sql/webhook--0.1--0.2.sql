@@ -35,6 +35,9 @@ CREATE FUNCTION webhook._capturing(tbl regclass) RETURNS boolean
 COMMENT ON FUNCTION webhook._capturing(regclass) IS
     'True while a capture trigger of the table evaluates conditions in this session (internal).';
 
+-- The search_path a condition was written with is no longer taken: see below.
+DROP FUNCTION webhook._current_path();
+
 -- The search_path of a condition on a table: pg_catalog, then the table's schema.
 CREATE FUNCTION webhook._search_path_of_conditions(tbl regclass) RETURNS text
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -210,6 +213,7 @@ CREATE OR REPLACE FUNCTION webhook._profile_guard() RETURNS trigger
 DECLARE
     h record;
     key_bytes int;
+    unknown text;
 BEGIN
     IF NEW.name IS NULL OR btrim(NEW.name) = '' OR length(NEW.name) > 200 THEN
         RAISE EXCEPTION 'invalid profile name %', webhook._quoted(NEW.name)
@@ -287,6 +291,25 @@ BEGIN
        <> (SELECT count(*) FROM jsonb_object_keys(NEW.headers)) THEN
         RAISE EXCEPTION 'a header is given twice'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Header names are case-insensitive: give each once.';
+    END IF;
+    IF NEW.public_headers IS NULL THEN
+        RAISE EXCEPTION 'public_headers must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass ''{}'' for none.';
+    END IF;
+    -- headers taken away take their mark with them
+    IF TG_OP = 'UPDATE' AND NEW.public_headers = OLD.public_headers THEN
+        NEW.public_headers := ARRAY(SELECT ph.name FROM unnest(NEW.public_headers) AS ph(name)
+                                     WHERE EXISTS (SELECT 1 FROM jsonb_object_keys(NEW.headers) AS k
+                                                    WHERE lower(k) = lower(ph.name)));
+    END IF;
+    SELECT ph.name INTO unknown FROM unnest(NEW.public_headers) AS ph(name)
+     WHERE ph.name IS NULL
+        OR NOT EXISTS (SELECT 1 FROM jsonb_object_keys(NEW.headers) AS k WHERE lower(k) = lower(ph.name))
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'public header % is not a header of the profile', webhook._quoted(unknown)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'public_headers names headers of the profile whose values are no secret.';
     END IF;
     NEW.batching := lower(NEW.batching);
     NEW.payload := lower(NEW.payload);
@@ -623,6 +646,152 @@ END
 $$;
 
 ------------------------------------------------------------------------------
+-- Headers a reader may see: public_headers
+------------------------------------------------------------------------------
+
+/*
+ * A profile names the custom headers whose values are no secret
+ * (public_headers): a role that cannot read webhook.profile sees those
+ * values, and every other one redacted.  create_profile and alter_profile
+ * take the new option last; whoever could call them before still can.
+ */
+ALTER TABLE webhook.profile ADD COLUMN public_headers text[] NOT NULL DEFAULT '{}';
+
+CREATE TEMPORARY TABLE profile_function_grants AS
+SELECT p.proname::text AS function, a.grantee
+  FROM pg_catalog.pg_proc p CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) AS a
+ WHERE p.oid IN ('webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval)'::regprocedure,
+                 'webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text)'::regprocedure)
+   AND a.privilege_type = 'EXECUTE';
+DROP FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval);
+DROP FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text);
+
+CREATE FUNCTION webhook.create_profile(name text, url text, events text[],
+                                       method text DEFAULT 'POST', auth text DEFAULT 'none',
+                                       username text DEFAULT NULL, password text DEFAULT NULL,
+                                       headers jsonb DEFAULT '{}', payload text DEFAULT 'small',
+                                       batching text DEFAULT 'none',
+                                       batch_wait interval DEFAULT '10 seconds',
+                                       batch_max_items int DEFAULT 100,
+                                       secret text DEFAULT NULL, enabled boolean DEFAULT true,
+                                       max_attempts int DEFAULT 8,
+                                       retry_schedule interval[] DEFAULT NULL,
+                                       timeout interval DEFAULT NULL,
+                                       public_headers text[] DEFAULT '{}')
+    RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+    ev text;
+BEGIN
+    IF events IS NULL OR cardinality(events) = 0 THEN
+        RAISE EXCEPTION 'a profile needs at least one event'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List events of webhook.events, e.g. ARRAY[''ticket.created''].';
+    END IF;
+    FOREACH ev IN ARRAY events LOOP
+        IF ev IS NULL OR NOT EXISTS (SELECT 1 FROM webhook.event e WHERE e.name = ev) THEN
+            RAISE EXCEPTION 'event % does not exist', webhook._quoted(ev)
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Define it with webhook.define_event, or pick one of webhook.events.';
+        END IF;
+    END LOOP;
+    IF (SELECT count(DISTINCT e) FROM unnest(events) AS e) <> cardinality(events) THEN
+        RAISE EXCEPTION 'an event is listed more than once'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List each event once; bind it again with webhook.add_event for other conditions.';
+    END IF;
+    IF enabled IS NULL THEN
+        RAISE EXCEPTION 'enabled must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass true or false.';
+    END IF;
+    -- the guard trigger checks the rest, the name's uniqueness included
+    INSERT INTO webhook.profile (name, url, method, auth, username, password, headers, payload,
+                                 batching, batch_wait, batch_max_items, secret, enabled,
+                                 disabled_reason, max_attempts, retry_schedule, timeout, public_headers)
+    VALUES (name, url, method, auth, username, password, headers, payload,
+            batching, batch_wait, batch_max_items, secret, enabled,
+            CASE WHEN NOT enabled THEN 'created disabled' END, max_attempts, retry_schedule, timeout,
+            public_headers)
+    RETURNING profile_id INTO new_id;
+    INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
+    SELECT new_id, e.event_id, current_user::regrole, ''
+      FROM unnest(events) WITH ORDINALITY AS l(name, ord)
+      JOIN webhook.event e ON e.name = l.name
+     ORDER BY l.ord;
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[]) IS
+    'Creates a webhook profile that sends the listed events to the URL.';
+
+CREATE FUNCTION webhook.alter_profile(name text, url text DEFAULT NULL, method text DEFAULT NULL,
+                                      auth text DEFAULT NULL, username text DEFAULT NULL,
+                                      password text DEFAULT NULL, headers jsonb DEFAULT NULL,
+                                      payload text DEFAULT NULL, batching text DEFAULT NULL,
+                                      batch_wait interval DEFAULT NULL,
+                                      batch_max_items int DEFAULT NULL,
+                                      secret text DEFAULT NULL, enabled boolean DEFAULT NULL,
+                                      max_attempts int DEFAULT NULL,
+                                      retry_schedule interval[] DEFAULT NULL,
+                                      timeout interval DEFAULT NULL, new_name text DEFAULT NULL,
+                                      public_headers text[] DEFAULT NULL)
+    RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id bigint := webhook._profile_id(name);
+BEGIN
+    -- the guard trigger checks the result as a whole, the new name's uniqueness included
+    UPDATE webhook.profile p SET
+        name = coalesce(new_name, p.name),
+        url = coalesce(alter_profile.url, p.url),
+        method = coalesce(alter_profile.method, p.method),
+        auth = coalesce(alter_profile.auth, p.auth),
+        -- changing auth replaces the credentials
+        username = CASE WHEN alter_profile.auth IS NOT NULL THEN alter_profile.username
+                        ELSE coalesce(alter_profile.username, p.username) END,
+        password = CASE WHEN alter_profile.auth IS NOT NULL THEN alter_profile.password
+                        ELSE coalesce(alter_profile.password, p.password) END,
+        headers = coalesce(alter_profile.headers, p.headers),
+        payload = coalesce(alter_profile.payload, p.payload),
+        batching = coalesce(alter_profile.batching, p.batching),
+        batch_wait = coalesce(alter_profile.batch_wait, p.batch_wait),
+        batch_max_items = coalesce(alter_profile.batch_max_items, p.batch_max_items),
+        secret = coalesce(alter_profile.secret, p.secret),
+        max_attempts = coalesce(alter_profile.max_attempts, p.max_attempts),
+        -- '{}' and '0' go back to the defaults
+        retry_schedule = CASE WHEN alter_profile.retry_schedule = '{}' THEN NULL
+                              ELSE coalesce(alter_profile.retry_schedule, p.retry_schedule) END,
+        timeout = CASE WHEN alter_profile.timeout = '0' THEN NULL
+                       ELSE coalesce(alter_profile.timeout, p.timeout) END,
+        public_headers = coalesce(alter_profile.public_headers, p.public_headers)
+     WHERE p.profile_id = id;
+    IF enabled THEN
+        PERFORM webhook.enable_profile(coalesce(new_name, name));
+    ELSIF NOT enabled THEN
+        PERFORM webhook.disable_profile(coalesce(new_name, name));
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[]) IS
+    'Changes a profile; NULL leaves an option as it is. Deliveries not yet sent go out with the new settings.';
+
+REVOKE ALL ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[]),
+                       webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[])
+    FROM PUBLIC;
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT * FROM profile_function_grants LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION webhook.%I TO %s', g.function,
+                                  CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END);
+    END LOOP;
+END $$;
+DROP TABLE profile_function_grants;
+
+------------------------------------------------------------------------------
 -- What a reader sees: no credential
 ------------------------------------------------------------------------------
 
@@ -674,7 +843,8 @@ SELECT p.name,
        CASE WHEN p.password IS NOT NULL THEN '[redacted]' END AS password,
        (SELECT COALESCE(pg_catalog.jsonb_object_agg(h.key,
                             CASE WHEN h.key ~* '(auth|token|key|secret|cookie|password|session)'
-                                      OR NOT pg_catalog.has_table_privilege('webhook.profile', 'SELECT')
+                                      OR (NOT pg_catalog.has_table_privilege('webhook.profile', 'SELECT')
+                                          AND NOT pg_catalog.lower(h.key) = ANY (pg_catalog.lower(p.public_headers::text)::text[]))
                                  THEN '"[redacted]"'::jsonb ELSE h.value END), '{}')
           FROM pg_catalog.jsonb_each(p.headers) AS h) AS headers,
        p.payload, p.payload_fields, p.batching, p.batch_wait, p.batch_max_items,
@@ -682,11 +852,11 @@ SELECT p.name,
        p.retry_schedule, p.timeout, p.consecutive_failures,
        ARRAY(SELECT e.name FROM webhook.binding b JOIN webhook.event e ON e.event_id = b.event_id
               WHERE b.profile_id = p.profile_id ORDER BY b.binding_id) AS events,
-       p.created_at
+       p.created_at, p.public_headers
   FROM webhook.profile p;
 COMMENT ON VIEW webhook.profiles IS
     'Webhook profiles and their events, passwords, tokens, secrets and secret-looking headers redacted; '
-    'URL query values and every header value too for a role that cannot read webhook.profile.';
+    'URL query values and every header value not in public_headers too for a role that cannot read webhook.profile.';
 
 CREATE OR REPLACE VIEW webhook.deliveries AS
 SELECT d.delivery_id, p.name AS profile, d.events, d.items, d.status, d.attempts,
@@ -705,7 +875,8 @@ SELECT d.delivery_id, p.name AS profile, d.events, d.items, d.status, d.attempts
        SELECT ARRAY[p.password, p.secret, pg_catalog.substr(p.secret, 7),
                     pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(
                         COALESCE(p.username, '') || ':' || p.password, 'UTF8'), 'base64'), E'\n', '')]
-              || ARRAY(SELECT h.value #>> '{}' FROM pg_catalog.jsonb_each(p.headers) AS h)
+              || ARRAY(SELECT h.value #>> '{}' FROM pg_catalog.jsonb_each(p.headers) AS h
+                        WHERE NOT pg_catalog.lower(h.key) = ANY (pg_catalog.lower(p.public_headers::text)::text[]))
               || ARRAY(SELECT m[1] FROM pg_catalog.regexp_matches(p.url, '[?&][^=&#]*=([^&#]*)', 'g') AS m)
                 AS secrets
         WHERE d.response_body IS NOT NULL AND NOT pg_catalog.has_table_privilege('webhook.profile', 'SELECT')
@@ -730,10 +901,13 @@ SELECT a.delivery_id, a.attempt, a.started_at, a.duration_ms, a.outcome, a.respo
        SELECT ARRAY[p.password, p.secret, pg_catalog.substr(p.secret, 7),
                     pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(
                         COALESCE(p.username, '') || ':' || p.password, 'UTF8'), 'base64'), E'\n', '')]
-              || ARRAY(SELECT h.value #>> '{}' FROM pg_catalog.jsonb_each(p.headers) AS h)
+              || ARRAY(SELECT h.value #>> '{}' FROM pg_catalog.jsonb_each(p.headers) AS h
+                        WHERE NOT pg_catalog.lower(h.key) = ANY (pg_catalog.lower(p.public_headers::text)::text[]))
               || ARRAY(SELECT m[1] FROM pg_catalog.regexp_matches(p.url, '[?&][^=&#]*=([^&#]*)', 'g') AS m)
                 AS secrets,
-              ARRAY(SELECT pg_catalog.jsonb_object_keys(p.headers)) AS header_names
+              ARRAY(SELECT k FROM pg_catalog.jsonb_object_keys(p.headers) AS k
+                     WHERE NOT pg_catalog.lower(k) = ANY (pg_catalog.lower(p.public_headers::text)::text[]))
+                AS header_names
          FROM webhook.delivery d JOIN webhook.profile p ON p.profile_id = d.profile_id
         WHERE d.delivery_id = a.delivery_id
           AND NOT pg_catalog.has_table_privilege('webhook.profile', 'SELECT')

@@ -24,6 +24,9 @@ $node->safe_psql('postgres', qq{
 	SELECT webhook.create_profile('batched', '$url{batched}', ARRAY['ticket.created', 'ticket.updated'],
 	                              batching => 'any_event', batch_wait => '1 hour');
 	SELECT webhook.create_profile('held', '$url{held}', ARRAY['ticket.created'], enabled => false);
+	CREATE ROLE upgrade_admin;
+	GRANT USAGE ON SCHEMA webhook TO upgrade_admin;
+	GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA webhook TO upgrade_admin;
 });
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'webhook'}), '0.1',
 	'the first release is installed');
@@ -56,6 +59,17 @@ my $waiting = $node->safe_psql('postgres', q{
 $node->safe_psql('postgres', 'ALTER EXTENSION webhook UPDATE');
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'webhook'}), '0.2',
 	'ALTER EXTENSION webhook UPDATE moves to 0.2');
+
+# create_profile and alter_profile have a new option: who could call them still can
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(p.proname || ':' || has_function_privilege('upgrade_admin', p.oid, 'EXECUTE'), ',' ORDER BY 1)
+	  FROM pg_proc p WHERE p.pronamespace = 'webhook'::regnamespace AND p.proname IN ('create_profile', 'alter_profile')}),
+	'alter_profile:true,create_profile:true', 'the administration role can still create and alter profiles');
+$node->safe_psql('postgres', q{
+	REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhook FROM upgrade_admin;
+	REVOKE ALL ON SCHEMA webhook FROM upgrade_admin;
+	DROP ROLE upgrade_admin;
+});
 
 # the same catalogue as a fresh install
 my $catalogue = q{
