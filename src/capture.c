@@ -48,7 +48,6 @@
 #include "pgtime.h"
 #include "utils/queryenvironment.h"
 #include "utils/rel.h"
-#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
@@ -765,6 +764,26 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	return queued;
 }
 
+typedef struct CaptureRun
+{
+	CaptureEntry *entry;
+	Trigger    *trigger;
+	Oid			relid;
+	uint64		queued;
+} CaptureRun;
+
+/* The capture query of a trigger whose conditions may fail. */
+static void
+run_conditional_query(void *arg)
+{
+	CaptureRun *run = arg;
+	CaptureEntry *entry = run->entry;
+
+	if (entry->plan == NULL)
+		entry->plan = prepare_capture_query(run->trigger, entry->query, false);
+	run->queued = run_capture_query(entry, entry->plan, entry->query, run->trigger, run->relid, NULL);
+}
+
 Datum
 webhook_capture(PG_FUNCTION_ARGS)
 {
@@ -834,50 +853,30 @@ webhook_capture(PG_FUNCTION_ARGS)
 		 * change must not fail with it: keep it, and queue it for every
 		 * binding with the error, to be recorded as failed deliveries.
 		 */
-		MemoryContext cxt = CurrentMemoryContext;
-		ResourceOwner owner = CurrentResourceOwner;
+		CaptureRun	run = {entry, trigger, relid, 0};
 		int			in_use = entry->in_use;
 		int			depth = webhook_capture_depth;
 		Oid			capturing = webhook_capture_relid;
+		ErrorData  *error = webhook_in_subtransaction(run_conditional_query, &run);
 
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(cxt);
-		PG_TRY();
+		queued = run.queued;
+		if (error != NULL)
 		{
-			if (entry->plan == NULL)
-				entry->plan = prepare_capture_query(trigger, entry->query, false);
-			queued = run_capture_query(entry, entry->plan, entry->query, trigger, relid, NULL);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
 			entry->in_use = in_use;
 			webhook_capture_depth = depth;
 			webhook_capture_relid = capturing;
-
 			ereport(WARNING,
 					(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
 					 errmsg("a webhook condition on table \"%s\" failed: %s",
-							RelationGetRelationName(trigdata->tg_relation), edata->message),
+							RelationGetRelationName(trigdata->tg_relation), error->message),
 					 errdetail("The change is kept; its occurrences are recorded as failed deliveries."),
 					 errhint("Correct the condition; webhook.deliveries shows the error.")));
 			if (entry->fallback_plan == NULL)
 				entry->fallback_plan = prepare_capture_query(trigger, entry->fallback, true);
 			queued = run_capture_query(entry, entry->fallback_plan, entry->fallback, trigger,
 									   relid, psprintf("a condition failed when the change was captured: %s",
-													   edata->message));
+													   error->message));
 		}
-		PG_END_TRY();
 	}
 
 	if (queued > 0)

@@ -18,7 +18,6 @@
 #include "webhook.h"
 #include "rowjson.h"
 
-#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_operator.h"
 #include "executor/spi.h"
@@ -29,7 +28,6 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -273,39 +271,37 @@ read_row(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid
  * read_row in a subtransaction: any error is a row that is not there, but
  * a lock the worker would have to wait for, which defers the expansion.
  */
+typedef struct RowRead
+{
+	Oid			relid;
+	int			ncolumns;
+	char	  **columns;
+	Oid		   *types;
+	char	  **values;
+	Oid			reader;
+	char	   *result;
+} RowRead;
+
+static void
+read_row_step(void *arg)
+{
+	RowRead    *r = arg;
+
+	r->result = read_row(r->relid, r->ncolumns, r->columns, r->types, r->values, r->reader);
+}
+
 static char *
 read_row_safely(Oid relid, int ncolumns, char **columns, Oid *types, char **values,
 				Oid reader)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *result = NULL;
+	RowRead		r = {relid, ncolumns, columns, types, values, reader, NULL};
+	ErrorData  *error = webhook_in_subtransaction(read_row_step, &r);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		result = read_row(relid, ncolumns, columns, types, values, reader);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
-			ReThrowError(edata);
-		result = NULL;
-	}
-	PG_END_TRY();
-	return result;
+	if (error == NULL)
+		return r.result;
+	if (error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+		ReThrowError(error);
+	return NULL;
 }
 
 /* The types of a table's columns; false when one is not there. */

@@ -23,7 +23,6 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
-#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -905,6 +904,20 @@ run_limited(SPIPlanPtr *plan, const char *sql, int limit, const char *what)
 	return locked >= LOCK_STEP || taken < locked;
 }
 
+typedef struct ExpandStep
+{
+	int			limit;
+	bool		more;
+} ExpandStep;
+
+static void
+expand_step(void *arg)
+{
+	ExpandStep *step = arg;
+
+	step->more = run_limited(&expand_plan, expand_sql, step->limit, "expand webhook occurrences");
+}
+
 /*
  * run_limited for the expansion, in a subtransaction; the error, if any,
  * comes back in *error, and *locked says it was a user's table the worker
@@ -913,34 +926,12 @@ run_limited(SPIPlanPtr *plan, const char *sql, int limit, const char *what)
 static bool
 expand_guarded(int limit, char **error, bool *locked)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool more = false;
+	ExpandStep	step = {limit, false};
+	ErrorData  *edata = webhook_in_subtransaction(expand_step, &step);
 
-	*error = NULL;
-	*locked = false;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		more = run_limited(&expand_plan, expand_sql, limit, "expand webhook occurrences");
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		*error = edata->message;
-		*locked = edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return more;
+	*error = edata ? edata->message : NULL;
+	*locked = edata && edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+	return step.more;
 }
 
 /*

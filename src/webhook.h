@@ -46,6 +46,7 @@ extern int	webhook_max_per_profile;
 extern char *webhook_user_agent;
 extern char *webhook_blocked_networks;
 extern bool webhook_handle_interrupts(void);
+extern ErrorData *webhook_in_subtransaction(void (*fn) (void *arg), void *arg);
 
 /* network.c */
 struct sockaddr;
