@@ -151,7 +151,9 @@ SELECT response_body LIKE '%pw-secret-456%' AS admin_sees_the_echo FROM webhook.
 RESET ROLE;
 
 -- a function that holds a SQL condition answers only inside a capture of
--- its own table: called with rows of one's own making, it says nothing
+-- its own table, given the session's capture key: called with rows of
+-- one's own making, it says nothing, nor from a condition of one's own on
+-- the same table, which cannot name the key
 SELECT webhook.add_event('sec_cases', 'sec_case.created',
                          condition_sql => 'EXISTS (SELECT 1 FROM public.sec_vault WHERE code = new.mood::text)') > 0 AS bound;
 SET ROLE sec_admin;
@@ -160,9 +162,14 @@ DECLARE
     fn text := (SELECT 'webhook._condition_b' || max(binding_id) FROM webhook.binding WHERE condition_sql IS NOT NULL);
     answer boolean;
 BEGIN
-    EXECUTE format('SELECT %s(ROW(1, 1, %L)::public.sec_cases, NULL)', fn, 'calm') INTO answer;
+    EXECUTE format('SELECT %s(ROW(1, 1, %L)::public.sec_cases, NULL, 42)', fn, 'calm') INTO answer;
     RAISE NOTICE 'the condition function answers %', coalesce(answer::text, 'NULL');
 END $$;
+RESET ROLE;
+GRANT TRIGGER ON sec_cases TO sec_admin;
+SET ROLE sec_admin;
+SELECT webhook.add_event('sec_cases', 'sec_case.created', condition_sql => 'new.urgency = $1');
+SELECT webhook.add_event('sec_cases', 'sec_case.created', condition_sql => '_webhook_capture_key IS NOT NULL');
 RESET ROLE;
 
 -- public_headers names headers of the profile; one taken away loses its mark

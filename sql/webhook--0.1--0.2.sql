@@ -29,11 +29,11 @@ CREATE FUNCTION webhook._untrusted_reason(tbl regclass) RETURNS text
 COMMENT ON FUNCTION webhook._untrusted_reason(regclass) IS
     'Why reading the table as another role could run code of a role that is not a superuser, or NULL (internal).';
 
--- True while a capture trigger of the table evaluates its conditions.
-CREATE FUNCTION webhook._capturing(tbl regclass) RETURNS boolean
+-- True while a capture trigger of the table evaluates its conditions, given the capture key.
+CREATE FUNCTION webhook._capturing(tbl regclass, key int8) RETURNS boolean
     LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'webhook_capturing_table';
-COMMENT ON FUNCTION webhook._capturing(regclass) IS
-    'True while a capture trigger of the table evaluates conditions in this session (internal).';
+COMMENT ON FUNCTION webhook._capturing(regclass, int8) IS
+    'True while a capture trigger of the table evaluates conditions in this session, with its key (internal).';
 
 -- The search_path a condition was written with is no longer taken: see below.
 DROP FUNCTION webhook._current_path();
@@ -504,14 +504,14 @@ BEGIN
                                          FROM unnest(b.columns) AS c) || ')');
         END IF;
         IF b.condition IS NOT NULL THEN
-            conds := conds || format('webhook.%I(n.r, o.r)', '_condition_e' || b.event_id);
+            conds := conds || format('webhook.%I(n.r, o.r, $1)', '_condition_e' || b.event_id);
             user_sql := true;
         END IF;
         IF b.compiled IS NOT NULL THEN
             conds := conds || ('(' || b.compiled || ')');
         END IF;
         IF b.condition_sql IS NOT NULL THEN
-            conds := conds || format('webhook.%I(n.r, o.r)', '_condition_b' || b.binding_id);
+            conds := conds || format('webhook.%I(n.r, o.r, $1)', '_condition_b' || b.binding_id);
             user_sql := true;
         END IF;
         ids := ids || b.binding_id;
@@ -601,16 +601,18 @@ BEGIN
         fn := format('webhook.%I', '_condition_' || b.id);
         -- the path is a list: set, then taken FROM CURRENT (a quoted string would be one name)
         PERFORM set_config('search_path', b.search_path, true);
-        EXECUTE format('CREATE OR REPLACE FUNCTION %s(new %s, old %s) RETURNS boolean'
+        -- the key comes last, by a name no condition can use (the check refuses
+        -- parameters, and a column of that name would be ambiguous there)
+        EXECUTE format('CREATE OR REPLACE FUNCTION %s(new %s, old %s, _webhook_capture_key int8) RETURNS boolean'
                        ' LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path FROM CURRENT'
                        ' AS %L', fn, typ, typ,
-                       format('SELECT CASE WHEN webhook._capturing(%L::pg_catalog.regclass) THEN (%s) END',
-                              typ, b.expr));
+                       format('SELECT CASE WHEN webhook._capturing(%L::pg_catalog.regclass, _webhook_capture_key)'
+                              ' THEN (%s) END', typ, b.expr));
         PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
-        EXECUTE format('ALTER FUNCTION %s(%s, %s) OWNER TO %I', fn, typ, typ,
+        EXECUTE format('ALTER FUNCTION %s(%s, %s, int8) OWNER TO %I', fn, typ, typ,
                        (SELECT rolname FROM pg_roles WHERE oid = b.created_by));
-        EXECUTE format('REVOKE ALL ON FUNCTION %s(%s, %s) FROM PUBLIC', fn, typ, typ);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s(%s, %s) TO PUBLIC', fn, typ, typ);
+        EXECUTE format('REVOKE ALL ON FUNCTION %s(%s, %s, int8) FROM PUBLIC', fn, typ, typ);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s(%s, %s, int8) TO PUBLIC', fn, typ, typ);
     END LOOP;
 
     FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
@@ -946,8 +948,8 @@ REVOKE ALL ON FUNCTION webhook._display_jsonb(json), webhook._redact_url(text),
 GRANT EXECUTE ON FUNCTION webhook._display_jsonb(json), webhook._redact_url(text),
                           webhook._scrub(text, text[]) TO PUBLIC;
 -- the functions of SQL conditions call it, as their authors
-REVOKE ALL ON FUNCTION webhook._capturing(regclass) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION webhook._capturing(regclass) TO PUBLIC;
+REVOKE ALL ON FUNCTION webhook._capturing(regclass, int8) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION webhook._capturing(regclass, int8) TO PUBLIC;
 
 /*
  * The capture triggers, made anew without arguments, and the functions of

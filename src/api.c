@@ -194,15 +194,17 @@ webhook_capturing(PG_FUNCTION_ARGS)
 }
 
 /*
- * webhook._capturing(tbl regclass): true while a capture trigger of that
- * table evaluates its conditions.  The functions that hold users' SQL
- * conditions answer only then: called by anyone, with rows of their own
- * making, or from a condition on another table, they answer NULL.
+ * webhook._capturing(tbl regclass, key int8): true while a capture trigger
+ * of that table evaluates its conditions, and given this session's capture
+ * key, which only the capture query passes.  The functions that hold users'
+ * SQL conditions answer only then: called by anyone else, with rows of
+ * their own making (from a condition of their own, too), they answer NULL.
  */
 Datum
 webhook_capturing_table(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(webhook_capture_depth > 0 && webhook_capture_relid == PG_GETARG_OID(0));
+	PG_RETURN_BOOL(webhook_capture_depth > 0 && webhook_capture_relid == PG_GETARG_OID(0) &&
+				   PG_GETARG_INT64(1) == webhook_capture_key());
 }
 
 /*

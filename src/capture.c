@@ -36,6 +36,7 @@
 #include "executor/spi.h"
 #include "executor/tstoreReceiver.h"
 #include "miscadmin.h"
+#include "nodes/params.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -68,6 +69,7 @@ typedef struct CaptureEntry
 	char	   *operation;		/* insert, update or delete */
 	char	   *query;			/* NULL: nothing to capture */
 	char	   *fallback;		/* NULL unless the query may fail */
+	bool		keyed;			/* the queries take the capture key as $1 */
 	SPIPlanPtr	plan;
 	SPIPlanPtr	fallback_plan;
 	Datum		bindings;		/* direct path: the bindings, an int8[] */
@@ -77,6 +79,27 @@ typedef struct CaptureEntry
 
 int			webhook_capture_depth = 0;
 Oid			webhook_capture_relid = InvalidOid;	/* the table being captured */
+
+/*
+ * The capture queries pass this session's capture key to the functions that
+ * hold users' SQL conditions (as $1), which answer only when given it: a
+ * condition of one role cannot call another's with rows of its own making,
+ * for it cannot name the key (see webhook._capturing(regclass, int8)).
+ */
+static int64 session_capture_key = 0;
+
+int64
+webhook_capture_key(void)
+{
+	while (session_capture_key == 0)
+	{
+		if (!pg_strong_random(&session_capture_key, sizeof(session_capture_key)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate random values")));
+	}
+	return session_capture_key;
+}
 
 static HTAB *capture_cache = NULL;
 static int	stale_entries = 0;
@@ -218,10 +241,11 @@ is_queue_insert(const char *query)
 }
 
 static SPIPlanPtr
-prepare_capture_query(Trigger *trigger, const char *query, bool fallback)
+prepare_capture_query(CaptureEntry *entry, Trigger *trigger, const char *query, bool fallback)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	SPIPlanPtr	plan = SPI_prepare(query, fallback && is_queue_insert(query) ? 1 : 0, argtypes);
+	Oid			argtypes[1] = {entry->keyed ? INT8OID : TEXTOID};
+	SPIPlanPtr	plan = SPI_prepare(query, entry->keyed || (fallback && is_queue_insert(query)) ? 1 : 0,
+								   argtypes);
 
 	if (plan == NULL)
 		ereport(ERROR,
@@ -259,6 +283,7 @@ capture_entry(Trigger *trigger, Oid relid)
 		entry->operation = NULL;
 		entry->query = NULL;
 		entry->fallback = NULL;
+		entry->keyed = false;
 		entry->plan = NULL;
 		entry->fallback_plan = NULL;
 		entry->bindings = (Datum) 0;
@@ -391,6 +416,7 @@ load_capture(CaptureEntry *entry, TriggerData *trigdata)
 
 			entry->query = keep_string(SPI_getvalue(tuple, desc, 1));
 			entry->fallback = keep_string(SPI_getvalue(tuple, desc, 2));
+			entry->keyed = true;
 			if (bindings != NULL)
 				entry->bindings = keep_bindings(bindings);
 		}
@@ -512,6 +538,15 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 		memset(&options, 0, sizeof(options));
 		options.read_only = false;
 		options.dest = dest;
+		if (entry->keyed)
+		{
+			options.params = makeParamList(1);
+			options.params->numParams = 1;
+			options.params->params[0].value = Int64GetDatum(webhook_capture_key());
+			options.params->params[0].isnull = false;
+			options.params->params[0].pflags = PARAM_FLAG_CONST;
+			options.params->params[0].ptype = INT8OID;
+		}
 		rc = SPI_execute_plan_extended(plan, &options);
 		dest->rDestroy(dest);
 		if (rc != SPI_OK_SELECT)
@@ -780,7 +815,7 @@ run_conditional_query(void *arg)
 	CaptureEntry *entry = run->entry;
 
 	if (entry->plan == NULL)
-		entry->plan = prepare_capture_query(run->trigger, entry->query, false);
+		entry->plan = prepare_capture_query(entry, run->trigger, entry->query, false);
 	run->queued = run_capture_query(entry, entry->plan, entry->query, run->trigger, run->relid, NULL);
 }
 
@@ -842,7 +877,7 @@ webhook_capture(PG_FUNCTION_ARGS)
 	{
 		/* no condition: nothing in the query can fail */
 		if (entry->plan == NULL)
-			entry->plan = prepare_capture_query(trigger, entry->query, false);
+			entry->plan = prepare_capture_query(entry, trigger, entry->query, false);
 		queued = run_capture_query(entry, entry->plan, entry->query, trigger, relid, NULL);
 	}
 	else
@@ -872,7 +907,7 @@ webhook_capture(PG_FUNCTION_ARGS)
 					 errdetail("The change is kept; its occurrences are recorded as failed deliveries."),
 					 errhint("Correct the condition; webhook.deliveries shows the error.")));
 			if (entry->fallback_plan == NULL)
-				entry->fallback_plan = prepare_capture_query(trigger, entry->fallback, true);
+				entry->fallback_plan = prepare_capture_query(entry, trigger, entry->fallback, true);
 			queued = run_capture_query(entry, entry->fallback_plan, entry->fallback, trigger,
 									   relid, psprintf("a condition failed when the change was captured: %s",
 													   error->message));

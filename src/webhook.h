@@ -128,5 +128,6 @@ extern void webhook_start_on_commit(Oid dboid);
 extern void webhook_capture_init(void);
 extern int	webhook_capture_depth;
 extern Oid	webhook_capture_relid;
+extern int64 webhook_capture_key(void);
 
 #endif							/* WEBHOOK_H */
