@@ -152,7 +152,11 @@ ROLLBACK;
 
 -- condition_sql runs with its author's rights, not the writer's
 SET ROLE case_admin;
-SELECT webhook.add_event('desk', 'ticket.created', condition_sql => 'EXISTS (SELECT 1 FROM secrets)') > 0 AS added;
+-- (tables and types outside pg_catalog are named with their schema: a name
+-- alone could find the writer's temporary table)
+SELECT webhook.add_event('desk', 'ticket.created', condition_sql => 'EXISTS (SELECT 1 FROM secrets)');
+SELECT webhook.add_event('desk', 'ticket.created', condition_sql => 'new.title::helpdesk_title IS NULL');
+SELECT webhook.add_event('desk', 'ticket.created', condition_sql => 'EXISTS (SELECT 1 FROM public.secrets)') > 0 AS added;
 RESET ROLE;
 SELECT b.condition_sql, b.created_by, p.proowner::regrole AS runs_as, p.prosecdef AS security_definer
   FROM webhook.bindings b

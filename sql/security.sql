@@ -178,6 +178,20 @@ SELECT webhook.alter_profile('sec_echo', public_headers => ARRAY[NULL]);
 SELECT webhook.alter_profile('sec_echo', headers => '{"X-Credential": "h-secret-789"}');
 SELECT public_headers FROM webhook.profiles WHERE name = 'sec_echo';
 
+-- the capture queue is written by the capture triggers only: a queued
+-- change of one's own making would be read with its event author's rights
+SET ROLE sec_admin;
+INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_rows, row_count)
+SELECT 'sec_cases'::regclass, 'insert', ARRAY[min(binding_id)], '[{"id": 1}]', 1 FROM webhook.binding;
+RESET ROLE;
+
+-- a body jsonb cannot hold (a number past numeric's range) is shown as text
+INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status)
+SELECT profile_id, 'sec-2', '{sec_case.created}', 1, '{"n": 1e1000000}', 'failed'
+  FROM webhook.profile WHERE name = 'sec_echo';
+SELECT jsonb_typeof(request_body) AS shown_as FROM webhook.deliveries WHERE webhook_id = 'sec-2';
+DELETE FROM webhook.delivery WHERE webhook_id = 'sec-2';
+
 -- 6. limits: conditions, in lists, URLs
 SELECT webhook.add_event('sec_cases', 'sec_case.created',
     (SELECT jsonb_agg(jsonb_build_object('field', 'urgency', 'op', 'ne', 'value', i)) FROM generate_series(1, 1001) AS i));

@@ -11,8 +11,8 @@
  *   statements;
  * - whoever writes an event or binding row becomes its author, checked as
  *   for a new definition; conditions written from now on resolve names in
- *   pg_catalog and their table's schema, not in the search_path the author
- *   happened to have (those written before keep theirs);
+ *   pg_catalog only (other names are qualified), not in the search_path the
+ *   author happened to have (those written before keep theirs);
  * - a parent table whose rows would run code of a role's own when read as
  *   the author is refused;
  * - every SQL function pins its search_path;
@@ -35,18 +35,17 @@ CREATE FUNCTION webhook._capturing(tbl regclass, key int8) RETURNS boolean
 COMMENT ON FUNCTION webhook._capturing(regclass, int8) IS
     'True while a capture trigger of the table evaluates conditions in this session, with its key (internal).';
 
+-- Only the capture trigger writes the queue (see capture.c).
+CREATE FUNCTION webhook._occurrence_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'webhook_occurrence_guard';
+COMMENT ON FUNCTION webhook._occurrence_guard() IS
+    'Refuses writes to the capture queue but the capture trigger''s, the worker''s and a superuser''s (internal).';
+CREATE TRIGGER occurrence_guard BEFORE INSERT OR UPDATE ON webhook.occurrence
+    FOR EACH ROW EXECUTE FUNCTION webhook._occurrence_guard();
+
 -- The search_path a condition was written with is no longer taken: see below.
 DROP FUNCTION webhook._current_path();
 
--- The search_path of a condition on a table: pg_catalog, then the table's schema.
-CREATE FUNCTION webhook._search_path_of_conditions(tbl regclass) RETURNS text
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT 'pg_catalog, ' || pg_catalog.quote_ident(n.nspname) || ', pg_temp'
-      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.oid = tbl
-$$;
-COMMENT ON FUNCTION webhook._search_path_of_conditions(regclass) IS
-    'The search_path that conditions on the table run with (internal).';
 
 CREATE OR REPLACE FUNCTION webhook._event_guard() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -54,6 +53,7 @@ DECLARE
     rel pg_class;
     col text;
     untrusted text;
+    keeps_author boolean;
 BEGIN
     IF NEW.name IS NULL OR NEW.name !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$' OR length(NEW.name) > 100 THEN
         RAISE EXCEPTION 'invalid event name %', webhook._quoted(NEW.name)
@@ -110,7 +110,15 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The object key is the payload key of the row, e.g. ticket: letters, digits and "_".';
     END IF;
-    IF NEW.condition IS NOT NULL THEN
+    /*
+     * Only taking the parent away (as a dropped parent table does) keeps
+     * the author: it lends no one anything, and the condition stays as it
+     * was written, with the search_path it was written with.
+     */
+    keeps_author := TG_OP = 'UPDATE' AND OLD.parent_table IS NOT NULL AND NEW.parent_table IS NULL
+       AND (NEW.name, NEW.columns, NEW.condition, NEW.title, NEW.object, NEW.key_columns)
+           IS NOT DISTINCT FROM (OLD.name, OLD.columns, OLD.condition, OLD.title, OLD.object, OLD.key_columns);
+    IF NEW.condition IS NOT NULL AND NOT keeps_author THEN
         PERFORM webhook._check_condition(NEW.condition, NEW.table_oid);
     END IF;
     IF NEW.parent_table IS NOT NULL OR NEW.parent_object IS NOT NULL
@@ -142,20 +150,14 @@ BEGIN
                       HINT = 'Rows read as another role may use only types, casts, checks and policies of the system or of superusers.';
         END IF;
     END IF;
-    /*
-     * The condition runs, and the parent is read, with the author's rights:
-     * whoever writes the row is its author, checked above as for a new
-     * definition.  Only taking the parent away (as a dropped parent table
-     * does) keeps the author: it lends no one anything.
-     */
-    IF TG_OP = 'UPDATE' AND OLD.parent_table IS NOT NULL AND NEW.parent_table IS NULL
-       AND (NEW.name, NEW.columns, NEW.condition, NEW.title, NEW.object, NEW.key_columns)
-           IS NOT DISTINCT FROM (OLD.name, OLD.columns, OLD.condition, OLD.title, OLD.object, OLD.key_columns) THEN
+    -- the condition runs, and the parent is read, with the author's rights:
+    -- whoever writes the row is its author, checked above as for a new definition
+    IF keeps_author THEN
         NEW.created_by := OLD.created_by;
         NEW.search_path := OLD.search_path;
     ELSE
         NEW.created_by := current_user::regrole;
-        NEW.search_path := webhook._search_path_of_conditions(NEW.table_oid);
+        NEW.search_path := 'pg_catalog, pg_temp';
     END IF;
     RETURN NEW;
 END
@@ -202,7 +204,7 @@ BEGIN
     END IF;
     -- condition_sql runs with its author's rights: whoever writes the row
     NEW.created_by := current_user::regrole;
-    NEW.search_path := webhook._search_path_of_conditions(ev.table_oid);
+    NEW.search_path := 'pg_catalog, pg_temp';
     RETURN NEW;
 END
 $$;
@@ -569,17 +571,19 @@ COMMENT ON FUNCTION webhook._capture_plan(regclass, text) IS
 /*
  * Attach, replace or remove the capture triggers of one table so that they
  * match its bindings: one AFTER ... FOR EACH STATEMENT trigger per
- * operation that has at least one binding, none otherwise.  The triggers
- * take no arguments: what they capture is _capture_plan's.  They are made
- * anew at each change, so that every session reads the new plan (its cache
- * is by trigger).  The functions that hold users' condition SQL are made
- * here too, owned by their authors.
+ * operation that has at least one binding, none otherwise.  What they
+ * capture is _capture_plan's; their one argument only names its version.
+ * A trigger is made anew when its plan changed, so that every session reads
+ * the new plan (its cache is by trigger).  The functions that hold users'
+ * condition SQL are made here too, owned by their authors.
  */
 CREATE OR REPLACE FUNCTION webhook._sync_triggers(tbl regclass) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     op text;
     b record;
+    plan record;
+    version text;
     typ text;
     trigger_name text;
     fn text;
@@ -599,6 +603,12 @@ BEGIN
                FROM webhook.binding x JOIN webhook.event e ON e.event_id = x.event_id
               WHERE e.table_oid = tbl AND x.condition_sql IS NOT NULL LOOP
         fn := format('webhook.%I', '_condition_' || b.id);
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE oid = b.created_by) THEN
+            -- its capture then fails, and its changes are failed deliveries that say why
+            RAISE WARNING 'the author of a webhook condition on table % no longer exists', tbl
+                USING HINT = 'Write the condition again as its new author.';
+            CONTINUE;
+        END IF;
         -- the path is a list: set, then taken FROM CURRENT (a quoted string would be one name)
         PERFORM set_config('search_path', b.search_path, true);
         -- the key comes last, by a name no condition can use (the check refuses
@@ -617,18 +627,30 @@ BEGIN
 
     FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
         trigger_name := 'webhook_capture_' || op;
+        SELECT * INTO plan FROM webhook._capture_plan(tbl, op);
+        IF plan.query IS NULL AND plan.bindings IS NULL THEN
+            IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = trigger_name) THEN
+                EXECUTE format('DROP TRIGGER %I ON %s', trigger_name, tbl);
+            END IF;
+            CONTINUE;
+        END IF;
+        -- the trigger's one argument names the plan's version: an unchanged
+        -- plan leaves the trigger, and its table's lock, alone
+        version := md5(concat_ws('/', plan.query, plan.fallback, plan.bindings::text));
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_trigger
+                               WHERE tgrelid = tbl AND tgname = trigger_name AND tgnargs = 1
+                                 AND encode(tgargs, 'escape') = version || '\000');
         IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = trigger_name) THEN
             EXECUTE format('DROP TRIGGER %I ON %s', trigger_name, tbl);
         END IF;
-        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM webhook.binding x JOIN webhook.event e ON e.event_id = x.event_id
-                                   WHERE e.table_oid = tbl AND e.operation = op);
         EXECUTE format(
             'CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT'
-            ' EXECUTE FUNCTION webhook._capture()',
+            ' EXECUTE FUNCTION webhook._capture(%L)',
             trigger_name, upper(op), tbl,
             CASE op WHEN 'insert' THEN 'NEW TABLE AS webhook_new'
                     WHEN 'delete' THEN 'OLD TABLE AS webhook_old'
-                    ELSE 'OLD TABLE AS webhook_old NEW TABLE AS webhook_new' END);
+                    ELSE 'OLD TABLE AS webhook_old NEW TABLE AS webhook_new' END,
+            version);
     END LOOP;
 
     -- functions of conditions that are gone
@@ -941,7 +963,8 @@ END $$;
 
 -- New functions, like every function, are not for PUBLIC; the views'
 -- helpers hold nothing and are called as the reader.
-REVOKE ALL ON FUNCTION webhook._untrusted_reason(regclass), webhook._search_path_of_conditions(regclass),
+REVOKE ALL ON FUNCTION webhook._occurrence_guard() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webhook._untrusted_reason(regclass),
                        webhook._capture_plan(regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webhook._display_jsonb(json), webhook._redact_url(text),
                        webhook._scrub(text, text[]) FROM PUBLIC;
@@ -966,6 +989,8 @@ BEGIN
               WHERE p.pronamespace = 'webhook'::regnamespace AND p.proname ~ '^_condition_[eb][0-9]+$' LOOP
         EXECUTE pg_catalog.format('DROP FUNCTION %s', f);
     END LOOP;
+    -- a 0.1 condition whose column has been dropped since fails when it runs, not here
+    PERFORM pg_catalog.set_config('check_function_bodies', 'off', true);
     PERFORM webhook.sync_triggers();
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
               WHERE p.pronamespace = 'webhook'::regnamespace AND p.proname ~ '^_condition_[eb][0-9]+$' LOOP

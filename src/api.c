@@ -6,11 +6,13 @@
 #include "http.h"
 #include "queue.h"
 
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "utils/builtins.h"
@@ -18,6 +20,7 @@
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
+#include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(webhook_start_worker);
 PG_FUNCTION_INFO_V1(webhook_wake);
@@ -73,6 +76,40 @@ shown(const char *expr)
 	int			cut = pg_mbcliplen(expr, len, 200);
 
 	return cut < len ? psprintf("%s...", pnstrdup(expr, cut)) : pstrdup(expr);
+}
+
+/*
+ * A table or type named without a schema must be one of pg_catalog's: a
+ * condition runs as its author in the writer's session, where any other
+ * such name could be found in the writer's own temporary schema.
+ * (Functions and operators are never looked for there.)
+ */
+static bool
+unqualified_name(Node *node, void *context)
+{
+	const char *name = NULL;
+	bool		found = true;
+
+	if (node == NULL)
+		return false;
+	if (IsA(node, RangeVar) && ((RangeVar *) node)->schemaname == NULL)
+	{
+		name = ((RangeVar *) node)->relname;
+		found = OidIsValid(get_relname_relid(name, PG_CATALOG_NAMESPACE));
+	}
+	else if (IsA(node, TypeName) && list_length(((TypeName *) node)->names) == 1)
+	{
+		name = strVal(linitial(((TypeName *) node)->names));
+		found = OidIsValid(GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum(name),
+										   ObjectIdGetDatum(PG_CATALOG_NAMESPACE)));
+	}
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a condition must name its tables and types with their schema: \"%s\"", name),
+				 errdetail("Condition: %s", shown((const char *) context)),
+				 errhint("Write schema.%s; only pg_catalog's names may stand alone.", name)));
+	return raw_expression_tree_walker(node, unqualified_name, context);
 }
 
 /*
@@ -141,13 +178,13 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 
 	/*
-	 * Names resolve as they will when the condition runs: in pg_catalog and
-	 * the table's schema (see webhook._search_path_of_conditions).
+	 * Names resolve as they will when the condition runs, in pg_catalog
+	 * (the condition's search_path is "pg_catalog, pg_temp").
 	 */
+	(void) raw_expression_tree_walker(linitial_node(ResTarget, select->targetList)->val,
+									  unqualified_name, (void *) expr);
 	guc_level = NewGUCNestLevel();
-	(void) set_config_option("search_path",
-							 psprintf("pg_catalog, %s, pg_temp",
-									  quote_identifier(get_namespace_name(get_rel_namespace(relid)))),
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	PG_TRY();
 	{

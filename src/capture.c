@@ -55,6 +55,7 @@
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(webhook_capture);
+PG_FUNCTION_INFO_V1(webhook_occurrence_guard);
 
 #define MATCHES_RELATION "webhook_matches"
 
@@ -101,6 +102,9 @@ webhook_capture_key(void)
 	return session_capture_key;
 }
 
+/* The capture trigger's own INSERT into the queue is running. */
+static bool enqueueing = false;
+
 static HTAB *capture_cache = NULL;
 static int	stale_entries = 0;
 static SPIPlanPtr enqueue_plan = NULL;
@@ -142,6 +146,7 @@ capture_xact_callback(XactEvent event, void *arg)
 			}
 			webhook_capture_depth = 0;
 			webhook_capture_relid = InvalidOid;
+			enqueueing = false;
 			wake_at_commit = false;
 			nstart_at_commit = 0;
 			break;
@@ -240,13 +245,31 @@ is_queue_insert(const char *query)
 	return strncmp(query, "INSERT", 6) == 0;
 }
 
+/*
+ * Names in the statements of ours resolve in pg_catalog (then pg_temp, for
+ * relations and types only), whatever the writer's search_path: a type,
+ * operator or function of the writer's own must never be what a statement
+ * run as the queue's owner finds.  Returns the GUC level to restore.
+ */
+static int
+pin_search_path(void)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
 static SPIPlanPtr
 prepare_capture_query(CaptureEntry *entry, Trigger *trigger, const char *query, bool fallback)
 {
 	Oid			argtypes[1] = {entry->keyed ? INT8OID : TEXTOID};
+	int			level = pin_search_path();
 	SPIPlanPtr	plan = SPI_prepare(query, entry->keyed || (fallback && is_queue_insert(query)) ? 1 : 0,
 								   argtypes);
 
+	AtEOXact_GUC(true, level);
 	if (plan == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -388,6 +411,7 @@ load_capture(CaptureEntry *entry, TriggerData *trigdata)
 		Datum		args[2];
 		Oid			save_userid;
 		int			save_sec_context;
+		int			level;
 		int			rc;
 
 		args[0] = ObjectIdGetDatum(entry->relid);
@@ -398,13 +422,15 @@ load_capture(CaptureEntry *entry, TriggerData *trigdata)
 		 * read), whose next statements would otherwise keep an old plan.
 		 */
 		PushActiveSnapshot(GetLatestSnapshot());
+		level = pin_search_path();
 		GetUserIdAndSecContext(&save_userid, &save_sec_context);
 		SetUserIdAndSecContext(queue_owner(), save_sec_context |
 							   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-		rc = SPI_execute_with_args("SELECT query, fallback, bindings::text"
+		rc = SPI_execute_with_args("SELECT query, fallback, bindings::pg_catalog.text"
 								   "  FROM webhook._capture_plan($1, $2)",
 								   2, argtypes, args, NULL, true, 1);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
+		AtEOXact_GUC(true, level);
 		PopActiveSnapshot();
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not read the capture plan of table %u", entry->relid);
@@ -478,7 +504,9 @@ enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation,
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(queue_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	enqueueing = true;
 	rc = SPI_execute_plan(enqueue_plan, args, nulls, false, 0);
+	enqueueing = false;
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not queue webhook occurrences: %s", SPI_result_code_string(rc));
@@ -501,9 +529,7 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 	Oid			outer_relid;
 
 	render_level = webhook_render_begin();
-	guc_level = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	guc_level = pin_search_path();
 	entry->in_use++;
 	webhook_capture_depth++;
 	outer_relid = webhook_capture_relid;
@@ -919,4 +945,31 @@ webhook_capture(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * webhook._occurrence_guard(), BEFORE INSERT OR UPDATE on webhook.occurrence:
+ * a queued change is read by the worker with the rights of its event's
+ * author, so only the capture trigger writes one (its direct path inserts
+ * below the executor, its query path runs this statement of its own), the
+ * worker marks one it cannot read, and a superuser may do anything.  Table
+ * privileges on the queue lend no one the author's rights.
+ */
+Datum
+webhook_occurrence_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("webhook._occurrence_guard() can only be called as a trigger")));
+	if (!enqueueing && !webhook_in_worker && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table occurrence"),
+				 errdetail("Changes are queued by the capture triggers only."),
+				 errhint("Change a table that has events instead; see webhook.events.")));
+	return PointerGetDatum(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+						   trigdata->tg_newtuple : trigdata->tg_trigtuple);
 }

@@ -210,23 +210,28 @@ read_row(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid
 	int			rc;
 	int			guc_level = -1;
 
+	/*
+	 * Locked first, so that what lookup_plan checks of the table stays true
+	 * while it is read; the worker does not wait for the lock (see
+	 * webhook_lock_user_table), nor long for any other (less than
+	 * deadlock_timeout, so that it gives way first).
+	 */
+	webhook_lock_user_table(relid);
+	if (webhook_in_worker)
+	{
+		guc_level = NewGUCNestLevel();
+		(void) set_config_option("lock_timeout", LINKED_LOCK_TIMEOUT, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "could not connect to SPI");
 	lp = lookup_plan(relid, ncolumns, columns, types);
 	if (lp->plan == NULL)
 	{
 		SPI_finish();
+		if (guc_level >= 0)
+			AtEOXact_GUC(true, guc_level);
 		return NULL;
-	}
-	/*
-	 * The worker does not wait long for a locked table (see open_user_table
-	 * in rowjson.c): less than deadlock_timeout, so that it gives way first.
-	 */
-	if (webhook_in_worker)
-	{
-		guc_level = NewGUCNestLevel();
-		(void) set_config_option("lock_timeout", LINKED_LOCK_TIMEOUT, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
 	}
 	/* the keys are converted as the reader too (trusted types only, above) */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);

@@ -218,7 +218,7 @@ static const char *poison_sql =
 "       old_rows = CASE WHEN o.old_rows IS NOT NULL THEN h.nulls END"
 "  FROM (SELECT x.occurrence_id,"
 "               (SELECT pg_catalog.json_agg(NULL::json)"
-"                  FROM pg_catalog.generate_series(1, x.row_count)) AS nulls"
+"                  FROM pg_catalog.generate_series(1, LEAST(x.row_count, 1000))) AS nulls"
 "          FROM webhook.occurrence x"
 "         ORDER BY x.occurrence_id LIMIT 1 FOR UPDATE SKIP LOCKED) AS h"
 " WHERE o.occurrence_id = h.occurrence_id";

@@ -162,6 +162,20 @@ webhook_json_fields(const char *json, int len)
  */
 PG_FUNCTION_INFO_V1(webhook_display_jsonb);
 
+typedef struct JsonbFromText
+{
+	char	   *text;
+	Datum		result;
+} JsonbFromText;
+
+static void
+jsonb_from_text(void *arg)
+{
+	JsonbFromText *conversion = arg;
+
+	conversion->result = DirectFunctionCall1(jsonb_in, CStringGetDatum(conversion->text));
+}
+
 Datum
 webhook_display_jsonb(PG_FUNCTION_ARGS)
 {
@@ -171,13 +185,24 @@ webhook_display_jsonb(PG_FUNCTION_ARGS)
 	JsonSemAction sem = {0};
 	JsonParseErrorType result;
 
+	JsonbFromText conversion;
+
 	result = pg_parse_json(makeJsonLexContextCstringLen(data, len, GetDatabaseEncoding(), true), &sem);
 	if (result >= JSON_UNICODE_CODE_POINT_ZERO && result <= JSON_UNICODE_LOW_SURROGATE)
-		data = escapes_made_parseable(data, len,
-									  GetDatabaseEncoding() == PG_UTF8 ? "fffd" : "003f");
+		conversion.text = escapes_made_parseable(data, len,
+												 GetDatabaseEncoding() == PG_UTF8 ? "fffd" : "003f");
 	else
-		data = pnstrdup(data, len);
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(data));
+		conversion.text = pnstrdup(data, len);
+	/* and what jsonb still refuses (a number past numeric's range) is shown as text */
+	if (webhook_in_subtransaction(jsonb_from_text, &conversion) != NULL)
+	{
+		StringInfoData quoted;
+
+		initStringInfo(&quoted);
+		escape_json(&quoted, conversion.text);
+		return DirectFunctionCall1(jsonb_in, CStringGetDatum(quoted.data));
+	}
+	return conversion.result;
 }
 
 JsonField *
@@ -315,29 +340,28 @@ link_key(TableShape *shape, ForeignKeyCacheInfo *fk, char **columns)
  * So the worker does not wait: the expansion is tried again a moment later
  * (see expand() in queue.c).  A backend waits as any query would.
  */
-static Relation
-open_user_table(Oid relid)
+void
+webhook_lock_user_table(Oid relid)
 {
-	if (webhook_in_worker)
-	{
-		if (!ConditionalLockRelationOid(relid, AccessShareLock))
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("table %u is locked", relid),
-					 errdetail("The worker reads it for a payload and does not wait for its lock.")));
-		return try_relation_open(relid, NoLock);
-	}
-	return try_relation_open(relid, AccessShareLock);
+	if (!webhook_in_worker)
+		LockRelationOid(relid, AccessShareLock);
+	else if (!ConditionalLockRelationOid(relid, AccessShareLock))
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("table %u is locked", relid),
+				 errdetail("The worker reads it for a payload and does not wait for its lock.")));
 }
 
 static void
 read_shape(TableShape *shape)
 {
-	Relation	rel = open_user_table(shape->relid);
+	Relation	rel;
 	TupleDesc	desc;
 	List	   *fkeys;
 	ListCell   *lc;
 
+	webhook_lock_user_table(shape->relid);
+	rel = try_relation_open(shape->relid, NoLock);
 	shape->exists = rel != NULL;
 	if (rel == NULL)
 		return;

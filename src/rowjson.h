@@ -84,4 +84,7 @@ extern MemoryContext webhook_payload_context(void);
 extern int	webhook_render_begin(void);
 extern void webhook_render_end(int level);
 
+/* Lock a user's table to read it; the worker never waits for it. */
+extern void webhook_lock_user_table(Oid relid);
+
 #endif							/* WEBHOOK_ROWJSON_H */

@@ -25,7 +25,6 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "nodes/nodeFuncs.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -53,31 +52,6 @@ webhook_function_trusted(Oid funcid)
 	return superuser_arg(owner);
 }
 
-static bool
-untrusted_function(Oid funcid, void *context)
-{
-	return !webhook_function_trusted(funcid);
-}
-
-/* An expression that calls untrusted code, or a query (too much to follow). */
-static bool
-expression_untrusted(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, SubLink) || IsA(node, Query))
-		return true;
-	if (check_functions_in_node(node, untrusted_function, NULL))
-		return true;
-	return expression_tree_walker(node, expression_untrusted, context);
-}
-
-static bool
-stored_expression_untrusted(Datum stored)
-{
-	return expression_untrusted(stringToNode(TextDatumGetCString(stored)), NULL);
-}
-
 /* A cast from the type to json or jsonb made with an untrusted function. */
 static bool
 json_cast_untrusted(Oid typid)
@@ -101,30 +75,29 @@ json_cast_untrusted(Oid typid)
 	return false;
 }
 
+/*
+ * A check constraint is code as much as a function is, and it may call
+ * built-in functions that run SQL of their own (query_to_xml, ts_stat):
+ * a domain with checks is trusted only when a superuser owns it.
+ */
 static bool
-domain_checks_untrusted(Oid typid)
+domain_checks_untrusted(Oid typid, Oid owner)
 {
-	Relation	rel = table_open(ConstraintRelationId, AccessShareLock);
+	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
-	HeapTuple	tuple;
-	bool		untrusted = false;
+	bool		has_checks;
 
+	if (superuser_arg(owner))
+		return false;
+	rel = table_open(ConstraintRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_constraint_contypid, BTEqualStrategyNumber, F_OIDEQ,
 				ObjectIdGetDatum(typid));
 	scan = systable_beginscan(rel, ConstraintTypidIndexId, true, NULL, 1, &key);
-	while (!untrusted && HeapTupleIsValid(tuple = systable_getnext(scan)))
-	{
-		bool		isnull;
-		Datum		bin = heap_getattr(tuple, Anum_pg_constraint_conbin,
-									   RelationGetDescr(rel), &isnull);
-
-		if (!isnull)
-			untrusted = stored_expression_untrusted(bin);
-	}
+	has_checks = HeapTupleIsValid(systable_getnext(scan));
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return untrusted;
+	return has_checks;
 }
 
 static const char *relation_untrusted_reason(Oid relid, int depth);
@@ -158,8 +131,8 @@ type_untrusted_reason(Oid typid, int depth)
 				break;
 			case TYPTYPE_DOMAIN:
 				reason = type_untrusted_reason(typ->typbasetype, depth + 1);
-				if (reason == NULL && domain_checks_untrusted(typid))
-					reason = "its type is a domain whose check calls a function written by a role that is not a superuser";
+				if (reason == NULL && domain_checks_untrusted(typid, typ->typowner))
+					reason = "its type is a domain with a check, owned by a role that is not a superuser";
 				break;
 			case TYPTYPE_COMPOSITE:
 				reason = relation_untrusted_reason(typ->typrelid, depth + 1);
@@ -183,31 +156,26 @@ type_untrusted_reason(Oid typid, int depth)
 	return reason;
 }
 
+/* Policies are code too: trusted on a table that a superuser owns. */
 static const char *
-policies_untrusted_reason(Oid relid)
+policies_untrusted_reason(Oid relid, Oid owner)
 {
-	Relation	rel = table_open(PolicyRelationId, AccessShareLock);
+	Relation	rel;
 	ScanKeyData key;
 	SysScanDesc scan;
-	HeapTuple	tuple;
-	const char *reason = NULL;
+	bool		has_policies;
 
+	if (superuser_arg(owner))
+		return NULL;
+	rel = table_open(PolicyRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_policy_polrelid, BTEqualStrategyNumber, F_OIDEQ,
 				ObjectIdGetDatum(relid));
 	scan = systable_beginscan(rel, PolicyPolrelidPolnameIndexId, true, NULL, 1, &key);
-	while (reason == NULL && HeapTupleIsValid(tuple = systable_getnext(scan)))
-	{
-		bool		isnull;
-		Datum		qual = heap_getattr(tuple, Anum_pg_policy_polqual,
-										RelationGetDescr(rel), &isnull);
-
-		if (!isnull && stored_expression_untrusted(qual))
-			reason = "a row-level security policy of the table calls a function written by a role "
-				"that is not a superuser, or a query";
-	}
+	has_policies = HeapTupleIsValid(systable_getnext(scan));
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return reason;
+	return has_policies ?
+		"the table has row-level security policies, and a role that is not a superuser owns it" : NULL;
 }
 
 static const char *
@@ -216,12 +184,14 @@ relation_untrusted_reason(Oid relid, int depth)
 	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	Form_pg_class cls;
 	bool		row_security;
+	Oid			owner;
 	int			natts;
 
 	if (!HeapTupleIsValid(tuple))
 		return "the table is not there";
 	cls = (Form_pg_class) GETSTRUCT(tuple);
 	row_security = cls->relrowsecurity;
+	owner = cls->relowner;
 	natts = cls->relnatts;
 	if (cls->relkind != RELKIND_RELATION && cls->relkind != RELKIND_PARTITIONED_TABLE &&
 		cls->relkind != RELKIND_COMPOSITE_TYPE)
@@ -254,7 +224,7 @@ relation_untrusted_reason(Oid relid, int depth)
 		ReleaseSysCache(att);
 	}
 	if (row_security)
-		return policies_untrusted_reason(relid);
+		return policies_untrusted_reason(relid, owner);
 	return NULL;
 }
 

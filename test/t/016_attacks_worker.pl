@@ -165,7 +165,7 @@ is(scalar(grep { exists $_->{json}{note}{mood} && !defined $_->{json}{note}{mood
 	'a linked row with a cast of mallory\'s is sent as null');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.spied'), '0', 'mallory\'s code never ran');
 is(is_superuser('mallory'), 'f', 'mallory is not a superuser');
-ok($node->log_contains('webhook does not read table "sites" for payloads: column "site_id": its type is a domain whose check'),
+ok($node->log_contains('webhook does not read table "sites" for payloads: column "site_id": its type is a domain with a check, owned by a role that is not a superuser'),
 	'the log says why');
 
 # the render function reads as its caller, whatever reader it is given

@@ -116,10 +116,11 @@ $node->safe_psql('postgres', 'DROP DATABASE fresh');
 
 # the capture triggers were made anew, and take nothing from arguments
 is($node->safe_psql('postgres', q{
-	SELECT string_agg(tgname || ':' || tgnargs, ',' ORDER BY tgrelid::regclass::text, tgname)
+	SELECT string_agg(tgname || ':' || (encode(tgargs, 'escape') ~ '^[0-9a-f]{32}\\\\000$'), ','
+	                  ORDER BY tgrelid::regclass::text, tgname)
 	  FROM pg_trigger WHERE tgname LIKE 'webhook_capture_%'}),
-	'webhook_capture_insert:0,webhook_capture_insert:0,webhook_capture_update:0',
-	'capture triggers without arguments');
+	'webhook_capture_insert:true,webhook_capture_insert:true,webhook_capture_update:true',
+	'capture triggers whose one argument is the version of their plan, not a query');
 
 # nothing queued was lost
 is($node->safe_psql('postgres', q{
