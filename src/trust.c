@@ -75,6 +75,23 @@ json_cast_untrusted(Oid typid)
 	return false;
 }
 
+/* Whether a catalog has a row whose key column (with an index) is value. */
+static bool
+catalog_has_row(Oid catalog, Oid index, AttrNumber column, Oid value)
+{
+	Relation	rel = table_open(catalog, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	bool		found;
+
+	ScanKeyInit(&key, column, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(value));
+	scan = systable_beginscan(rel, index, true, NULL, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
 /*
  * A check constraint is code as much as a function is, and it may call
  * built-in functions that run SQL of their own (query_to_xml, ts_stat):
@@ -83,21 +100,8 @@ json_cast_untrusted(Oid typid)
 static bool
 domain_checks_untrusted(Oid typid, Oid owner)
 {
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	bool		has_checks;
-
-	if (superuser_arg(owner))
-		return false;
-	rel = table_open(ConstraintRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_constraint_contypid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(typid));
-	scan = systable_beginscan(rel, ConstraintTypidIndexId, true, NULL, 1, &key);
-	has_checks = HeapTupleIsValid(systable_getnext(scan));
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return has_checks;
+	return !superuser_arg(owner) &&
+		catalog_has_row(ConstraintRelationId, ConstraintTypidIndexId, Anum_pg_constraint_contypid, typid);
 }
 
 static const char *relation_untrusted_reason(Oid relid, int depth);
@@ -160,22 +164,10 @@ type_untrusted_reason(Oid typid, int depth)
 static const char *
 policies_untrusted_reason(Oid relid, Oid owner)
 {
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	bool		has_policies;
-
-	if (superuser_arg(owner))
+	if (superuser_arg(owner) ||
+		!catalog_has_row(PolicyRelationId, PolicyPolrelidPolnameIndexId, Anum_pg_policy_polrelid, relid))
 		return NULL;
-	rel = table_open(PolicyRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_policy_polrelid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(relid));
-	scan = systable_beginscan(rel, PolicyPolrelidPolnameIndexId, true, NULL, 1, &key);
-	has_policies = HeapTupleIsValid(systable_getnext(scan));
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return has_policies ?
-		"the table has row-level security policies, and a role that is not a superuser owns it" : NULL;
+	return "the table has row-level security policies, and a role that is not a superuser owns it";
 }
 
 static const char *
