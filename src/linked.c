@@ -272,10 +272,6 @@ read_row(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid
 	return result;
 }
 
-/*
- * read_row in a subtransaction: any error is a row that is not there, but
- * a lock the worker would have to wait for, which defers the expansion.
- */
 typedef struct RowRead
 {
 	Oid			relid;
@@ -295,6 +291,10 @@ read_row_step(void *arg)
 	r->result = read_row(r->relid, r->ncolumns, r->columns, r->types, r->values, r->reader);
 }
 
+/*
+ * read_row in a subtransaction: any error is a row that is not there, but
+ * a lock the worker would have to wait for, which defers the expansion.
+ */
 static char *
 read_row_safely(Oid relid, int ncolumns, char **columns, Oid *types, char **values,
 				Oid reader)

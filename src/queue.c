@@ -17,6 +17,7 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/array.h"
@@ -970,7 +971,7 @@ expand(bool *deferred)
 			(errcode(ERRCODE_DATA_EXCEPTION),
 			 errmsg("webhook could not make a payload of a queued change: %s", error),
 			 errdetail("Its deliveries are recorded as failed, with the error.")));
-	args[0] = CStringGetTextDatum(pnstrdup(error, 300));
+	args[0] = CStringGetTextDatum(pnstrdup(error, pg_mbcliplen(error, strlen(error), 300)));
 	if (SPI_execute_plan(keep_plan(&poison_plan, poison_sql, 1, types), args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not mark a webhook occurrence that cannot be expanded");
 	(void) expand_guarded(1, &error, &locked);
