@@ -35,6 +35,8 @@
 
 PG_FUNCTION_INFO_V1(webhook_render);
 
+Oid			webhook_rendering_table = InvalidOid;
+
 /* The arguments of webhook._render, in order. */
 enum
 {
@@ -448,18 +450,26 @@ render_reader(FunctionCallInfo fcinfo)
 Datum
 webhook_render(PG_FUNCTION_ARGS)
 {
-	BindingPlan *bp = binding_plan(fcinfo);
+	Oid			table = PG_ARGISNULL(ARG_TABLE) ? InvalidOid : PG_GETARG_OID(ARG_TABLE);
+	BindingPlan *bp;
 	StringInfoData out;
 	text	   *row = PG_ARGISNULL(ARG_ROW) ? NULL : PG_GETARG_TEXT_PP(ARG_ROW);
-	List	   *row_fields = fields_of(fcinfo, ARG_ROW);
-	Oid			table = PG_ARGISNULL(ARG_TABLE) ? InvalidOid : PG_GETARG_OID(ARG_TABLE);
+	List	   *row_fields;
 	Oid			reader = render_reader(fcinfo);
-	TableShape *shape = bp->kind == PAYLOAD_EVENT_ONLY ? NULL : webhook_table_shape(table);
-	char	   *operation = text_arg(fcinfo, ARG_OPERATION);
-	char	   *parent_object = text_arg(fcinfo, ARG_PARENT_OBJECT);
+	TableShape *shape;
+	char	   *operation;
+	char	   *parent_object;
 	const char *parent_row = NULL;
 	List	   *parent_fields = NIL;
-	bool		update = operation && strcmp(operation, "update") == 0;
+	bool		update;
+
+	webhook_rendering_table = table;
+	bp = binding_plan(fcinfo);
+	row_fields = fields_of(fcinfo, ARG_ROW);
+	shape = bp->kind == PAYLOAD_EVENT_ONLY ? NULL : webhook_table_shape(table);
+	operation = text_arg(fcinfo, ARG_OPERATION);
+	parent_object = text_arg(fcinfo, ARG_PARENT_OBJECT);
+	update = operation && strcmp(operation, "update") == 0;
 
 	/* the parent, read now by its key in the row */
 	if (parent_object && bp->needs_parent && !PG_ARGISNULL(ARG_PARENT_TABLE) &&
@@ -549,5 +559,6 @@ webhook_render(PG_FUNCTION_ARGS)
 			append_changes(&out, old_fields, new_fields, shape);
 	}
 	appendStringInfoChar(&out, '}');
+	webhook_rendering_table = InvalidOid;
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 }

@@ -10,6 +10,8 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "executor/spi.h"
@@ -18,6 +20,7 @@
 #include "nodes/parsenodes.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
@@ -34,6 +37,7 @@ int			webhook_retention = 30 * 24 * 3600;
 int			webhook_max_concurrency = 64;
 int			webhook_disable_after_failures = 100;
 int			webhook_max_per_profile = 32;
+bool		webhook_sending = true;
 char	   *webhook_user_agent = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -183,6 +187,87 @@ check_user_agent(char **newval, void **extra, GucSource source)
 }
 
 /*
+ * The locks DROP EXTENSION webhook needs, taken before it drops anything:
+ * the extension's, which the worker takes first in each of its steps, then
+ * those of the tables with capture triggers, then the extension's tables.
+ * Writers take their ticket table's lock and then the queue's; a drop that
+ * took the same locks one by one in its own order would deadlock with them.
+ * The ticket tables are taken all or none (a writer may write several, in
+ * any order): the drop waits only for the one it could not get, holding
+ * none, then tries them all again.  Once it holds them, no writer holds
+ * the queue's lock, and the extension's tables are waited for in turn (the
+ * worker gives way should it hold one and wait; see worker.c).
+ */
+static void
+lock_tables_for_drop(Oid extoid)
+{
+	List	   *captured = NIL;
+	List	   *own = NIL;
+	Oid			waited = InvalidOid;
+	ListCell   *lc;
+
+	LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessExclusiveLock);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT DISTINCT t.tgrelid, false FROM pg_catalog.pg_trigger t"
+					" WHERE t.tgfoid = pg_catalog.to_regprocedure('webhook._capture()')"
+					" UNION ALL "
+					"SELECT c.oid, true FROM pg_catalog.pg_class c"
+					" WHERE c.relnamespace = pg_catalog.to_regnamespace('webhook') AND c.relkind = 'r'"
+					" ORDER BY 2, 1", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list the tables of the webhook extension");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		bool		is_own = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		if (is_own)
+			own = lappend_oid(own, relid);
+		else
+			captured = lappend_oid(captured, relid);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+
+	for (;;)
+	{
+		Oid			blocked = InvalidOid;
+		List	   *taken = NIL;
+
+		if (OidIsValid(waited))
+		{
+			LockRelationOid(waited, AccessExclusiveLock);
+			taken = lappend_oid(taken, waited);
+		}
+		foreach(lc, captured)
+		{
+			Oid			relid = lfirst_oid(lc);
+
+			if (relid == waited)
+				continue;
+			if (!ConditionalLockRelationOid(relid, AccessExclusiveLock))
+			{
+				blocked = relid;
+				break;
+			}
+			taken = lappend_oid(taken, relid);
+		}
+		if (!OidIsValid(blocked))
+			break;
+		foreach(lc, taken)
+			UnlockRelationOid(lfirst_oid(lc), AccessExclusiveLock);
+		list_free(taken);
+		waited = blocked;
+		CHECK_FOR_INTERRUPTS();
+	}
+	foreach(lc, own)
+		LockRelationOid(lfirst_oid(lc), AccessExclusiveLock);
+}
+
+/*
  * The capture triggers on users' tables depend on webhook._capture(), so
  * they would make DROP EXTENSION fail, and the functions that hold users'
  * condition SQL are not members of the extension; both belong to it in
@@ -235,7 +320,16 @@ webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	}
 
 	if (is_drop_of_our_extension(stmt))
-		drop_capture_triggers();
+	{
+		Oid			extoid = get_extension_oid(WEBHOOK_EXTENSION_NAME, true);
+
+		/* one that may not drop it fails in the drop, having locked nothing */
+		if (OidIsValid(extoid) && pg_extension_ownercheck(extoid, GetUserId()))
+		{
+			lock_tables_for_drop(extoid);
+			drop_capture_triggers();
+		}
+	}
 
 	PG_TRY();
 	{
@@ -335,6 +429,15 @@ define_gucs(void)
 							   PGC_SIGHUP, GUC_LIST_INPUT,
 							   (GucStringCheckHook) webhook_check_blocked_networks,
 							   webhook_assign_blocked_networks, NULL);
+	DefineCustomBoolVariable("webhook.sending",
+							 "Sets whether the worker sends.",
+							 "Off, changes are still captured and queued, and nothing is sent: for a "
+							 "restored copy or a clone that must not reach the receivers. Also per "
+							 "database (ALTER DATABASE ... SET); the worker reads it on reload.",
+							 &webhook_sending,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
 	DefineCustomStringVariable("webhook.user_agent",
 							   "Sets the User-Agent header of every request.",
 							   NULL,

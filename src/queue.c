@@ -12,18 +12,22 @@
 #include "dispatch.h"
 #include "http.h"
 #include "queue.h"
+#include "rowjson.h"
 
 #include "access/xact.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -42,8 +46,16 @@
 /* Finished deliveries purged by one transaction at most. */
 #define PURGE_STEP 1000
 
-/* A claimed delivery not recorded by then is claimable again. */
-#define LEASE_SECONDS 3600
+/*
+ * The name-based UUID (RFC 9562, version 8, SHA-256) of the text NAME, as
+ * text: the same as webhook._name_uuid, spelled out for an extension whose
+ * SQL is not updated yet.
+ */
+#define NAME_UUID(name) \
+	"(SELECT pg_catalog.encode(pg_catalog.set_byte(pg_catalog.set_byte(" \
+	"          pg_catalog.substr(h, 1, 16), 6, (pg_catalog.get_byte(h, 6) & 15) | 128)," \
+	"          8, (pg_catalog.get_byte(h, 8) & 63) | 128), 'hex')::uuid::text" \
+	"   FROM pg_catalog.sha256(pg_catalog.convert_to(" name ", 'UTF8')) AS h)"
 
 /*
  * Each changed row of a queue row becomes one item per binding it matched:
@@ -51,7 +63,9 @@
  * Queue rows are taken in order, up to $1 changed rows (and at least one
  * queue row).  An item's id is derived from its queue row's random seed,
  * the row's place in it and the binding: the same however often the queue
- * row is expanded.
+ * row is expanded.  The queue rows of the tables in $2 wait (see
+ * DeferredTable).  A change that matched several bindings of one event in
+ * one profile is one item, of the lowest binding.
  *
  * An item of a profile that does not batch (or whose condition failed) is
  * a delivery of its own.  The others join their profile's open batch of
@@ -73,6 +87,7 @@
 static const char *expand_sql =
 "WITH locked AS ("
 "  SELECT occurrence_id, row_count FROM webhook.occurrence"
+"   WHERE table_oid <> ALL ($2::oid[])"
 "   ORDER BY occurrence_id LIMIT " CppAsString2(LOCK_STEP) " FOR UPDATE SKIP LOCKED"
 "), picked AS ("
 "  SELECT occurrence_id FROM ("
@@ -82,8 +97,14 @@ static const char *expand_sql =
 "), claimed AS ("
 "  DELETE FROM webhook.occurrence WHERE occurrence_id IN (SELECT occurrence_id FROM picked)"
 "  RETURNING *"
+"), matched AS ("
+"  SELECT DISTINCT ON (c.occurrence_id, b.profile_id, b.event_id) c.occurrence_id, b.binding_id"
+"    FROM claimed c"
+"   CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"
+"    JOIN webhook.binding b ON b.binding_id = m.binding_id"
+"   ORDER BY c.occurrence_id, b.profile_id, b.event_id, b.binding_id"
 "), changed AS ("
-"  SELECT c.occurrence_id, c.captured_at, c.capture_error, c.bindings, c.id_seed, r.ord,"
+"  SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed, r.ord,"
 "         r.new_row, r.old_row"
 "    FROM claimed c"
 "   CROSS JOIN LATERAL ROWS FROM (pg_catalog.json_array_elements(c.new_rows),"
@@ -91,7 +112,7 @@ static const char *expand_sql =
 "         WITH ORDINALITY AS r(new_row, old_row, ord)"
 "), item AS ("
 "  SELECT c.occurrence_id, c.ord, c.captured_at, c.capture_error, b.binding_id, p.profile_id,"
-"         p.name AS profile, p.enabled, p.batching, p.batch_wait, p.batch_max_items,"
+"         p.name AS profile, p.batching, p.batch_wait, p.batch_max_items,"
 "         p.payload, p.payload_fields, e.name AS event, e.title, e.object, e.operation,"
 "         e.table_oid, e.created_by AS reader,"
 "         CASE WHEN e.operation = 'delete' THEN c.old_row ELSE c.new_row END AS row,"
@@ -100,14 +121,14 @@ static const char *expand_sql =
 "         CASE p.batching WHEN 'same_event' THEN 'binding ' || b.binding_id"
 "                         WHEN 'same_event_type' THEN 'event ' || e.event_id"
 "                         ELSE 'any' END AS batch_key,"
-"         pg_catalog.md5(c.id_seed::text || '/' || c.ord || '/' || b.binding_id)::uuid::text AS id"
+"         " NAME_UUID("c.id_seed::text || '/' || c.ord || '/' || b.binding_id") " AS id"
 "  FROM changed c"
-"  CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"
+"  JOIN matched m ON m.occurrence_id = c.occurrence_id"
 "  JOIN webhook.binding b ON b.binding_id = m.binding_id"
 "  JOIN webhook.event e ON e.event_id = b.event_id"
 "  JOIN webhook.profile p ON p.profile_id = b.profile_id"
 "), rendered AS ("
-"  SELECT i.occurrence_id, i.ord, i.binding_id, i.profile_id, i.id, i.event, i.enabled,"
+"  SELECT i.occurrence_id, i.ord, i.binding_id, i.profile_id, i.id, i.event,"
 "         i.capture_error, i.captured_at,"
 "         i.batch_key, i.batch_wait, i.batch_max_items,"
 "         (i.batching <> 'none' AND i.capture_error IS NULL) AS batched,"
@@ -120,23 +141,21 @@ static const char *expand_sql =
 "  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
 "                                next_attempt_at, captured_at, error)"
 "  SELECT i.profile_id, i.id, ARRAY[i.event], 1, i.envelope,"
-"         CASE WHEN i.capture_error IS NOT NULL THEN 'failed'"
-"              WHEN i.enabled THEN 'pending' ELSE 'held' END,"
-"         CASE WHEN i.capture_error IS NULL AND i.enabled THEN pg_catalog.now() END, i.captured_at,"
+"         CASE WHEN i.capture_error IS NULL THEN 'pending' ELSE 'failed' END,"
+"         CASE WHEN i.capture_error IS NULL THEN pg_catalog.now() END, i.captured_at,"
 "         i.capture_error"
 "  FROM rendered i WHERE NOT i.batched ORDER BY i.occurrence_id, i.ord, i.binding_id"
 "), open_locked AS ("
 "  SELECT d.delivery_id, d.profile_id, d.batch_key, d.items FROM webhook.delivery d"
 "   WHERE d.batch_key IS NOT NULL"
 "     AND d.profile_id IN (SELECT b.profile_id FROM webhook.binding b"
-"                           WHERE b.binding_id IN (SELECT pg_catalog.unnest(c.bindings)"
-"                                                    FROM claimed c))"
+"                           WHERE b.binding_id IN (SELECT m.binding_id FROM matched m))"
 "     FOR UPDATE SKIP LOCKED"
 "), open AS ("
 "  SELECT DISTINCT ON (o.profile_id, o.batch_key) o.*"
 "    FROM open_locked o ORDER BY o.profile_id, o.batch_key, o.delivery_id DESC"
 "), placed AS ("
-"  SELECT i.occurrence_id, i.ord, i.binding_id, i.profile_id, i.id, i.event, i.enabled,"
+"  SELECT i.occurrence_id, i.ord, i.binding_id, i.profile_id, i.id, i.event,"
 "         i.captured_at, i.batch_key,"
 "         i.batch_wait, i.batch_max_items, o.delivery_id AS open_id,"
 "         COALESCE(o.items, 0) AS open_items,"
@@ -158,9 +177,9 @@ static const char *expand_sql =
 "  SELECT c.profile_id, c.batch_key, c.chunk,"
 "         CASE WHEN c.chunk = 0 THEN pg_catalog.min(c.open_id) END AS open_id,"
 "         pg_catalog.max(c.item_no) AS last_no, pg_catalog.min(c.batch_max_items) AS max_items,"
-"         pg_catalog.bool_and(c.enabled) AS enabled, pg_catalog.min(c.batch_wait) AS wait,"
+"         pg_catalog.min(c.batch_wait) AS wait,"
 "         pg_catalog.min(c.captured_at) AS first_captured,"
-"         pg_catalog.md5('batch/' || (pg_catalog.array_agg(c.id ORDER BY c.position))[1])::uuid::text"
+"         " NAME_UUID("'batch/' || (pg_catalog.array_agg(c.id ORDER BY c.position))[1]") ""
 "           AS webhook_id,"
 "         pg_catalog.array_agg(DISTINCT c.event) AS events"
 "    FROM chunked c GROUP BY c.profile_id, c.batch_key, c.chunk"
@@ -184,9 +203,8 @@ static const char *expand_sql =
 "  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
 "                                next_attempt_at, captured_at, batch_key)"
 "  SELECT g.profile_id, g.webhook_id, g.events, g.last_no, w.body,"
-"         CASE WHEN g.enabled THEN 'pending' ELSE 'held' END,"
-"         CASE WHEN NOT g.enabled THEN NULL"
-"              WHEN g.last_no >= g.max_items THEN pg_catalog.now()"
+"         'pending',"
+"         CASE WHEN g.last_no >= g.max_items THEN pg_catalog.now()"
 "              ELSE g.first_captured + g.wait END,"
 "         g.first_captured, CASE WHEN g.last_no < g.max_items THEN g.batch_key END"
 "    FROM grp g"
@@ -220,7 +238,7 @@ static const char *poison_sql =
 "  FROM (SELECT x.occurrence_id,"
 "               (SELECT pg_catalog.json_agg(NULL::json)"
 "                  FROM pg_catalog.generate_series(1, LEAST(x.row_count, 1000))) AS nulls"
-"          FROM webhook.occurrence x"
+"          FROM webhook.occurrence x WHERE x.table_oid <> ALL ($2::oid[])"
 "         ORDER BY x.occurrence_id LIMIT 1 FOR UPDATE SKIP LOCKED) AS h"
 " WHERE o.occurrence_id = h.occurrence_id";
 
@@ -259,28 +277,26 @@ static const char *assemble_sql =
 
 /*
  * Claim up to $1 due deliveries, oldest first, taking from each enabled
- * profile no more than $3 minus what the worker already holds of it ($4,
- * $5): each profile is looked at on its own, so that a backlog of one
+ * profile no more than $2 minus what the worker already holds of it ($3,
+ * $4): each profile is looked at on its own, so that a backlog of one
  * (say, a receiver that hangs) never hides the others' due deliveries.
- * The lease is for a worker that dies without recording: see
- * webhook_queue_recover.
+ * A disabled profile's deliveries are held: this is where that is read.
  */
 static const char *claim_sql =
 "UPDATE webhook.delivery d"
 "   SET status = 'sending', attempts = d.attempts + 1,"
-"       last_attempt_at = pg_catalog.now(),"
-"       lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2)"
+"       last_attempt_at = pg_catalog.now()"
 " WHERE d.delivery_id = ANY (ARRAY("
 "        SELECT c.delivery_id"
 "          FROM webhook.profile p"
-"          LEFT JOIN ROWS FROM (pg_catalog.unnest($4::int8[]), pg_catalog.unnest($5::int4[]))"
+"          LEFT JOIN ROWS FROM (pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::int4[]))"
 "               AS held(profile_id, n) ON held.profile_id = p.profile_id"
 "         CROSS JOIN LATERAL ("
 "               SELECT due.delivery_id, due.next_attempt_at FROM webhook.delivery due"
 "                WHERE due.profile_id = p.profile_id AND due.status IN ('pending', 'retrying')"
 "                  AND due.next_attempt_at <= pg_catalog.now() AND due.body IS NOT NULL"
 "                ORDER BY due.next_attempt_at, due.delivery_id"
-"                LIMIT GREATEST($3 - COALESCE(held.n, 0), 0) FOR UPDATE SKIP LOCKED) AS c"
+"                LIMIT GREATEST($2 - COALESCE(held.n, 0), 0) FOR UPDATE SKIP LOCKED) AS c"
 "         WHERE p.enabled"
 "         ORDER BY c.next_attempt_at, c.delivery_id LIMIT $1))"
 " RETURNING d.delivery_id, d.attempts, d.profile_id, d.body::text, d.webhook_id";
@@ -302,23 +318,17 @@ static const char *stopped_sql =
 "                    WHERE p.profile_id = w.profile_id AND p.enabled)";
 
 /*
- * Claimed deliveries the worker gives back unsent, under a lock on their
- * profile: held when it is still disabled, pending when it was enabled
- * again meanwhile.
+ * Claimed deliveries the worker gives back unsent: due again, as they were
+ * (held, while their profile is disabled).
  */
 static const char *give_back_sql =
 "UPDATE webhook.delivery d"
-"   SET status = CASE WHEN p.enabled THEN 'pending' ELSE 'held' END,"
-"       next_attempt_at = CASE WHEN p.enabled THEN pg_catalog.now() END,"
-"       attempts = d.attempts - 1, lease_until = NULL"
-"  FROM (SELECT profile_id, enabled FROM webhook.profile"
-"         WHERE profile_id = ANY ($2) FOR SHARE) AS p"
-" WHERE d.delivery_id = ANY ($1) AND d.profile_id = p.profile_id AND d.status = 'sending'";
+"   SET status = 'pending', next_attempt_at = pg_catalog.now(), attempts = d.attempts - 1"
+" WHERE d.delivery_id = ANY ($1) AND d.status = 'sending'";
 
 /*
  * The earliest waiting delivery of an enabled profile: one step down the
- * index for each.  (A disabled profile's deliveries are held, not pending;
- * this also holds should one not be yet.)
+ * index for each.
  */
 static const char *next_due_sql =
 "SELECT pg_catalog.min(first.next_attempt_at) FROM webhook.profile p"
@@ -331,8 +341,7 @@ static const char *next_due_sql =
 /*
  * Record finished requests: the delivery's new state, then its attempt.
  * A delivery that is gone (its profile was dropped) or no longer ours
- * gets no attempt row.  One to retry whose profile was disabled while it
- * was on the wire is held, like the rest of the profile's.
+ * gets no attempt row.
  */
 static const char *record_sql =
 "WITH r AS ("
@@ -347,17 +356,15 @@ static const char *record_sql =
 "  UPDATE webhook.delivery d"
 "     SET status = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN 'delivered'"
 "                       WHEN d.attempts >= p.max_attempts OR r.response_status = 410 THEN 'failed'"
-"                       WHEN NOT p.enabled THEN 'held'"
 "                       ELSE 'retrying' END,"
 "         next_attempt_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
-"                                  OR d.attempts >= p.max_attempts OR r.response_status = 410"
-"                                  OR NOT p.enabled THEN NULL"
+"                                  OR d.attempts >= p.max_attempts OR r.response_status = 410 THEN NULL"
 "                                ELSE pg_catalog.now()"
 "                                     + COALESCE(webhook._retry_after(r.response_headers::jsonb),"
 "                                                webhook._retry_delay(p.retry_schedule, d.attempts)) END,"
 "         delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
 "                             THEN r.started_at + pg_catalog.make_interval(secs => r.duration_ms / 1000) END,"
-"         lease_until = NULL, response_status = r.response_status, duration_ms = r.duration_ms,"
+"         response_status = r.response_status, duration_ms = r.duration_ms,"
 "         error = r.error, response_body = r.response_body"
 "    FROM r, webhook.profile p"
 "   WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'"
@@ -375,20 +382,19 @@ static const char *record_sql =
 static const char *outcomes_sql =
 "SELECT webhook._note_outcomes($1, $2, $3, $4)";
 
+/* At start: what a worker that ended without recording left in flight. */
 static const char *recover_sql =
 "UPDATE webhook.delivery d"
-"   SET status = CASE WHEN p.enabled THEN 'pending' ELSE 'held' END,"
-"       next_attempt_at = CASE WHEN p.enabled THEN pg_catalog.now() END,"
-"       attempts = d.attempts - 1, lease_until = NULL"
-"  FROM webhook.profile p"
-" WHERE d.status = 'sending' AND p.profile_id = d.profile_id";
+"   SET status = 'pending', next_attempt_at = pg_catalog.now(), attempts = d.attempts - 1"
+" WHERE d.status = 'sending'";
 
+/* Through delivery_finished_idx: it reads only the rows it deletes. */
 static const char *purge_sql =
 "WITH old AS ("
 "  SELECT delivery_id FROM webhook.delivery"
 "   WHERE status IN ('delivered', 'failed')"
 "     AND created_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
-"   ORDER BY delivery_id LIMIT $2"
+"   ORDER BY created_at LIMIT $2"
 "), gone AS ("
 "  DELETE FROM webhook.attempt WHERE delivery_id IN (SELECT delivery_id FROM old)"
 ")"
@@ -432,11 +438,25 @@ keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 static bool
 begin_step(const char *activity)
 {
+	Oid			extoid;
+
 	caller_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	extoid = get_extension_oid(WEBHOOK_EXTENSION_NAME, true);
+
+	/*
+	 * The extension's lock first, before any table's: a DROP EXTENSION takes
+	 * it first too (see lock_tables_for_drop in init.c), and the step then
+	 * waits for it to end, holding nothing it needs.
+	 */
+	if (OidIsValid(extoid))
+	{
+		LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
+		extoid = get_extension_oid(WEBHOOK_EXTENSION_NAME, true);
+	}
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!OidIsValid(get_extension_oid(WEBHOOK_EXTENSION_NAME, true)))
+	if (!OidIsValid(extoid))
 	{
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -782,31 +802,19 @@ find_stopped(void)
 	return stopped;
 }
 
-/*
- * Give back deliveries the sender returned unsent: held again (pending,
- * should their profile have been enabled again meanwhile).  The profile
- * row is locked (FOR SHARE) so that an enable_profile running now either
- * sees them held or is seen by us as enabled.
- */
+/* Give back deliveries the sender returned unsent. */
 static void
 give_back(List *unsent)
 {
-	Oid			types[2] = {INT8ARRAYOID, INT8ARRAYOID};
-	Datum		args[2];
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		args[1];
 	List	   *ids = NIL;
-	List	   *profiles = NIL;
 	ListCell   *lc;
 
 	foreach(lc, unsent)
-	{
-		WebhookRequest *req = lfirst(lc);
-
-		ids = lappend(ids, &req->delivery_id);
-		profiles = lappend(profiles, &req->profile_id);
-	}
+		ids = lappend(ids, &((WebhookRequest *) lfirst(lc))->delivery_id);
 	args[0] = int8_array(ids);
-	args[1] = int8_array(profiles);
-	if (SPI_execute_plan(keep_plan(&give_back_plan, give_back_sql, 2, types),
+	if (SPI_execute_plan(keep_plan(&give_back_plan, give_back_sql, 1, types),
 						 args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not give back webhook deliveries");
 }
@@ -818,8 +826,8 @@ give_back(List *unsent)
 static List *
 claim_due(int limit)
 {
-	Oid			types[5] = {INT4OID, INT4OID, INT4OID, INT8ARRAYOID, INT4ARRAYOID};
-	Datum		args[5];
+	Oid			types[4] = {INT4OID, INT4OID, INT8ARRAYOID, INT4ARRAYOID};
+	Datum		args[4];
 	List	   *held_ids;
 	List	   *held_counts;
 	ArrayColumn counts = {NULL, INT4OID};
@@ -834,12 +842,11 @@ claim_due(int limit)
 	foreach(lc, held_counts)
 		add_value(&counts, Int32GetDatum(lfirst_int(lc)), false);
 	args[0] = Int32GetDatum(limit);
-	args[1] = Int32GetDatum(LEASE_SECONDS);
-	args[2] = Int32GetDatum(webhook_max_per_profile * PREFETCH_FACTOR);
-	args[3] = int8_array(held_ids);
-	args[4] = counts.state ? makeArrayResult(counts.state, CurrentMemoryContext)
+	args[1] = Int32GetDatum(webhook_max_per_profile * PREFETCH_FACTOR);
+	args[2] = int8_array(held_ids);
+	args[3] = counts.state ? makeArrayResult(counts.state, CurrentMemoryContext)
 		: PointerGetDatum(construct_empty_array(INT4OID));
-	if (SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 5, types),
+	if (SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 4, types),
 						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim webhook deliveries");
 	claimed = SPI_tuptable;
@@ -885,24 +892,101 @@ claim_due(int limit)
 
 /*
  * Run expand_sql or assemble_sql: each locks up to LOCK_STEP rows, takes
- * those that fit under limit, and returns the two counts.  True when rows
+ * those that fit under $1, and returns the two counts.  True when rows
  * were left for another step.
  */
 static bool
-run_limited(SPIPlanPtr *plan, const char *sql, int limit, const char *what)
+run_limited(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *args,
+			const char *what)
 {
-	Oid			types[1] = {INT4OID};
-	Datum		args[1];
 	bool		isnull;
 	int64		locked;
 	int64		taken;
 
-	args[0] = Int32GetDatum(limit);
-	if (SPI_execute_plan(keep_plan(plan, sql, 1, types), args, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(keep_plan(plan, sql, nargs, types), args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not %s", what);
 	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	return locked >= LOCK_STEP || taken < locked;
+}
+
+/*
+ * Captured tables whose changes wait a moment: making a payload of one
+ * needed a table that someone holds locked (a parent, a linked row's
+ * table).  The changes of the other tables go on meanwhile, and each
+ * table's keep their order.  Kept in TopMemoryContext.
+ */
+typedef struct DeferredTable
+{
+	Oid			relid;
+	TimestampTz until;
+} DeferredTable;
+
+static List *deferred_tables = NIL;
+
+/* Tables one step may set aside before it defers the whole expansion. */
+#define MAX_DEFERRALS_PER_STEP 8
+
+/* Let go of the tables whose time is up. */
+static void
+expire_deferred_tables(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
+
+	foreach(lc, deferred_tables)
+	{
+		DeferredTable *t = lfirst(lc);
+
+		if (t->until <= now)
+		{
+			deferred_tables = foreach_delete_current(deferred_tables, lc);
+			pfree(t);
+		}
+	}
+}
+
+/* The tables set aside, as an oid[]. */
+static Datum
+deferred_table_array(void)
+{
+	ArrayColumn col = {NULL, OIDOID};
+	ListCell   *lc;
+
+	foreach(lc, deferred_tables)
+		add_value(&col, ObjectIdGetDatum(((DeferredTable *) lfirst(lc))->relid), false);
+	if (col.state == NULL)
+		return PointerGetDatum(construct_empty_array(OIDOID));
+	return makeArrayResult(col.state, CurrentMemoryContext);
+}
+
+static void
+defer_table(Oid relid)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	DeferredTable *t = palloc(sizeof(DeferredTable));
+
+	t->relid = relid;
+	t->until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPAND_RETRY_MS);
+	deferred_tables = lappend(deferred_tables, t);
+	MemoryContextSwitchTo(old);
+}
+
+/* When the first table set aside is tried again; 0: none is. */
+static TimestampTz
+deferred_tables_due(void)
+{
+	TimestampTz due = 0;
+	ListCell   *lc;
+
+	foreach(lc, deferred_tables)
+	{
+		DeferredTable *t = lfirst(lc);
+
+		if (due == 0 || t->until < due)
+			due = t->until;
+	}
+	return due;
 }
 
 typedef struct ExpandStep
@@ -915,21 +999,27 @@ static void
 expand_step(void *arg)
 {
 	ExpandStep *step = arg;
+	Oid			types[2] = {INT4OID, OIDARRAYOID};
+	Datum		args[2];
 
-	step->more = run_limited(&expand_plan, expand_sql, step->limit, "expand webhook occurrences");
+	args[0] = Int32GetDatum(step->limit);
+	args[1] = deferred_table_array();
+	step->more = run_limited(&expand_plan, expand_sql, 2, types, args, "expand webhook occurrences");
 }
 
 /*
- * run_limited for the expansion, in a subtransaction; the error, if any,
- * comes back in *error, and *locked says it was a user's table the worker
- * would have had to wait for.
+ * expand_step in a subtransaction; the error, if any, comes back in
+ * *error, and *locked says it was a lock the worker would have had to wait
+ * for.
  */
 static bool
 expand_guarded(int limit, char **error, bool *locked)
 {
 	ExpandStep	step = {limit, false};
-	ErrorData  *edata = webhook_in_subtransaction(expand_step, &step);
+	ErrorData  *edata;
 
+	webhook_rendering_table = InvalidOid;
+	edata = webhook_in_subtransaction(expand_step, &step);
 	*error = edata ? edata->message : NULL;
 	*locked = edata && edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 	return step.more;
@@ -942,43 +1032,58 @@ expand_guarded(int limit, char **error, bool *locked)
  * others: when a step fails, fewer rows are tried, down to the first one
  * alone, which is then marked with the error (poison_sql) and expanded into
  * failed deliveries.  A user's table that is locked is not an error of the
- * row: the expansion stops there, and *deferred asks for another try soon.
+ * row: the changes of the table whose payload needed it wait (see
+ * DeferredTable), and *deferred asks for another try soon.
  */
 static bool
 expand(bool *deferred)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		args[1];
+	Oid			types[2] = {TEXTOID, OIDARRAYOID};
+	Datum		args[2];
 	char	   *error;
 	bool		locked;
 	bool		more;
+	int			set_aside = 0;
 
 	*deferred = false;
-	for (int limit = EXPAND_STEP;; limit /= 2)
+	expire_deferred_tables();
+	for (int limit = EXPAND_STEP;;)
 	{
 		more = expand_guarded(limit, &error, &locked);
 		if (error == NULL)
+		{
+			*deferred = deferred_tables != NIL;
 			return more || limit < EXPAND_STEP;
+		}
 		if (locked)
 		{
+			if (OidIsValid(webhook_rendering_table) && set_aside++ < MAX_DEFERRALS_PER_STEP)
+			{
+				defer_table(webhook_rendering_table);
+				continue;
+			}
 			*deferred = true;
 			return false;
 		}
 		if (limit == 1)
 			break;
+		limit /= 2;
 	}
 	ereport(WARNING,
 			(errcode(ERRCODE_DATA_EXCEPTION),
 			 errmsg("webhook could not make a payload of a queued change: %s", error),
 			 errdetail("Its deliveries are recorded as failed, with the error.")));
 	args[0] = CStringGetTextDatum(pnstrdup(error, pg_mbcliplen(error, strlen(error), 300)));
-	if (SPI_execute_plan(keep_plan(&poison_plan, poison_sql, 1, types), args, NULL, false, 0) != SPI_OK_UPDATE)
+	args[1] = deferred_table_array();
+	if (SPI_execute_plan(keep_plan(&poison_plan, poison_sql, 2, types), args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not mark a webhook occurrence that cannot be expanded");
 	(void) expand_guarded(1, &error, &locked);
 	if (error != NULL && locked)
 		*deferred = true;
 	else if (error != NULL)
 		elog(ERROR, "could not expand webhook occurrences: %s", error);
+	else
+		*deferred = deferred_tables != NIL;
 	return !*deferred;
 }
 
@@ -1016,29 +1121,47 @@ webhook_queue_step(WebhookStep *step)
 		record_finished(step->finished);
 	if (step->unsent != NIL)
 		give_back(step->unsent);
-	step->stopped = find_stopped();
+	if (step->sending)
+		step->stopped = find_stopped();
+	else
+	{
+		/* not sending: what the sender holds and has not started comes back */
+		MemoryContext old = MemoryContextSwitchTo(caller_cxt);
+
+		step->stopped = webhook_claims_profiles();
+		MemoryContextSwitchTo(old);
+	}
 
 	step->more_occurrences = expand(&deferred);
-	step->more_batches = run_limited(&assemble_plan, assemble_sql, ASSEMBLE_STEP,
-									 "assemble webhook batches");
-	if (step->claim_limit > 0)
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(ASSEMBLE_STEP)};
+
+		step->more_batches = run_limited(&assemble_plan, assemble_sql, 1, types, args,
+										 "assemble webhook batches");
+	}
+	if (step->claim_limit > 0 && step->sending)
 		step->claimed = claim_due(step->claim_limit);
 
 	/* not read-only: it must see the retries this step has just scheduled */
-	if (SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
+	if (step->sending &&
+		SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
 						 NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next webhook due time");
-	if (SPI_processed > 0)
+	if (step->sending && SPI_processed > 0)
 	{
 		Datum		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
 		if (!isnull)
 			step->next_due = DatumGetTimestampTz(due);
 	}
-	/* a locked table held up the expansion: try again in a moment */
+	/* a locked table held up (some of) the expansion: try again in a moment */
 	if (deferred)
 	{
-		TimestampTz retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPAND_RETRY_MS);
+		TimestampTz retry = deferred_tables_due();
+
+		if (retry == 0)
+			retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPAND_RETRY_MS);
 
 		if (step->next_due == 0 || step->next_due > retry)
 			step->next_due = retry;
@@ -1067,4 +1190,39 @@ webhook_queue_purge(void)
 	more = SPI_processed >= PURGE_STEP;
 	end_step();
 	return more;
+}
+
+/*
+ * Whether this database's worker sends: webhook.sending as the database
+ * sets it (ALTER DATABASE ... SET), else as the server's configuration
+ * files set it (postgresql.conf, ALTER SYSTEM), else on.  Read from the
+ * catalog and the files, not from the worker's own session, which took the
+ * database's value once, when it connected, and would keep it.
+ */
+static const char *sending_sql =
+"SELECT COALESCE("
+"  (SELECT pg_catalog.substr(c.setting, pg_catalog.length('webhook.sending=') + 1)"
+"     FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) AS c(setting)"
+"    WHERE s.setdatabase = $1 AND s.setrole = 0 AND c.setting LIKE 'webhook.sending=%'),"
+"  (SELECT f.setting FROM pg_catalog.pg_file_settings f"
+"    WHERE f.name = 'webhook.sending' AND f.error IS NULL ORDER BY f.seqno DESC LIMIT 1),"
+"  'on')";
+
+bool
+webhook_queue_sending(void)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		args[1] = {ObjectIdGetDatum(MyDatabaseId)};
+	bool		sending = true;
+	char	   *value;
+
+	if (!begin_step("webhook: settings"))
+		return true;
+	if (SPI_execute_with_args(sending_sql, 1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read webhook.sending");
+	value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (value == NULL || !parse_bool(value, &sending))
+		sending = true;
+	end_step();
+	return sending;
 }

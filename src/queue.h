@@ -17,6 +17,7 @@ typedef struct WebhookStep
 	List	   *finished;		/* WebhookRequest * to record */
 	List	   *unsent;			/* WebhookRequest * returned unsent */
 	int			claim_limit;	/* deliveries to claim at most (0: none) */
+	bool		sending;		/* false: claim nothing, give back what is claimed */
 
 	/* out */
 	bool		extension_present;	/* false: the extension was dropped */
@@ -31,6 +32,7 @@ typedef struct WebhookStep
 extern bool webhook_queue_recover(void);
 extern void webhook_queue_step(WebhookStep *step);
 extern bool webhook_queue_purge(void);
+extern bool webhook_queue_sending(void);
 
 struct WebhookRequest;
 extern struct WebhookRequest *webhook_profile_request(int64 profile_id, const char *webhook_id,

@@ -87,4 +87,11 @@ extern void webhook_render_end(int level);
 /* Lock a user's table to read it; the worker never waits for it. */
 extern void webhook_lock_user_table(Oid relid);
 
+/*
+ * The captured table whose payload webhook._render is making, InvalidOid
+ * when none is: a lock the worker could not get then holds up that
+ * table's changes only (see expand() in queue.c).
+ */
+extern Oid	webhook_rendering_table;
+
 #endif							/* WEBHOOK_ROWJSON_H */

@@ -31,7 +31,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
-#define WEBHOOK_VERSION "0.2"
+#define WEBHOOK_VERSION "0.3"
 #define WEBHOOK_EXTENSION_NAME "webhook"
 #define WEBHOOK_SCHEMA_NAME "webhook"
 
@@ -43,6 +43,7 @@ extern int	webhook_retention;	/* seconds */
 extern int	webhook_max_concurrency;
 extern int	webhook_disable_after_failures;
 extern int	webhook_max_per_profile;
+extern bool webhook_sending;	/* the worker reads it with webhook_queue_sending */
 extern char *webhook_user_agent;
 extern char *webhook_blocked_networks;
 extern bool webhook_handle_interrupts(void);

@@ -45,6 +45,9 @@
 /* A due delivery the last claim could not take is looked at again after this. */
 #define DUE_RECHECK_MS 1000
 
+/* A step that gave way to a lock is tried again after this. */
+#define STEP_RETRY_MS 100
+
 bool		webhook_in_worker = false;
 
 static WebhookDbSlot *my_slot = NULL;
@@ -176,6 +179,13 @@ static const char *const worker_settings[][2] = {
 	{"session_replication_role", "origin"},
 	{"statement_timeout", "0"},
 	{"lock_timeout", "0"},
+
+	/*
+	 * but should a wait of its close a circle with users' sessions, it is
+	 * the one to find out, long before theirs look (deadlock_timeout, 1 s
+	 * by default), and it gives way: see run_step
+	 */
+	{"deadlock_timeout", "10ms"},
 	{"idle_in_transaction_session_timeout", "0"},
 	{"transform_null_equals", "off"},
 	{"standard_conforming_strings", "on"},
@@ -193,6 +203,59 @@ static const char *const worker_settings[][2] = {
 	/* and none is worth compiling (the line above inflates costs, too) */
 	{"jit", "off"},
 };
+
+/*
+ * Run one transaction of the worker, fn(arg).  One that deadlocks with
+ * users' sessions, or cannot get a lock it does not wait for, is rolled
+ * back whole, and false says to try it again a moment later: the worker
+ * gives way, so that no user's statement fails.  Any other error ends the
+ * worker (its successor starts from the database).
+ */
+static bool
+give_way_to_locks(void (*fn) (void *arg), void *arg, MemoryContext cxt)
+{
+	volatile bool done = false;
+
+	PG_TRY();
+	{
+		fn(arg);
+		done = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(cxt);
+		error = CopyErrorData();
+		if (error->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED &&
+			error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		HOLD_INTERRUPTS();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		RESUME_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		ereport(LOG,
+				(errmsg("webhook worker for database \"%s\" gave way to a lock and tries again",
+						my_database_name),
+				 errdetail_internal("%s", error->message)));
+	}
+	PG_END_TRY();
+	return done;
+}
+
+static void
+queue_step(void *arg)
+{
+	webhook_queue_step((WebhookStep *) arg);
+}
+
+static void
+queue_purge(void *arg)
+{
+	*(bool *) arg = webhook_queue_purge();
+}
 
 static long
 ms_until(TimestampTz when, TimestampTz now)
@@ -214,6 +277,8 @@ webhook_worker_main(Datum main_arg)
 	List	   *finished = NIL;	/* outcomes from the sender, not yet recorded */
 	List	   *unsent = NIL;	/* requests the sender gave back unsent */
 	TimestampTz first_finished_at = 0;
+	TimestampTz step_retry_at = 0;	/* a step gave way to a lock: not before */
+	bool		sending;
 	WebhookChannel *channel;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -237,6 +302,11 @@ webhook_worker_main(Datum main_arg)
 		leave(LOG, "the server is in recovery");
 	if (!webhook_queue_recover())
 		leave(DEBUG1, "the extension is not installed in this database");
+	sending = webhook_queue_sending();
+	if (!sending)
+		ereport(LOG,
+				(errmsg("webhook worker for database \"%s\" does not send: webhook.sending is off",
+						my_database_name)));
 
 	channel = start_sender();
 	wait_set = CreateWaitEventSet(TopMemoryContext, 2);
@@ -258,7 +328,19 @@ webhook_worker_main(Datum main_arg)
 		MemoryContextReset(loop_cxt);
 		/* a shorter webhook.retention applies now, not in a minute */
 		if (webhook_handle_interrupts())
+		{
+			bool		was_sending = sending;
+
 			next_housekeeping = 0;
+			sending = webhook_queue_sending();
+			if (sending != was_sending)
+			{
+				ereport(LOG,
+						(errmsg("webhook worker for database \"%s\" %s", my_database_name,
+								sending ? "sends again" : "stops sending: webhook.sending is off")));
+				work_pending = true;
+			}
+		}
 		if (stop_requested())
 			leave(LOG, "its database needs to be free of other sessions");
 
@@ -295,7 +377,7 @@ webhook_worker_main(Datum main_arg)
 			(list_length(finished) >= RECORD_BATCH || unsent != NIL ||
 			 now >= TimestampTzPlusMilliseconds(first_finished_at, RECORD_DELAY_MS));
 
-		if (work_pending || record_now)
+		if ((work_pending || record_now) && now >= step_retry_at)
 		{
 			WebhookStep step;
 			ListCell   *lc;
@@ -312,7 +394,18 @@ webhook_worker_main(Datum main_arg)
 			step.finished = finished;
 			step.unsent = unsent;
 			step.claim_limit = Max(PREFETCH_FACTOR * webhook_max_concurrency - webhook_claims_count(), 0);
-			webhook_queue_step(&step);
+			step.sending = sending;
+			if (!give_way_to_locks(queue_step, &step, loop_cxt))
+			{
+				/* nothing happened: the same outcomes wait, in a moment */
+				foreach(lc, finished)
+					webhook_claims_add(((WebhookRequest *) lfirst(lc))->profile_id);
+				foreach(lc, unsent)
+					webhook_claims_add(((WebhookRequest *) lfirst(lc))->profile_id);
+				work_pending = true;
+				step_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STEP_RETRY_MS);
+				goto sleep;
+			}
 			if (!step.extension_present)
 				leave(LOG, "the extension was dropped");
 
@@ -366,13 +459,17 @@ webhook_worker_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		if (now >= next_housekeeping)
 		{
-			if (webhook_queue_purge())
+			bool		more = false;
+
+			/* more to purge, or it gave way to a lock: again in a moment */
+			if (!give_way_to_locks(queue_purge, &more, loop_cxt) || more)
 				next_housekeeping = TimestampTzPlusMilliseconds(now, 100);
 			else
 				next_housekeeping = TimestampTzPlusMilliseconds(now, HOUSEKEEPING_MS);
 		}
 
 		/* sleep until the latch or the earliest timer */
+sleep:
 		timeout = ms_until(next_housekeeping, now);
 		if (next_due != 0)
 			timeout = Min(timeout, ms_until(next_due, now));
@@ -381,6 +478,8 @@ webhook_worker_main(Datum main_arg)
 																		RECORD_DELAY_MS), now));
 		if (work_pending)
 			timeout = 0;
+		if (step_retry_at > now)
+			timeout = ms_until(step_retry_at, now);
 
 		nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),
 								   PG_WAIT_EXTENSION);

@@ -42,13 +42,14 @@ ok($node->poll_query_until('postgres', q{
 	'delivered and failed deliveries past the retention are purged');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM webhook.attempt}), '0',
 	'with their attempts');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM webhook.delivery WHERE status = 'held'}),
+is($node->safe_psql('postgres', q{SELECT count(*) FROM webhook.deliveries WHERE status = 'held'}),
 	'1000', 'held deliveries are kept, however old');
 
 # newer than the retention: kept (made young before they are sent, or the
 # purge, which may be running its next step, could take them once sent)
 $node->safe_psql('postgres', q{
-	UPDATE webhook.delivery SET created_at = now() WHERE status = 'held';
+	UPDATE webhook.delivery SET created_at = now()
+	 WHERE profile_id = (SELECT profile_id FROM webhook.profile WHERE name = 'held');
 	SELECT webhook.enable_profile('held');
 });
 ok($node->poll_query_until('postgres', q{
