@@ -209,7 +209,7 @@ webhook_dispatch_take_back(int64 profile_id)
 	{
 		WebhookRequest *req = dlist_container(WebhookRequest, node, iter.cur);
 
-		if (req->profile_id != profile_id)
+		if (req->profile_id != profile_id && profile_id != WEBHOOK_ALL_PROFILES)
 			continue;
 		dlist_delete(&req->node);
 		ready_count--;

@@ -32,6 +32,8 @@ extern void webhook_dispatch_add(struct WebhookRequest *req);
 extern void webhook_dispatch_start(void);
 extern void webhook_dispatch_finished(struct WebhookRequest *req);
 extern int	webhook_dispatch_ready_count(void);
+/* The requests of a profile (or WEBHOOK_ALL_PROFILES) not started yet. */
+#define WEBHOOK_ALL_PROFILES INT64CONST(-1)
 extern List *webhook_dispatch_take_back(int64 profile_id);
 
 #endif							/* WEBHOOK_DISPATCH_H */

@@ -486,6 +486,12 @@ webhook_handle_interrupts(void)
 	return true;
 }
 
+long
+webhook_stop_grace_ms(void)
+{
+	return Min(webhook_request_timeout, WEBHOOK_STOP_GRACE_MS);
+}
+
 /*
  * Run fn(arg) in a subtransaction of its own: NULL when it succeeded, else
  * its error, copied into the caller's memory context, with everything the

@@ -7,6 +7,32 @@
  * open while a request is on the wire.  Statements are prepared once and
  * kept (SPI_keepplan).  Results of many requests are recorded by one
  * statement that takes arrays.
+ *
+ * The life of a delivery: every change of its status is one statement
+ * here, correct under READ COMMITTED whatever operators do meanwhile.
+ *
+ *                         claim                  record: 2xx
+ *   (expansion) --> pending -----> sending ---------------> delivered --+
+ *   redeliver,         ^  ^         |  |  |                             |
+ *   replay,            |  |  give   |  |  | record: attempts left       |
+ *   send_test          |  +---------+  |  +-------> retrying            | purge,
+ *                      |  back, and    |              |  claim when due | after
+ *                      |  recover at   |              +--> sending      | webhook.
+ *                      |  start        | record: attempts out, 410      | retention
+ *                      |               +---------------> failed --------+--> gone
+ *                      +-- a batch: pending from its first item, its body
+ *                          put together when it is due (assemble)
+ *
+ * Held is not a status: a pending or retrying delivery of a disabled
+ * profile is held, which the claim reads when it runs (webhook.deliveries
+ * shows it).  Disabling and enabling a profile change the profile row
+ * only, so nothing made meanwhile can miss the change; a delivery claimed
+ * just before its profile was disabled is given back unsent (find_stopped).
+ * Outside this file, deliveries are made pending by webhook._resend
+ * (redeliver, replay) and send_test, have their batch's due time moved or
+ * are cut by the batching settings' trigger (_batching_changed), are
+ * deleted by drop_profile, and one restored in flight is made pending
+ * again (_restored_in_flight).
  */
 #include "webhook.h"
 #include "dispatch.h"

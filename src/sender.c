@@ -15,6 +15,11 @@
  * as its worker: when either goes, the channel detaches and the other
  * leaves too.  Requests it held are still "sending" in the database, and
  * the next worker sends them again under the same webhook-id.
+ *
+ * Asked to stop (SIGTERM: a fast shutdown), it starts nothing more, passes
+ * back what it had not started, and leaves once the requests on the wire
+ * have finished and been passed back, or at webhook_stop_grace_ms, when it
+ * abandons the rest.
  */
 #include "webhook.h"
 #include "channel.h"
@@ -29,12 +34,28 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 static void
 leave_quietly(void)
 {
 	webhook_http_shutdown();
 	proc_exit(0);
+}
+
+/* Pass back, unsent, the requests of a profile (or all) not started yet. */
+static void
+give_back(WebhookChannel *channel, int64 profile_id)
+{
+	ListCell   *lc;
+	List	   *unsent = webhook_dispatch_take_back(profile_id);
+
+	foreach(lc, unsent)
+	{
+		webhook_channel_post_result(channel, lfirst(lc), false);
+		webhook_request_free(lfirst(lc));
+	}
+	list_free(unsent);
 }
 
 /* Take every message the worker posted. */
@@ -57,17 +78,7 @@ take_messages(WebhookChannel *channel)
 				webhook_dispatch_add(msg.request);
 				break;
 			case MESSAGE_CANCEL:
-				{
-					ListCell   *lc;
-					List	   *unsent = webhook_dispatch_take_back(msg.profile_id);
-
-					foreach(lc, unsent)
-					{
-						webhook_channel_post_result(channel, lfirst(lc), false);
-						webhook_request_free(lfirst(lc));
-					}
-					list_free(unsent);
-				}
+				give_back(channel, msg.profile_id);
 				break;
 			default:
 				elog(ERROR, "webhook sender got a message it does not expect (%d)", (int) msg.kind);
@@ -100,9 +111,10 @@ webhook_sender_main(Datum main_arg)
 	WebhookChannel *channel;
 	WaitEventSet *wait_set;
 	MemoryContext loop_cxt;
+	TimestampTz stop_by = 0;	/* asked to stop: leave by then */
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
 	channel = webhook_channel_attach(handle);
@@ -130,16 +142,26 @@ webhook_sender_main(Datum main_arg)
 			webhook_http_forget_connections();
 		}
 
+		if (ShutdownRequestPending && stop_by == 0)
+			stop_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), webhook_stop_grace_ms());
+
 		take_messages(channel);
 		post_finished(channel);
-		webhook_dispatch_start();
+		if (stop_by == 0)
+			webhook_dispatch_start();
+		else
+			give_back(channel, WEBHOOK_ALL_PROFILES);
 		/* a request that could not even start is done already */
 		post_finished(channel);
 		if (!webhook_channel_flush(channel))
 			leave_quietly();
+		if (stop_by != 0 && !webhook_channel_has_unflushed(channel) &&
+			(webhook_http_in_flight() == 0 || GetCurrentTimestamp() >= stop_by))
+			leave_quietly();
 
-		nevents = WaitEventSetWait(wait_set, webhook_http_timeout_ms(), events,
-								   lengthof(events), PG_WAIT_EXTENSION);
+		nevents = WaitEventSetWait(wait_set,
+								   stop_by == 0 ? webhook_http_timeout_ms() : Min(webhook_http_timeout_ms(), 100),
+								   events, lengthof(events), PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
 			if (events[i].events & WL_LATCH_SET)
 				ResetLatch(MyLatch);

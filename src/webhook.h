@@ -47,6 +47,15 @@ extern bool webhook_sending;	/* the worker reads it with webhook_queue_sending *
 extern char *webhook_user_agent;
 extern char *webhook_blocked_networks;
 extern bool webhook_handle_interrupts(void);
+
+/*
+ * On a fast shutdown, or when stopped alone, the worker and its sender
+ * finish the requests on the wire, or abandon them, within this bound (or
+ * webhook.request_timeout, when shorter); the worker records what came
+ * back.  An abandoned request is sent again by the next worker.
+ */
+#define WEBHOOK_STOP_GRACE_MS 5000
+extern long webhook_stop_grace_ms(void);
 extern ErrorData *webhook_in_subtransaction(void (*fn) (void *arg), void *arg);
 
 /* network.c */

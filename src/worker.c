@@ -9,6 +9,12 @@
  * commits that queued work (see capture.c) and by the sender when it
  * posts outcomes, with a timeout for the earliest of: the next retry or
  * batch due, a group of outcomes waiting to be recorded, and housekeeping.
+ *
+ * Asked to stop (SIGTERM: a fast shutdown, or pg_terminate_backend), it
+ * claims nothing more, has the sender pass back what it has not started,
+ * records what comes back, and leaves once nothing it claimed is out, or
+ * at webhook_stop_grace_ms (and a second for the last record): what was
+ * answered is recorded, and not sent again by the next worker.
  */
 #include "webhook.h"
 #include "channel.h"
@@ -279,10 +285,12 @@ webhook_worker_main(Datum main_arg)
 	TimestampTz first_finished_at = 0;
 	TimestampTz step_retry_at = 0;	/* a step gave way to a lock: not before */
 	bool		sending;
+	TimestampTz stop_by = 0;	/* asked to stop: leave by then */
+	bool		sender_gone = false;
 	WebhookChannel *channel;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
 	if (!worker_attach(dboid))
@@ -343,6 +351,18 @@ webhook_worker_main(Datum main_arg)
 		}
 		if (stop_requested())
 			leave(LOG, "its database needs to be free of other sessions");
+		if (ShutdownRequestPending && stop_by == 0)
+		{
+			ListCell   *lc;
+			List	   *profiles = webhook_claims_profiles();
+
+			stop_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), webhook_stop_grace_ms() + 1000);
+			foreach(lc, profiles)
+			{
+				webhook_channel_post_cancel(channel, *(int64 *) lfirst(lc));
+				webhook_claims_cancelled(*(int64 *) lfirst(lc));
+			}
+		}
 
 		/* what the sender passed back waits to be recorded */
 		now = GetCurrentTimestamp();
@@ -352,9 +372,15 @@ webhook_worker_main(Datum main_arg)
 			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 			if (msg.kind == MESSAGE_DETACHED)
-				ereport(ERROR,
-						(errcode(ERRCODE_INTERNAL_ERROR),
-						 errmsg("the webhook sender for database \"%s\" stopped", my_database_name)));
+			{
+				MemoryContextSwitchTo(old);
+				if (stop_by == 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INTERNAL_ERROR),
+							 errmsg("the webhook sender for database \"%s\" stopped", my_database_name)));
+				sender_gone = true;
+				break;
+			}
 			if (finished == NIL && unsent == NIL)
 				first_finished_at = now;
 			if (msg.kind == MESSAGE_RESULT)
@@ -374,8 +400,19 @@ webhook_worker_main(Datum main_arg)
 		 * waited RECORD_DELAY_MS.  Give back at once.
 		 */
 		record_now = (finished != NIL || unsent != NIL) &&
-			(list_length(finished) >= RECORD_BATCH || unsent != NIL ||
+			(list_length(finished) >= RECORD_BATCH || unsent != NIL || stop_by != 0 ||
 			 now >= TimestampTzPlusMilliseconds(first_finished_at, RECORD_DELAY_MS));
+
+		/* stopping, and nothing more can come back to record */
+		if (stop_by != 0 && finished == NIL && unsent == NIL &&
+			(webhook_claims_count() == 0 || sender_gone || now >= stop_by))
+			ereport(FATAL,
+					(errcode(ERRCODE_ADMIN_SHUTDOWN),
+					 errmsg("terminating webhook worker for database \"%s\" due to administrator command",
+							my_database_name),
+					 webhook_claims_count() > 0 ?
+					 errdetail("%d requests were still on the wire; the next worker sends them again.",
+							   webhook_claims_count()) : 0));
 
 		if ((work_pending || record_now) && now >= step_retry_at)
 		{
@@ -393,7 +430,8 @@ webhook_worker_main(Datum main_arg)
 				webhook_claims_forget(((WebhookRequest *) lfirst(lc))->profile_id);
 			step.finished = finished;
 			step.unsent = unsent;
-			step.claim_limit = Max(PREFETCH_FACTOR * webhook_max_concurrency - webhook_claims_count(), 0);
+			step.claim_limit = stop_by != 0 ? 0 :
+				Max(PREFETCH_FACTOR * webhook_max_concurrency - webhook_claims_count(), 0);
 			step.sending = sending;
 			if (!give_way_to_locks(queue_step, &step, loop_cxt))
 			{
@@ -451,7 +489,7 @@ webhook_worker_main(Datum main_arg)
 			}
 		}
 
-		if (!webhook_channel_flush(channel))
+		if (!webhook_channel_flush(channel) && stop_by == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
 					 errmsg("the webhook sender for database \"%s\" stopped", my_database_name)));
@@ -480,6 +518,8 @@ sleep:
 			timeout = 0;
 		if (step_retry_at > now)
 			timeout = ms_until(step_retry_at, now);
+		if (stop_by != 0)
+			timeout = Min(timeout, Max(ms_until(stop_by, now), 10));
 
 		nevents = WaitEventSetWait(wait_set, timeout, events, lengthof(events),
 								   PG_WAIT_EXTENSION);
