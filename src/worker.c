@@ -189,7 +189,7 @@ static const char *const worker_settings[][2] = {
 	/*
 	 * but should a wait of its close a circle with users' sessions, it is
 	 * the one to find out, long before theirs look (deadlock_timeout, 1 s
-	 * by default), and it gives way: see run_step
+	 * by default), and it gives way: see give_way_to_locks
 	 */
 	{"deadlock_timeout", "10ms"},
 	{"idle_in_transaction_session_timeout", "0"},

@@ -61,7 +61,7 @@ echo "== TAP"
 if [ $# -gt 0 ]; then tests=("$@"); else tests=(--ext=.pl t/); fi
 (cd "$work/test" && as_pg env PERL5LIB="$PGXS_DIR/src/test/perl:$work/test/lib" \
     PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" TESTDIR="$work/test" \
-    PG_TEST_TIMEOUT_DEFAULT=60 \
+    PG_TEST_TIMEOUT_DEFAULT=60 WEBHOOK_SEED="${WEBHOOK_SEED:-}" WEBHOOK_DURATION="${WEBHOOK_DURATION:-}" \
     prove -v "${tests[@]}") > "$work/tap.out" 2>&1
 tap_status=$?
 cat "$work/tap.out"

@@ -18,7 +18,10 @@ $node->safe_psql('postgres', qq{
 	CREATE EXTENSION webhook;
 	SELECT webhook.define_ticket_events('tickets', 'actions', closed_statuses => '{9}');
 	SELECT webhook.create_profile('ops', '$url', ARRAY['ticket.created']);
+	SELECT webhook.create_profile('ops2', '$url', ARRAY['ticket.deleted']);
 });
+# (bindings are added to a profile of their own: two of one event in one
+# profile make one delivery)
 
 # bindings of one summary's deliveries, once they are all recorded
 sub bindings_of
@@ -38,7 +41,7 @@ my $all = $node->safe_psql('postgres', q{SELECT binding_id FROM webhook.bindings
 is(bindings_of('first', $all), $all, 'the writer queues for the one binding');
 
 my $p1 = $node->safe_psql('postgres', q{
-	SELECT webhook.add_event('ops', 'ticket.created', '[{"field": "priority_id", "op": "eq", "value": 1}]')});
+	SELECT webhook.add_event('ops2', 'ticket.created', '[{"field": "priority_id", "op": "eq", "value": 1}]')});
 $writer->query_safe(q{INSERT INTO tickets (summary, status_id, priority_id) VALUES ('second', 1, 1)});
 is(bindings_of('second', "$all,$p1"), "$all,$p1",
 	'a binding added in another session applies to the next statement of the writer');
@@ -48,7 +51,7 @@ $writer->query_safe(q{INSERT INTO tickets (summary, status_id, priority_id) VALU
 is(bindings_of('third', $all), $all, 'so does a binding removed');
 
 my $sql = $node->safe_psql('postgres', q{
-	SELECT webhook.add_event('ops', 'ticket.created', condition_sql => 'new.summary LIKE ''%urgent%''')});
+	SELECT webhook.add_event('ops2', 'ticket.created', condition_sql => 'new.summary LIKE ''%urgent%''')});
 $writer->query_safe(q{INSERT INTO tickets (summary, status_id) VALUES ('urgent fourth', 1), ('calm fifth', 1)});
 is(bindings_of('urgent fourth', "$all,$sql"), "$all,$sql", 'and a condition_sql binding');
 is(bindings_of('calm fifth', $all), $all, 'which only matches its rows');
@@ -57,7 +60,7 @@ $node->safe_psql('postgres', "SELECT webhook.remove_event($sql)");
 # a condition that fails at run time: the ticket is kept, the delivery is
 # recorded as failed with the error, and nothing is sent
 my $bad = $node->safe_psql('postgres', q{
-	SELECT webhook.add_event('ops', 'ticket.created', condition_sql => '1 / (new.priority_id - 3) = 0')});
+	SELECT webhook.add_event('ops2', 'ticket.created', condition_sql => '1 / (new.priority_id - 3) = 0')});
 my ($ret, $out, $err) = $node->psql('postgres',
 	q{INSERT INTO tickets (summary, status_id, priority_id) VALUES ('divides by zero', 1, 3)});
 is($ret, 0, 'the ticket write succeeds although a condition fails');

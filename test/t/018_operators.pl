@@ -124,7 +124,8 @@ for my $how ('database', 'system')
 		"on again ($how): they are sent");
 }
 
-# 4. DROP EXTENSION while tickets are written, twenty times
+# 4. DROP TABLE of a captured table, then DROP EXTENSION twenty times, while
+# tickets are written
 my $script = PostgreSQL::Test::Utils::tempdir() . '/writers.sql';
 open my $fh, '>', $script or die;
 print $fh q{BEGIN;
@@ -134,6 +135,30 @@ UPDATE tickets SET status_id = 2 WHERE ticket_id = :ticket_id;
 END;
 };
 close $fh;
+sub writers
+{
+	my ($out, $err) = @_;
+	return IPC::Run::start(
+		[ 'pgbench', '-n', '-c', '4', '-j', '2', '-T', '2', '-f', $script, $node->connstr('postgres') ],
+		'>', $out, '2>', $err);
+}
+
+$node->safe_psql('postgres', q{
+	CREATE TABLE scratch (id int PRIMARY KEY);
+	SELECT webhook.define_event('scratch.created', 'scratch', 'insert');
+	SELECT webhook.add_event('others', 'scratch.created');
+	INSERT INTO scratch SELECT generate_series(1, 100);
+});
+{
+	my ($out, $err) = ('', '');
+	my $h = writers(\$out, \$err);
+	select(undef, undef, undef, 0.5);
+	my ($rc, $stdout, $stderr) = $node->psql('postgres', 'DROP TABLE scratch');
+	is($rc, 0, 'DROP TABLE of a captured table succeeds while tickets are written') or diag($stderr);
+	$h->finish;
+	like($out, qr/number of failed transactions: 0 /, 'and no writer saw an error') or diag($err);
+}
+
 my ($dropped, $writer_errors) = (0, 0);
 my @errors;
 $node->safe_psql('postgres', 'DROP EXTENSION webhook');
@@ -145,9 +170,7 @@ for my $round (1 .. 20)
 		SELECT webhook.create_profile('plain', '$url{plain}', ARRAY['ticket.created', 'action.added']);
 	});
 	my ($out, $err) = ('', '');
-	my $writers = IPC::Run::start(
-		[ 'pgbench', '-n', '-c', '4', '-j', '2', '-T', '2', '-f', $script, $node->connstr('postgres') ],
-		'>', \$out, '2>', \$err);
+	my $writers = writers(\$out, \$err);
 	select(undef, undef, undef, 0.3 + rand(0.5));
 	my ($rc, $stdout, $stderr) = $node->psql('postgres', 'DROP EXTENSION webhook');
 	if ($rc == 0) { $dropped++ } else { push @errors, $stderr }
