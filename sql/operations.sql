@@ -72,3 +72,15 @@ SELECT count(*) AS deliveries FROM webhook.deliveries WHERE profile = 'ops2';
 SELECT count(*) AS orphan_deliveries FROM webhook.delivery d
  WHERE NOT EXISTS (SELECT 1 FROM webhook.profile p WHERE p.profile_id = d.profile_id);
 SELECT webhook.drop_profile('ops2');
+
+-- a binding's profile and event (held by triggers, not foreign keys)
+SELECT webhook.create_profile('refs', 'http://127.0.0.1:9/refs', ARRAY['ticket.created'], enabled => false) > 0 AS created;
+SELECT count(*) AS bindings FROM webhook.bindings WHERE profile = 'refs';
+INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
+SELECT -1, event_id, current_user::regrole, '' FROM webhook.event WHERE name = 'ticket.created';
+INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
+SELECT profile_id, -1, current_user::regrole, '' FROM webhook.profile WHERE name = 'refs';
+DELETE FROM webhook.event WHERE name = 'ticket.created';
+DELETE FROM webhook.profile WHERE name = 'refs';
+SELECT count(*) AS orphan_bindings FROM webhook.binding b
+ WHERE NOT EXISTS (SELECT 1 FROM webhook.profile p WHERE p.profile_id = b.profile_id);

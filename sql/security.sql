@@ -212,6 +212,21 @@ SELECT p.oid::regprocedure AS unpinned
 
 SELECT rolname, rolsuper FROM pg_roles WHERE rolname LIKE 'sec\_%' ORDER BY 1;
 
+-- what a binding points at stays what it pointed at
+SET ROLE sec_admin;
+UPDATE webhook.event SET event_id = event_id + 1000 WHERE name = 'sec_case.created';
+UPDATE webhook.profile SET profile_id = profile_id + 1000 WHERE name = 'sec_cases';
+RESET ROLE;
+-- a binding left naming a profile that is gone (as a restore may load it)
+COPY webhook.binding (binding_id, profile_id, event_id, created_by, search_path) FROM stdin;
+900001	900001	1	sec_admin	pg_catalog, pg_temp
+\.
+SET ROLE sec_admin;
+INSERT INTO webhook.profile (profile_id, name, url, secret)
+VALUES (900001, 'sec_taker', 'http://127.0.0.1:9/', webhook._new_secret());
+RESET ROLE;
+DELETE FROM webhook.binding WHERE binding_id = 900001;
+
 -- clean up
 SELECT webhook.drop_profile(name) FROM webhook.profile WHERE name LIKE 'sec\_%';
 DELETE FROM webhook.delivery WHERE webhook_id = 'sec-1';
@@ -229,3 +244,4 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA webhook FROM sec_admin;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhook FROM sec_admin;
 REVOKE ALL ON SCHEMA webhook FROM sec_admin, sec_reader;
 DROP ROLE sec_admin, sec_reader, sec_owner, sec_writer;
+

@@ -26,7 +26,9 @@ CREATE FUNCTION webhook._name_uuid(name text) RETURNS uuid
 $$;
 COMMENT ON FUNCTION webhook._name_uuid(text) IS
     'The name-based UUID (RFC 9562, version 8, SHA-256) of a name: webhook-ids (internal).';
+-- a pure function, called by the batching settings' trigger and preview as their callers
 REVOKE ALL ON FUNCTION webhook._name_uuid(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION webhook._name_uuid(text) TO PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Deliveries: held is read from the profile, never copied into rows
@@ -300,13 +302,15 @@ COMMENT ON FUNCTION webhook.preview(text, text, text) IS
  */
 CREATE FUNCTION webhook._restoring() RETURNS boolean
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT pg_catalog.current_query() ~* '^\s*COPY\s+webhook\.'
-       AND (SELECT pg_catalog.bool_and(r.rolsuper) FROM pg_catalog.pg_roles r
-             WHERE r.rolname IN (CURRENT_USER, SESSION_USER))
+    SELECT COALESCE(pg_catalog.current_query() ~* '^\s*COPY\s+webhook\.'
+                    AND (SELECT pg_catalog.bool_and(r.rolsuper) FROM pg_catalog.pg_roles r
+                          WHERE r.rolname IN (CURRENT_USER, SESSION_USER)), false)
 $$;
 COMMENT ON FUNCTION webhook._restoring() IS
     'Whether the current statement is a superuser''s COPY into the extension''s tables, as a restore does (internal).';
+-- every writer of the catalogue calls it, in the WHEN of the guards
 REVOKE ALL ON FUNCTION webhook._restoring() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION webhook._restoring() TO PUBLIC;
 
 DROP TRIGGER event_guard ON webhook.event;
 CREATE TRIGGER event_guard BEFORE INSERT OR UPDATE ON webhook.event
@@ -359,13 +363,14 @@ REVOKE ALL ON webhook._occurrence_rows FROM PUBLIC;
  * before the profiles they name.  A binding written names a profile and an
  * event that exist (locked, as a foreign key would lock them, until it
  * commits); a profile deleted takes its bindings with it; an event with
- * bindings cannot be deleted.
+ * bindings cannot be deleted.  Like a foreign key's checks, they run as
+ * the tables' owner: they read and lock by id, and run nothing else.
  */
 ALTER TABLE webhook.binding DROP CONSTRAINT binding_profile_id_fkey,
                             DROP CONSTRAINT binding_event_id_fkey;
 
 CREATE FUNCTION webhook._binding_refs() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM FROM webhook.profile p WHERE p.profile_id = NEW.profile_id FOR KEY SHARE;
     IF NOT FOUND THEN
@@ -385,7 +390,7 @@ CREATE TRIGGER binding_refs BEFORE INSERT OR UPDATE OF profile_id, event_id ON w
     FOR EACH ROW WHEN (NOT webhook._restoring()) EXECUTE FUNCTION webhook._binding_refs();
 
 CREATE FUNCTION webhook._profile_deleted() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM webhook.binding b WHERE b.profile_id = OLD.profile_id;
     RETURN NULL;
@@ -396,7 +401,7 @@ CREATE TRIGGER profile_deleted AFTER DELETE ON webhook.profile
     FOR EACH ROW EXECUTE FUNCTION webhook._profile_deleted();
 
 CREATE FUNCTION webhook._event_deleted() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT FROM webhook.binding b WHERE b.event_id = OLD.event_id) THEN
         RAISE EXCEPTION 'event % is still bound to a profile', quote_literal(OLD.name)
@@ -409,3 +414,35 @@ $$;
 REVOKE ALL ON FUNCTION webhook._event_deleted() FROM PUBLIC;
 CREATE TRIGGER event_deleted BEFORE DELETE ON webhook.event
     FOR EACH ROW EXECUTE FUNCTION webhook._event_deleted();
+
+/*
+ * What a binding points at stays what it pointed at: an event's or a
+ * profile's id never changes, and a new one never takes the id of one
+ * that bindings still name (left by a delete that a transaction of an
+ * older snapshot made).  Otherwise a role could move another role's
+ * binding, and its condition, onto a table or a receiver of its own.
+ */
+CREATE FUNCTION webhook._keep_ids() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id bigint := (pg_catalog.to_jsonb(NEW) ->> TG_ARGV[0])::bigint;   -- the table's id column
+BEGIN
+    IF TG_OP = 'UPDATE' AND id IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) ->> TG_ARGV[0])::bigint THEN
+        RAISE EXCEPTION 'the id of a webhook % cannot change', TG_TABLE_NAME
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Make a new one, and move the bindings with webhook.add_event and webhook.remove_event.';
+    END IF;
+    IF TG_OP = 'INSERT' AND EXISTS (
+           SELECT FROM webhook.binding b
+            WHERE CASE TG_ARGV[0] WHEN 'event_id' THEN b.event_id ELSE b.profile_id END = id) THEN
+        RAISE EXCEPTION 'bindings still name webhook % %', TG_TABLE_NAME, id
+            USING ERRCODE = 'unique_violation', HINT = 'Let the id be given by its sequence.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION webhook._keep_ids() FROM PUBLIC;
+CREATE TRIGGER keep_ids BEFORE INSERT OR UPDATE OF event_id ON webhook.event
+    FOR EACH ROW WHEN (NOT webhook._restoring()) EXECUTE FUNCTION webhook._keep_ids('event_id');
+CREATE TRIGGER keep_ids BEFORE INSERT OR UPDATE OF profile_id ON webhook.profile
+    FOR EACH ROW WHEN (NOT webhook._restoring()) EXECUTE FUNCTION webhook._keep_ids('profile_id');

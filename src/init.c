@@ -188,21 +188,19 @@ check_user_agent(char **newval, void **extra, GucSource source)
 
 /*
  * The locks DROP EXTENSION webhook needs, taken before it drops anything:
- * the extension's, which the worker takes first in each of its steps, then
- * those of the tables with capture triggers, then the extension's tables.
- * Writers take their ticket table's lock and then the queue's; a drop that
- * took the same locks one by one in its own order would deadlock with them.
- * The ticket tables are taken all or none (a writer may write several, in
- * any order): the drop waits only for the one it could not get, holding
- * none, then tries them all again.  Once it holds them, no writer holds
- * the queue's lock, and the extension's tables are waited for in turn (the
- * worker gives way should it hold one and wait; see worker.c).
+ * the extension's, which the worker takes first in each of its steps (so
+ * that its next step waits, holding nothing), then those of the tables
+ * with capture triggers and of the extension's own tables, all or none.
+ * Writers take their ticket table's lock and then the queue's, a reader
+ * of the views may write tickets after, in any order: a drop that took the
+ * locks one by one, in its own order, would deadlock with them.  So it
+ * waits only for the one lock it could not get, holding none of the
+ * others, then tries them all again.
  */
 static void
 lock_tables_for_drop(Oid extoid)
 {
-	List	   *captured = NIL;
-	List	   *own = NIL;
+	List	   *tables = NIL;
 	Oid			waited = InvalidOid;
 	ListCell   *lc;
 
@@ -210,24 +208,20 @@ lock_tables_for_drop(Oid extoid)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT DISTINCT t.tgrelid, false FROM pg_catalog.pg_trigger t"
+	if (SPI_execute("SELECT DISTINCT t.tgrelid FROM pg_catalog.pg_trigger t"
 					" WHERE t.tgfoid = pg_catalog.to_regprocedure('webhook._capture()')"
-					" UNION ALL "
-					"SELECT c.oid, true FROM pg_catalog.pg_class c"
+					" UNION "
+					"SELECT c.oid FROM pg_catalog.pg_class c"
 					" WHERE c.relnamespace = pg_catalog.to_regnamespace('webhook') AND c.relkind = 'r'"
-					" ORDER BY 2, 1", true, 0) != SPI_OK_SELECT)
+					" ORDER BY 1", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list the tables of the webhook extension");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
-		Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		bool		is_own = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 
-		if (is_own)
-			own = lappend_oid(own, relid);
-		else
-			captured = lappend_oid(captured, relid);
+		tables = lappend_oid(tables, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																	SPI_tuptable->tupdesc, 1, &isnull)));
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
@@ -242,7 +236,7 @@ lock_tables_for_drop(Oid extoid)
 			LockRelationOid(waited, AccessExclusiveLock);
 			taken = lappend_oid(taken, waited);
 		}
-		foreach(lc, captured)
+		foreach(lc, tables)
 		{
 			Oid			relid = lfirst_oid(lc);
 
@@ -256,15 +250,13 @@ lock_tables_for_drop(Oid extoid)
 			taken = lappend_oid(taken, relid);
 		}
 		if (!OidIsValid(blocked))
-			break;
+			return;
 		foreach(lc, taken)
 			UnlockRelationOid(lfirst_oid(lc), AccessExclusiveLock);
 		list_free(taken);
 		waited = blocked;
 		CHECK_FOR_INTERRUPTS();
 	}
-	foreach(lc, own)
-		LockRelationOid(lfirst_oid(lc), AccessExclusiveLock);
 }
 
 /*

@@ -950,9 +950,6 @@ typedef struct DeferredTable
 
 static List *deferred_tables = NIL;
 
-/* Tables one step may set aside before it defers the whole expansion. */
-#define MAX_DEFERRALS_PER_STEP 8
-
 /* Let go of the tables whose time is up. */
 static void
 expire_deferred_tables(void)
@@ -996,6 +993,17 @@ defer_table(Oid relid)
 	t->until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPAND_RETRY_MS);
 	deferred_tables = lappend(deferred_tables, t);
 	MemoryContextSwitchTo(old);
+}
+
+static bool
+table_deferred(Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, deferred_tables)
+		if (((DeferredTable *) lfirst(lc))->relid == relid)
+			return true;
+	return false;
 }
 
 /* When the first table set aside is tried again; 0: none is. */
@@ -1069,8 +1077,6 @@ expand(bool *deferred)
 	char	   *error;
 	bool		locked;
 	bool		more;
-	int			set_aside = 0;
-
 	*deferred = false;
 	expire_deferred_tables();
 	for (int limit = EXPAND_STEP;;)
@@ -1083,7 +1089,8 @@ expand(bool *deferred)
 		}
 		if (locked)
 		{
-			if (OidIsValid(webhook_rendering_table) && set_aside++ < MAX_DEFERRALS_PER_STEP)
+			/* (one set aside already cannot be met again: only a lock elsewhere) */
+			if (OidIsValid(webhook_rendering_table) && !table_deferred(webhook_rendering_table))
 			{
 				defer_table(webhook_rendering_table);
 				continue;

@@ -14,7 +14,9 @@
  * claims nothing more, has the sender pass back what it has not started,
  * records what comes back, and leaves once nothing it claimed is out, or
  * at webhook_stop_grace_ms (and a second for the last record): what was
- * answered is recorded, and not sent again by the next worker.
+ * answered is recorded, and not sent again by the next worker.  A sender
+ * that leaves first (stopped alone) has its last outcomes recorded too,
+ * before the worker ends with an error and is started again.
  */
 #include "webhook.h"
 #include "channel.h"
@@ -184,7 +186,13 @@ static const char *const worker_settings[][2] = {
 	{"default_transaction_deferrable", "off"},
 	{"session_replication_role", "origin"},
 	{"statement_timeout", "0"},
-	{"lock_timeout", "0"},
+
+	/*
+	 * a wait for a lock longer than this is given up and the step tried
+	 * again (see give_way_to_locks): so the worker sees a request to stop
+	 * within that time, whatever holds the lock (a prepared transaction)
+	 */
+	{"lock_timeout", CppAsString2(WEBHOOK_STOP_GRACE_MS)},
 
 	/*
 	 * but should a wait of its close a circle with users' sessions, it is
@@ -263,6 +271,20 @@ queue_purge(void *arg)
 	*(bool *) arg = webhook_queue_purge();
 }
 
+/*
+ * SIGTERM: stop once the requests on the wire are recorded (see the
+ * header).  In a wait for a lock, end at once, as a backend would: what
+ * holds it may not let go before the server stops.
+ */
+static void
+handle_sigterm(SIGNAL_ARGS)
+{
+	if (MyProc != NULL && MyProc->waitLock != NULL)
+		die(postgres_signal_arg);
+	else
+		SignalHandlerForShutdownRequest(postgres_signal_arg);
+}
+
 static long
 ms_until(TimestampTz when, TimestampTz now)
 {
@@ -290,7 +312,7 @@ webhook_worker_main(Datum main_arg)
 	WebhookChannel *channel;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
 
 	if (!worker_attach(dboid))
@@ -373,12 +395,11 @@ webhook_worker_main(Datum main_arg)
 
 			if (msg.kind == MESSAGE_DETACHED)
 			{
+				/* what it passed back before it left is recorded first */
 				MemoryContextSwitchTo(old);
-				if (stop_by == 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_INTERNAL_ERROR),
-							 errmsg("the webhook sender for database \"%s\" stopped", my_database_name)));
 				sender_gone = true;
+				if (stop_by == 0)
+					stop_by = TimestampTzPlusMilliseconds(now, 1000);
 				break;
 			}
 			if (finished == NIL && unsent == NIL)
@@ -403,9 +424,15 @@ webhook_worker_main(Datum main_arg)
 			(list_length(finished) >= RECORD_BATCH || unsent != NIL || stop_by != 0 ||
 			 now >= TimestampTzPlusMilliseconds(first_finished_at, RECORD_DELAY_MS));
 
-		/* stopping, and nothing more can come back to record */
-		if (stop_by != 0 && finished == NIL && unsent == NIL &&
-			(webhook_claims_count() == 0 || sender_gone || now >= stop_by))
+		/* stopping, and nothing more can come back to record (or no more time) */
+		if (stop_by != 0 &&
+			(now >= stop_by ||
+			 (finished == NIL && unsent == NIL && (webhook_claims_count() == 0 || sender_gone))))
+		{
+			if (!ShutdownRequestPending)
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("the webhook sender for database \"%s\" stopped", my_database_name)));
 			ereport(FATAL,
 					(errcode(ERRCODE_ADMIN_SHUTDOWN),
 					 errmsg("terminating webhook worker for database \"%s\" due to administrator command",
@@ -413,6 +440,7 @@ webhook_worker_main(Datum main_arg)
 					 webhook_claims_count() > 0 ?
 					 errdetail("%d requests were still on the wire; the next worker sends them again.",
 							   webhook_claims_count()) : 0));
+		}
 
 		if ((work_pending || record_now) && now >= step_retry_at)
 		{

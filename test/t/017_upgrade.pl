@@ -27,6 +27,9 @@ $node->safe_psql('postgres', qq{
 	CREATE ROLE upgrade_admin;
 	GRANT USAGE ON SCHEMA webhook TO upgrade_admin;
 	GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA webhook TO upgrade_admin;
+	GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA webhook TO upgrade_admin;
+	GRANT USAGE ON ALL SEQUENCES IN SCHEMA webhook TO upgrade_admin;
+	GRANT TRIGGER ON tickets TO upgrade_admin;
 });
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'webhook'}), '0.1',
 	'the first release is installed');
@@ -69,8 +72,25 @@ is($node->safe_psql('postgres', q{
 	SELECT string_agg(p.proname || ':' || has_function_privilege('upgrade_admin', p.oid, 'EXECUTE'), ',' ORDER BY 1)
 	  FROM pg_proc p WHERE p.pronamespace = 'webhook'::regnamespace AND p.proname IN ('create_profile', 'alter_profile')}),
 	'alter_profile:true,create_profile:true', 'the administration role can still create and alter profiles');
+# and does, through every trigger the updates added (their WHEN clauses too)
+is($node->safe_psql('postgres', q{
+	SET ROLE upgrade_admin;
+	DO $$
+	BEGIN
+	    PERFORM webhook.create_profile('by_admin', 'http://127.0.0.1:9/', ARRAY['ticket.created'],
+	                                   enabled => false, batching => 'any_event', batch_max_items => 10);
+	    PERFORM webhook.add_event('by_admin', 'ticket.updated');
+	    PERFORM webhook.alter_profile('by_admin', batch_max_items => 5, url => 'http://127.0.0.1:9/x');
+	    PERFORM webhook.drop_profile('by_admin');
+	END $$;
+	RESET ROLE;
+	SELECT 'done';
+}), 'done', 'the administration role granted under 0.1 creates, binds, alters and drops a profile');
 $node->safe_psql('postgres', q{
 	REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhook FROM upgrade_admin;
+	REVOKE ALL ON ALL TABLES IN SCHEMA webhook FROM upgrade_admin;
+	REVOKE ALL ON ALL SEQUENCES IN SCHEMA webhook FROM upgrade_admin;
+	REVOKE ALL ON tickets FROM upgrade_admin;
 	REVOKE ALL ON SCHEMA webhook FROM upgrade_admin;
 	DROP ROLE upgrade_admin;
 });
