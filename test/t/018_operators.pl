@@ -139,7 +139,7 @@ sub writers
 {
 	my ($out, $err) = @_;
 	return IPC::Run::start(
-		[ 'pgbench', '-n', '-c', '4', '-j', '2', '-T', '2', '-f', $script, $node->connstr('postgres') ],
+		[ 'pgbench', '-n', '-c', '4', '-j', '2', '-T', '1', '-f', $script, $node->connstr('postgres') ],
 		'>', $out, '2>', $err);
 }
 

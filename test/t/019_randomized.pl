@@ -20,7 +20,7 @@ use Time::HiRes qw(time usleep);
 use WebhookTest;
 
 my $seed = $ENV{WEBHOOK_SEED} || int(rand(2**31));
-my $duration = $ENV{WEBHOOK_DURATION} || 15;
+my $duration = $ENV{WEBHOOK_DURATION} || 8;
 srand($seed);
 diag("seed $seed, $duration s (replay: WEBHOOK_SEED=$seed)");
 
