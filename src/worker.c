@@ -517,10 +517,12 @@ webhook_worker_main(Datum main_arg)
 			}
 		}
 
+		/* gone while we posted to it: what it passed back is recorded first */
 		if (!webhook_channel_flush(channel) && stop_by == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("the webhook sender for database \"%s\" stopped", my_database_name)));
+		{
+			sender_gone = true;
+			stop_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+		}
 
 		now = GetCurrentTimestamp();
 		if (now >= next_housekeeping)
