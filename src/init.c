@@ -37,7 +37,8 @@ int			webhook_retention = 30 * 24 * 3600;
 int			webhook_max_concurrency = 64;
 int			webhook_disable_after_failures = 100;
 int			webhook_max_per_profile = 32;
-bool		webhook_sending = true;
+/* for SHOW only: the worker reads the setting with webhook_queue_sending */
+static bool webhook_sending = true;
 char	   *webhook_user_agent = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;

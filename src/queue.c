@@ -1077,6 +1077,7 @@ expand(bool *deferred)
 	char	   *error;
 	bool		locked;
 	bool		more;
+
 	*deferred = false;
 	expire_deferred_tables();
 	for (int limit = EXPAND_STEP;;)

@@ -43,7 +43,6 @@ extern int	webhook_retention;	/* seconds */
 extern int	webhook_max_concurrency;
 extern int	webhook_disable_after_failures;
 extern int	webhook_max_per_profile;
-extern bool webhook_sending;	/* the worker reads it with webhook_queue_sending */
 extern char *webhook_user_agent;
 extern char *webhook_blocked_networks;
 extern bool webhook_handle_interrupts(void);

@@ -56,6 +56,9 @@
 /* A step that gave way to a lock is tried again after this. */
 #define STEP_RETRY_MS 100
 
+/* Stopping: the time left, after the requests, to record their outcomes. */
+#define LAST_RECORD_MS 1000
+
 bool		webhook_in_worker = false;
 
 static WebhookDbSlot *my_slot = NULL;
@@ -259,6 +262,19 @@ give_way_to_locks(void (*fn) (void *arg), void *arg, MemoryContext cxt)
 	return done;
 }
 
+/* Have the sender pass back, unsent, what it holds of these profiles. */
+static void
+cancel_claims(WebhookChannel *channel, List *profile_ids)
+{
+	ListCell   *lc;
+
+	foreach(lc, profile_ids)
+	{
+		webhook_channel_post_cancel(channel, *(int64 *) lfirst(lc));
+		webhook_claims_cancelled(*(int64 *) lfirst(lc));
+	}
+}
+
 static void
 queue_step(void *arg)
 {
@@ -375,15 +391,9 @@ webhook_worker_main(Datum main_arg)
 			leave(LOG, "its database needs to be free of other sessions");
 		if (ShutdownRequestPending && stop_by == 0)
 		{
-			ListCell   *lc;
-			List	   *profiles = webhook_claims_profiles();
-
-			stop_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), webhook_stop_grace_ms() + 1000);
-			foreach(lc, profiles)
-			{
-				webhook_channel_post_cancel(channel, *(int64 *) lfirst(lc));
-				webhook_claims_cancelled(*(int64 *) lfirst(lc));
-			}
+			stop_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												  webhook_stop_grace_ms() + LAST_RECORD_MS);
+			cancel_claims(channel, webhook_claims_profiles());
 		}
 
 		/* what the sender passed back waits to be recorded */
@@ -399,7 +409,7 @@ webhook_worker_main(Datum main_arg)
 				MemoryContextSwitchTo(old);
 				sender_gone = true;
 				if (stop_by == 0)
-					stop_by = TimestampTzPlusMilliseconds(now, 1000);
+					stop_by = TimestampTzPlusMilliseconds(now, LAST_RECORD_MS);
 				break;
 			}
 			if (finished == NIL && unsent == NIL)
@@ -491,11 +501,7 @@ webhook_worker_main(Datum main_arg)
 				webhook_channel_post_request(channel, req);
 				webhook_request_free(req);
 			}
-			foreach(lc, step.stopped)
-			{
-				webhook_channel_post_cancel(channel, *(int64 *) lfirst(lc));
-				webhook_claims_cancelled(*(int64 *) lfirst(lc));
-			}
+			cancel_claims(channel, step.stopped);
 
 			/* a full claim or a cut-short expansion or assembly: more is waiting */
 			work_pending = step.more_occurrences || step.more_batches ||
@@ -521,7 +527,7 @@ webhook_worker_main(Datum main_arg)
 		if (!webhook_channel_flush(channel) && stop_by == 0)
 		{
 			sender_gone = true;
-			stop_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+			stop_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), LAST_RECORD_MS);
 		}
 
 		now = GetCurrentTimestamp();
