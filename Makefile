@@ -22,7 +22,8 @@ OBJS = \
 	src/api.o
 
 EXTENSION = webhook
-DATA = sql/webhook--0.1.sql sql/webhook--0.1--0.2.sql sql/webhook--0.2--0.3.sql
+DATA = sql/webhook--0.1.sql sql/webhook--0.1--0.2.sql sql/webhook--0.2--0.3.sql \
+       sql/webhook--0.3--0.4.sql
 
 REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges security
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf

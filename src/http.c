@@ -33,6 +33,44 @@ static bool connections_stale = false;
 static TimestampTz timer_deadline = 0;	/* 0: no timer */
 static dlist_head done_requests = DLIST_STATIC_INIT(done_requests);
 
+/*
+ * Easy handles of finished requests, kept for the next ones: making one
+ * anew costs more than a request to a fast receiver.  Each is reset before
+ * it is used again, so that no option of one profile's request is left
+ * for another's.
+ */
+#define IDLE_HANDLES_MAX 256
+static CURL *idle_handles[IDLE_HANDLES_MAX];
+static int	nidle_handles = 0;
+
+static CURL *
+take_handle(void)
+{
+	CURL	   *easy;
+
+	if (nidle_handles == 0)
+		return curl_easy_init();
+	easy = idle_handles[--nidle_handles];
+	curl_easy_reset(easy);
+	return easy;
+}
+
+static void
+keep_handle(CURL *easy)
+{
+	if (nidle_handles < IDLE_HANDLES_MAX)
+		idle_handles[nidle_handles++] = easy;
+	else
+		curl_easy_cleanup(easy);
+}
+
+static void
+drop_idle_handles(void)
+{
+	while (nidle_handles > 0)
+		curl_easy_cleanup(idle_handles[--nidle_handles]);
+}
+
 const char *
 webhook_outcome_name(WebhookOutcome outcome)
 {
@@ -226,6 +264,7 @@ webhook_http_accepting(void)
 		return true;
 	if (in_flight > 0)
 		return false;
+	drop_idle_handles();
 	curl_multi_cleanup(multi);
 	multi = new_multi();
 	timer_deadline = 0;
@@ -236,6 +275,7 @@ webhook_http_accepting(void)
 void
 webhook_http_shutdown(void)
 {
+	drop_idle_handles();
 	if (multi)
 		curl_multi_cleanup(multi);
 	multi = NULL;
@@ -282,7 +322,7 @@ webhook_http_start(WebhookRequest *req)
 	req->errbuf = palloc0(CURL_ERROR_SIZE);
 	req->started_at = GetCurrentTimestamp();
 
-	easy = curl_easy_init();
+	easy = take_handle();
 	if (easy == NULL)
 	{
 		req->outcome = OUTCOME_ERROR;
@@ -418,7 +458,7 @@ finish_request(WebhookRequest *req, CURLcode code)
 	make_storable(&req->response_headers);
 
 	curl_multi_remove_handle(multi, req->easy);
-	curl_easy_cleanup(req->easy);
+	keep_handle(req->easy);
 	req->easy = NULL;
 	curl_slist_free_all(req->header_list);
 	req->header_list = NULL;

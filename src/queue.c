@@ -418,7 +418,7 @@ static const char *recover_sql =
 static const char *purge_sql =
 "WITH old AS ("
 "  SELECT delivery_id FROM webhook.delivery"
-"   WHERE status IN ('delivered', 'failed')"
+"   WHERE next_attempt_at IS NULL AND status IN ('delivered', 'failed')"
 "     AND created_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
 "   ORDER BY created_at LIMIT $2"
 "), gone AS ("
@@ -1125,7 +1125,10 @@ expand(bool *deferred)
  * One transaction of the worker: record what finished, give back what came
  * back unsent, find profiles stopped since their deliveries were claimed,
  * expand new occurrences, put together the batches that are due, claim
- * what is due, and find when the next delivery (or batch) is due.
+ * what is due, and find when the next delivery (or batch) is due.  Each of
+ * these runs only when it may find something to do: the expansion when a
+ * commit queued changes, the assembly when a batch may be due, the search
+ * for the next due time when the claim took less than it could.
  *
  * The commit does not wait for the disk.  A crash that loses it loses
  * nothing: a lost record leaves its deliveries "sending", a lost claim
@@ -1137,13 +1140,15 @@ void
 webhook_queue_step(WebhookStep *step)
 {
 	bool		isnull;
-	bool		deferred;
+	bool		deferred = false;
+	bool		claim_full = false;
 
 	step->claimed = NIL;
 	step->stopped = NIL;
 	step->more_occurrences = false;
 	step->more_batches = false;
 	step->next_due = 0;
+	step->expand_again_at = 0;
 	step->extension_present = begin_step("webhook: step");
 	if (!step->extension_present)
 		return;
@@ -1166,7 +1171,9 @@ webhook_queue_step(WebhookStep *step)
 		MemoryContextSwitchTo(old);
 	}
 
-	step->more_occurrences = expand(&deferred);
+	if (step->expand)
+		step->more_occurrences = expand(&deferred);
+	if (step->assemble)
 	{
 		Oid			types[1] = {INT4OID};
 		Datum		args[1] = {Int32GetDatum(ASSEMBLE_STEP)};
@@ -1175,14 +1182,20 @@ webhook_queue_step(WebhookStep *step)
 										 "assemble webhook batches");
 	}
 	if (step->claim_limit > 0 && step->sending)
+	{
 		step->claimed = claim_due(step->claim_limit);
+		claim_full = list_length(step->claimed) >= step->claim_limit;
+	}
 
-	/* not read-only: it must see the retries this step has just scheduled */
-	if (step->sending &&
+	/*
+	 * A full claim says that more is due now; otherwise, when.  Not
+	 * read-only: it must see the retries this step has just scheduled.
+	 */
+	if (step->sending && !claim_full &&
 		SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
 						 NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next webhook due time");
-	if (step->sending && SPI_processed > 0)
+	if (step->sending && !claim_full && SPI_processed > 0)
 	{
 		Datum		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
@@ -1192,13 +1205,10 @@ webhook_queue_step(WebhookStep *step)
 	/* a locked table held up (some of) the expansion: try again in a moment */
 	if (deferred)
 	{
-		TimestampTz retry = deferred_tables_due();
-
-		if (retry == 0)
-			retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPAND_RETRY_MS);
-
-		if (step->next_due == 0 || step->next_due > retry)
-			step->next_due = retry;
+		step->expand_again_at = deferred_tables_due();
+		if (step->expand_again_at == 0)
+			step->expand_again_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																EXPAND_RETRY_MS);
 	}
 	end_step();
 }

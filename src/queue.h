@@ -18,6 +18,8 @@ typedef struct WebhookStep
 	List	   *unsent;			/* WebhookRequest * returned unsent */
 	int			claim_limit;	/* deliveries to claim at most (0: none) */
 	bool		sending;		/* false: claim nothing, give back what is claimed */
+	bool		expand;			/* new occurrences may be queued */
+	bool		assemble;		/* a batch may be due to be put together */
 
 	/* out */
 	bool		extension_present;	/* false: the extension was dropped */
@@ -25,7 +27,10 @@ typedef struct WebhookStep
 	List	   *stopped;		/* int64 * profile ids disabled or dropped */
 	bool		more_occurrences;	/* the expansion was cut short */
 	bool		more_batches;	/* putting due batches together was cut short */
-	TimestampTz next_due;		/* earliest waiting delivery or batch, 0: none */
+	TimestampTz next_due;		/* earliest waiting delivery or batch, 0: none
+								 * or not looked for (the claim was full) */
+	TimestampTz expand_again_at;	/* a locked table held up the
+									 * expansion: try again then (0: no) */
 	TimestampTz taken_at;		/* what was due by then was taken (now()) */
 } WebhookStep;
 

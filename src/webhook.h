@@ -31,7 +31,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
-#define WEBHOOK_VERSION "0.3"
+#define WEBHOOK_VERSION "0.4"
 #define WEBHOOK_EXTENSION_NAME "webhook"
 #define WEBHOOK_SCHEMA_NAME "webhook"
 

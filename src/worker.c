@@ -212,11 +212,12 @@ static const char *const worker_settings[][2] = {
 	 * Its queries take a few rows off the head of an index.  The queue
 	 * tables churn: between two vacuums they are mostly dead rows, and their
 	 * statistics say little, so a plan that scans the table would read them
-	 * all, every step.
+	 * all, every step; and a bitmap scan would read every due row to sort
+	 * them, where the index gives them in order.
 	 */
 	{"enable_seqscan", "off"},
 	{"enable_indexscan", "on"},
-	{"enable_bitmapscan", "on"},
+	{"enable_bitmapscan", "off"},
 	/* and none is worth compiling (the line above inflates costs, too) */
 	{"jit", "off"},
 };
@@ -316,6 +317,9 @@ webhook_worker_main(Datum main_arg)
 	WaitEventSet *wait_set;
 	MemoryContext loop_cxt;
 	bool		work_pending = true;	/* look at the queue on the next turn */
+	bool		queue_changed = true;	/* a commit may have queued changes */
+	bool		batches_due = true; /* a batch may be due to be put together */
+	TimestampTz expand_again_at = 0;	/* the expansion waits for a lock */
 	TimestampTz next_due = 0;
 	TimestampTz next_housekeeping = 0;
 	List	   *finished = NIL;	/* outcomes from the sender, not yet recorded */
@@ -422,7 +426,9 @@ webhook_worker_main(Datum main_arg)
 		}
 
 		if (next_due != 0 && next_due <= now)
-			work_pending = true;
+			work_pending = batches_due = true;
+		if (expand_again_at != 0 && expand_again_at <= now)
+			work_pending = queue_changed = true;
 
 		/*
 		 * A step when something may be waiting (a commit queued work, a
@@ -471,6 +477,8 @@ webhook_worker_main(Datum main_arg)
 			step.claim_limit = stop_by != 0 ? 0 :
 				Max(PREFETCH_FACTOR * webhook_max_concurrency - webhook_claims_count(), 0);
 			step.sending = sending;
+			step.expand = queue_changed;
+			step.assemble = batches_due;
 			if (!give_way_to_locks(queue_step, &step, loop_cxt))
 			{
 				/* nothing happened: the same outcomes wait, in a moment */
@@ -504,7 +512,11 @@ webhook_worker_main(Datum main_arg)
 			cancel_claims(channel, step.stopped);
 
 			/* a full claim or a cut-short expansion or assembly: more is waiting */
-			work_pending = step.more_occurrences || step.more_batches ||
+			if (step.expand)
+				expand_again_at = step.expand_again_at;
+			queue_changed = step.more_occurrences;
+			batches_due = step.more_batches;
+			work_pending = queue_changed || batches_due ||
 				(step.claim_limit > 0 && list_length(step.claimed) >= step.claim_limit);
 			next_due = step.next_due;
 
@@ -517,7 +529,7 @@ webhook_worker_main(Datum main_arg)
 			if (next_due != 0 && next_due <= GetCurrentTimestamp())
 			{
 				if (next_due > step.taken_at)
-					work_pending = true;
+					work_pending = batches_due = true;
 				else
 					next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DUE_RECHECK_MS);
 			}
@@ -547,6 +559,8 @@ sleep:
 		timeout = ms_until(next_housekeeping, now);
 		if (next_due != 0)
 			timeout = Min(timeout, ms_until(next_due, now));
+		if (expand_again_at != 0)
+			timeout = Min(timeout, ms_until(expand_again_at, now));
 		if (finished != NIL)
 			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(first_finished_at,
 																		RECORD_DELAY_MS), now));
@@ -566,7 +580,7 @@ sleep:
 				ResetLatch(MyLatch);
 				/* a commit queued work, or the sender posted outcomes */
 				if (webhook_work_queued(my_slot))
-					work_pending = true;
+					work_pending = queue_changed = batches_due = true;
 			}
 		}
 	}
