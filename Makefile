@@ -10,6 +10,7 @@ OBJS = \
 	src/sender.o \
 	src/channel.o \
 	src/queue.o \
+	src/expand.o \
 	src/dispatch.o \
 	src/http.o \
 	src/capture.o \

@@ -706,16 +706,29 @@ append_row(StringInfo rows, TupleTableSlot *slot, int count)
 	pfree(json);
 }
 
-/* A version 4 UUID, as gen_random_uuid() makes (the column's default). */
+/*
+ * A new queue row's id seed, which its webhook-ids derive from (see
+ * expand.c), so each must be unique: random bits drawn once
+ * per session, with a count of the seeds made mixed into the last seven
+ * bytes.  A strong random draw for every statement would cost as much as
+ * the rest of capturing a single row.  Shaped as a version 4 UUID, as the
+ * column's default (gen_random_uuid()) makes.
+ */
 static Datum
-random_uuid(void)
+new_id_seed(void)
 {
+	static uint8 session_bits[UUID_LEN];
+	static uint64 seeds_made = 0;
 	pg_uuid_t  *uuid = palloc(UUID_LEN);
 
-	if (!pg_strong_random(uuid->data, UUID_LEN))
+	if (seeds_made == 0 && !pg_strong_random(session_bits, UUID_LEN))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random values")));
+	seeds_made++;
+	memcpy(uuid->data, session_bits, UUID_LEN);
+	for (int i = 0; i < 7; i++)
+		uuid->data[UUID_LEN - 1 - i] ^= (uint8) (seeds_made >> (8 * i));
 	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
 	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
 	return UUIDPGetDatum(uuid);
@@ -746,7 +759,7 @@ flush_chunk(QueueChunk *chunk)
 		out->tts_isnull[Q_OLD_ROWS] = true;
 	out->tts_values[Q_ROW_COUNT] = Int32GetDatum(chunk->count);
 	out->tts_isnull[Q_CAPTURE_ERROR] = true;
-	out->tts_values[Q_ID_SEED] = random_uuid();
+	out->tts_values[Q_ID_SEED] = new_id_seed();
 	ExecStoreVirtualTuple(out);
 
 	table_tuple_insert(chunk->queue, out, GetCurrentCommandId(true), 0, NULL);

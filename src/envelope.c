@@ -19,6 +19,7 @@
  * capture wrote them except for the values rowjson.c rewrites.
  */
 #include "webhook.h"
+#include "envelope.h"
 #include "rowjson.h"
 
 #include "catalog/pg_type.h"
@@ -36,31 +37,6 @@
 PG_FUNCTION_INFO_V1(webhook_render);
 
 Oid			webhook_rendering_table = InvalidOid;
-
-/* The arguments of webhook._render, in order. */
-enum
-{
-	ARG_ID,
-	ARG_PROFILE,
-	ARG_PAYLOAD,
-	ARG_FIELDS,
-	ARG_BINDING,
-	ARG_EVENT,
-	ARG_TITLE,
-	ARG_OBJECT,
-	ARG_TABLE,
-	ARG_KEY_COLUMNS,
-	ARG_CAPTURED_AT,
-	ARG_OPERATION,
-	ARG_ROW,
-	ARG_OLD_ROW,
-	ARG_NEW_ROW,
-	ARG_PARENT_OBJECT,
-	ARG_PARENT_TABLE,
-	ARG_PARENT_COLUMN,
-	ARG_PARENT_KEY,
-	ARG_READER
-};
 
 typedef enum PayloadKind
 {
@@ -196,7 +172,7 @@ static BindingPlan *
 binding_plan(FunctionCallInfo fcinfo)
 {
 	RenderCache *cache = fcinfo->flinfo->fn_extra;
-	int64		binding_id = PG_ARGISNULL(ARG_BINDING) ? 0 : PG_GETARG_INT64(ARG_BINDING);
+	int64		binding_id = PG_ARGISNULL(RENDER_BINDING) ? 0 : PG_GETARG_INT64(RENDER_BINDING);
 	BindingPlan *bp;
 	MemoryContext old;
 
@@ -213,16 +189,16 @@ binding_plan(FunctionCallInfo fcinfo)
 	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
 	bp = palloc0(sizeof(BindingPlan));
 	bp->binding_id = binding_id;
-	bp->kind = payload_kind(PG_ARGISNULL(ARG_PAYLOAD) ? NULL :
-							text_to_cstring(PG_GETARG_TEXT_PP(ARG_PAYLOAD)));
+	bp->kind = payload_kind(PG_ARGISNULL(RENDER_PAYLOAD) ? NULL :
+							text_to_cstring(PG_GETARG_TEXT_PP(RENDER_PAYLOAD)));
 	bp->needs_parent = bp->kind == PAYLOAD_SMALL || bp->kind == PAYLOAD_FULL;
 	if (bp->kind == PAYLOAD_CUSTOM)
-		resolve_fields(bp, PG_ARGISNULL(ARG_FIELDS) ? NULL : PG_GETARG_JSONB_P(ARG_FIELDS),
-					   PG_ARGISNULL(ARG_OBJECT) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(ARG_OBJECT)),
-					   PG_ARGISNULL(ARG_TABLE) ? InvalidOid : PG_GETARG_OID(ARG_TABLE),
-					   PG_ARGISNULL(ARG_PARENT_OBJECT) ? NULL :
-					   text_to_cstring(PG_GETARG_TEXT_PP(ARG_PARENT_OBJECT)),
-					   PG_ARGISNULL(ARG_PARENT_TABLE) ? InvalidOid : PG_GETARG_OID(ARG_PARENT_TABLE));
+		resolve_fields(bp, PG_ARGISNULL(RENDER_FIELDS) ? NULL : PG_GETARG_JSONB_P(RENDER_FIELDS),
+					   PG_ARGISNULL(RENDER_OBJECT) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(RENDER_OBJECT)),
+					   PG_ARGISNULL(RENDER_TABLE) ? InvalidOid : PG_GETARG_OID(RENDER_TABLE),
+					   PG_ARGISNULL(RENDER_PARENT_OBJECT) ? NULL :
+					   text_to_cstring(PG_GETARG_TEXT_PP(RENDER_PARENT_OBJECT)),
+					   PG_ARGISNULL(RENDER_PARENT_TABLE) ? InvalidOid : PG_GETARG_OID(RENDER_PARENT_TABLE));
 	bp->next = cache->bindings;
 	cache->bindings = bp;
 	MemoryContextSwitchTo(old);
@@ -433,7 +409,7 @@ render_reader(FunctionCallInfo fcinfo)
 {
 	if (!webhook_in_worker)
 		return GetUserId();
-	return PG_ARGISNULL(ARG_READER) ? InvalidOid : PG_GETARG_OID(ARG_READER);
+	return PG_ARGISNULL(RENDER_READER) ? InvalidOid : PG_GETARG_OID(RENDER_READER);
 }
 
 /*
@@ -450,10 +426,10 @@ render_reader(FunctionCallInfo fcinfo)
 Datum
 webhook_render(PG_FUNCTION_ARGS)
 {
-	Oid			table = PG_ARGISNULL(ARG_TABLE) ? InvalidOid : PG_GETARG_OID(ARG_TABLE);
+	Oid			table = PG_ARGISNULL(RENDER_TABLE) ? InvalidOid : PG_GETARG_OID(RENDER_TABLE);
 	BindingPlan *bp;
 	StringInfoData out;
-	text	   *row = PG_ARGISNULL(ARG_ROW) ? NULL : PG_GETARG_TEXT_PP(ARG_ROW);
+	text	   *row = PG_ARGISNULL(RENDER_ROW) ? NULL : PG_GETARG_TEXT_PP(RENDER_ROW);
 	List	   *row_fields;
 	Oid			reader = render_reader(fcinfo);
 	TableShape *shape;
@@ -465,21 +441,21 @@ webhook_render(PG_FUNCTION_ARGS)
 
 	webhook_rendering_table = table;
 	bp = binding_plan(fcinfo);
-	row_fields = fields_of(fcinfo, ARG_ROW);
+	row_fields = fields_of(fcinfo, RENDER_ROW);
 	shape = bp->kind == PAYLOAD_EVENT_ONLY ? NULL : webhook_table_shape(table);
-	operation = text_arg(fcinfo, ARG_OPERATION);
-	parent_object = text_arg(fcinfo, ARG_PARENT_OBJECT);
+	operation = text_arg(fcinfo, RENDER_OPERATION);
+	parent_object = text_arg(fcinfo, RENDER_PARENT_OBJECT);
 	update = operation && strcmp(operation, "update") == 0;
 
 	/* the parent, read now by its key in the row */
-	if (parent_object && bp->needs_parent && !PG_ARGISNULL(ARG_PARENT_TABLE) &&
-		!PG_ARGISNULL(ARG_PARENT_COLUMN) && !PG_ARGISNULL(ARG_PARENT_KEY))
+	if (parent_object && bp->needs_parent && !PG_ARGISNULL(RENDER_PARENT_TABLE) &&
+		!PG_ARGISNULL(RENDER_PARENT_COLUMN) && !PG_ARGISNULL(RENDER_PARENT_KEY))
 	{
-		JsonField  *key = webhook_find_field(row_fields, text_arg(fcinfo, ARG_PARENT_COLUMN));
+		JsonField  *key = webhook_find_field(row_fields, text_arg(fcinfo, RENDER_PARENT_COLUMN));
 
 		if (key && OidIsValid(reader))
-			parent_row = webhook_row_by_key(PG_GETARG_OID(ARG_PARENT_TABLE),
-											text_arg(fcinfo, ARG_PARENT_KEY),
+			parent_row = webhook_row_by_key(PG_GETARG_OID(RENDER_PARENT_TABLE),
+											text_arg(fcinfo, RENDER_PARENT_KEY),
 											key->value, key->len, reader);
 		if (parent_row && (bp->kind == PAYLOAD_FULL || bp->kind == PAYLOAD_CUSTOM))
 			parent_fields = webhook_json_fields(parent_row, strlen(parent_row));
@@ -487,31 +463,31 @@ webhook_render(PG_FUNCTION_ARGS)
 
 	initStringInfo(&out);
 	appendStringInfoString(&out, "{\"id\" : ");
-	append_text_or_null(&out, fcinfo, ARG_ID);
+	append_text_or_null(&out, fcinfo, RENDER_ID);
 	appendStringInfoString(&out, ", \"profile\" : ");
-	append_text_or_null(&out, fcinfo, ARG_PROFILE);
+	append_text_or_null(&out, fcinfo, RENDER_PROFILE);
 	appendStringInfoString(&out, ", \"binding_id\" : ");
-	if (PG_ARGISNULL(ARG_BINDING))
+	if (PG_ARGISNULL(RENDER_BINDING))
 		appendStringInfoString(&out, "null");
 	else
-		appendStringInfo(&out, INT64_FORMAT, PG_GETARG_INT64(ARG_BINDING));
+		appendStringInfo(&out, INT64_FORMAT, PG_GETARG_INT64(RENDER_BINDING));
 	appendStringInfoString(&out, ", \"event\" : ");
-	append_text_or_null(&out, fcinfo, ARG_EVENT);
+	append_text_or_null(&out, fcinfo, RENDER_EVENT);
 	appendStringInfoString(&out, ", \"title\" : ");
-	append_text_or_null(&out, fcinfo, ARG_TITLE);
+	append_text_or_null(&out, fcinfo, RENDER_TITLE);
 	appendStringInfoString(&out, ", \"object_id\" : ");
-	if (PG_ARGISNULL(ARG_KEY_COLUMNS))
+	if (PG_ARGISNULL(RENDER_KEY_COLUMNS))
 		appendStringInfoString(&out, "null");
 	else
-		append_object_id(&out, row_fields, PG_GETARG_ARRAYTYPE_P(ARG_KEY_COLUMNS),
+		append_object_id(&out, row_fields, PG_GETARG_ARRAYTYPE_P(RENDER_KEY_COLUMNS),
 						 shape ? shape : webhook_table_shape(table));
 	appendStringInfoString(&out, ", \"timestamp\" : ");
-	if (PG_ARGISNULL(ARG_CAPTURED_AT))
+	if (PG_ARGISNULL(RENDER_CAPTURED_AT))
 		appendStringInfoString(&out, "null");
 	else
-		append_utc_timestamp(&out, PG_GETARG_TIMESTAMPTZ(ARG_CAPTURED_AT));
+		append_utc_timestamp(&out, PG_GETARG_TIMESTAMPTZ(RENDER_CAPTURED_AT));
 	if (bp->kind != PAYLOAD_EVENT_ONLY)
-		append_field_name(&out, PG_ARGISNULL(ARG_OBJECT) ? "object" : text_arg(fcinfo, ARG_OBJECT));
+		append_field_name(&out, PG_ARGISNULL(RENDER_OBJECT) ? "object" : text_arg(fcinfo, RENDER_OBJECT));
 
 	switch (bp->kind)
 	{
@@ -534,7 +510,7 @@ webhook_render(PG_FUNCTION_ARGS)
 				appendStringInfoString(&out, "null");
 			else if (bp->kind == PAYLOAD_FULL)
 				webhook_append_row(&out, parent_row, strlen(parent_row), parent_fields,
-								   webhook_table_shape(PG_GETARG_OID(ARG_PARENT_TABLE)),
+								   webhook_table_shape(PG_GETARG_OID(RENDER_PARENT_TABLE)),
 								   reader, true);
 			else
 				appendStringInfoString(&out, parent_row);
@@ -542,16 +518,16 @@ webhook_render(PG_FUNCTION_ARGS)
 	}
 
 	if (update && bp->kind != PAYLOAD_EVENT_ONLY &&
-		!PG_ARGISNULL(ARG_OLD_ROW) && !PG_ARGISNULL(ARG_NEW_ROW))
+		!PG_ARGISNULL(RENDER_OLD_ROW) && !PG_ARGISNULL(RENDER_NEW_ROW))
 	{
-		text	   *new_row = PG_GETARG_TEXT_PP(ARG_NEW_ROW);
+		text	   *new_row = PG_GETARG_TEXT_PP(RENDER_NEW_ROW);
 		List	   *new_fields = row_fields;
-		List	   *old_fields = fields_of(fcinfo, ARG_OLD_ROW);
+		List	   *old_fields = fields_of(fcinfo, RENDER_OLD_ROW);
 
 		/* the worker passes the new row as the row itself: parse it once */
 		if (row == NULL || VARSIZE_ANY_EXHDR(row) != VARSIZE_ANY_EXHDR(new_row) ||
 			memcmp(VARDATA_ANY(row), VARDATA_ANY(new_row), VARSIZE_ANY_EXHDR(row)) != 0)
-			new_fields = fields_of(fcinfo, ARG_NEW_ROW);
+			new_fields = fields_of(fcinfo, RENDER_NEW_ROW);
 		appendStringInfoString(&out, ", \"changes\" : ");
 		if (bp->kind == PAYLOAD_CUSTOM)
 			append_custom_changes(&out, bp, old_fields, new_fields, reader);

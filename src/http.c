@@ -411,6 +411,10 @@ make_storable(StringInfo buf)
 	int			encoding = GetDatabaseEncoding();
 	int			i = 0;
 
+	/* most answers are storable as they are (no NUL, valid): one pass says so */
+	if (pg_verify_mbstr(encoding, buf->data, buf->len, true))
+		return;
+
 	while (i < buf->len)
 	{
 		int			len = pg_encoding_verifymbchar(encoding, buf->data + i, buf->len - i);

@@ -1,7 +1,8 @@
 /*
  * queue.c
- *		The worker's SQL: turn captured occurrences into deliveries, claim the
- *		deliveries that are due, record the attempts, purge old history.
+ *		The worker's transactions: the step (expand new occurrences, with
+ *		expand.c; put together due batches, claim the deliveries that are
+ *		due, record the attempts), and the purge of old history.
  *
  * Every function here is one short transaction of its own; none is ever
  * open while a request is on the wire.  Statements are prepared once and
@@ -28,11 +29,12 @@
  * shows it).  Disabling and enabling a profile change the profile row
  * only, so nothing made meanwhile can miss the change; a delivery claimed
  * just before its profile was disabled is given back unsent (find_stopped).
- * Outside this file, deliveries are made pending by webhook._resend
- * (redeliver, replay) and send_test, have their batch's due time moved or
- * are cut by the batching settings' trigger (_batching_changed), are
- * deleted by drop_profile, and one restored in flight is made pending
- * again (_restored_in_flight).
+ * Outside this file, deliveries are made, pending (or failed, with the
+ * capture's error), by the expansion (expand.c); made pending by
+ * webhook._resend (redeliver, replay) and send_test; have their batch's due
+ * time moved or are cut by the batching settings' trigger
+ * (_batching_changed); are deleted by drop_profile; and one restored in
+ * flight is made pending again (_restored_in_flight).
  */
 #include "webhook.h"
 #include "dispatch.h"
@@ -57,216 +59,14 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-/* Queue rows, or due batches, that one transaction locks at most. */
+/* Due batches that one transaction locks at most. */
 #define LOCK_STEP 1000
-
-/* Changed rows turned into deliveries by one transaction, about. */
-#define EXPAND_STEP 2000
 
 /* Items of due batches put together by one transaction, about. */
 #define ASSEMBLE_STEP 10000
 
-/* An expansion held up by a locked table is tried again after this. */
-#define EXPAND_RETRY_MS 200
-
 /* Finished deliveries purged by one transaction at most. */
 #define PURGE_STEP 1000
-
-/*
- * The name-based UUID (RFC 9562, version 8, SHA-256) of the text NAME, as
- * text: the same as webhook._name_uuid, spelled out for an extension whose
- * SQL is not updated yet.
- */
-#define NAME_UUID(name) \
-	"(SELECT pg_catalog.encode(pg_catalog.set_byte(pg_catalog.set_byte(" \
-	"          pg_catalog.substr(h, 1, 16), 6, (pg_catalog.get_byte(h, 6) & 15) | 128)," \
-	"          8, (pg_catalog.get_byte(h, 8) & 63) | 128), 'hex')::uuid::text" \
-	"   FROM pg_catalog.sha256(pg_catalog.convert_to(" name ", 'UTF8')) AS h)"
-
-/*
- * Each changed row of a queue row becomes one item per binding it matched:
- * its envelope, built here from the snapshot taken by the capture trigger.
- * Queue rows are taken in order, up to $1 changed rows (and at least one
- * queue row).  An item's id is derived from its queue row's random seed,
- * the row's place in it and the binding: the same however often the queue
- * row is expanded.  The queue rows of the tables in $2 wait (see
- * DeferredTable).  A change that matched several bindings of one event in
- * one profile is one item, of the lowest binding.
- *
- * An item of a profile that does not batch (or whose condition failed) is
- * a delivery of its own.  The others join their profile's open batch of
- * the same key (binding, event or none, by the batching mode), in commit
- * order: the items are numbered on from the batch's count, and every
- * batch_max_items of them make a batch.  A batch that reaches
- * batch_max_items is due at once and takes no more; a new one is due at
- * its first item's capture time + batch_wait.  Items wait in batch_item
- * until their batch is due, except those of a new batch that is full
- * already (a backlog): its body is made here.  A new batch's webhook-id
- * derives from its first item's id, so that it too is the same after a
- * lost expansion.
- *
- * An open batch locked by someone else (an alter_profile not committed
- * yet) is passed over: the worker never waits on a user's transaction.
- * Its items then start another batch; the newest open batch of a key is
- * the one that grows.
- */
-static const char *expand_sql =
-"WITH locked AS ("
-"  SELECT occurrence_id, row_count FROM webhook.occurrence"
-"   WHERE table_oid <> ALL ($2::oid[])"
-"   ORDER BY occurrence_id LIMIT " CppAsString2(LOCK_STEP) " FOR UPDATE SKIP LOCKED"
-"), picked AS ("
-"  SELECT occurrence_id FROM ("
-"    SELECT occurrence_id, row_count,"
-"           pg_catalog.sum(row_count) OVER (ORDER BY occurrence_id) AS running FROM locked) AS x"
-"   WHERE running - row_count < $1"
-"), claimed AS ("
-"  DELETE FROM webhook.occurrence WHERE occurrence_id IN (SELECT occurrence_id FROM picked)"
-"  RETURNING *"
-"), matched AS ("
-"  SELECT DISTINCT ON (c.occurrence_id, b.profile_id, b.event_id) c.occurrence_id, b.binding_id"
-"    FROM claimed c"
-"   CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"
-"    JOIN webhook.binding b ON b.binding_id = m.binding_id"
-"   ORDER BY c.occurrence_id, b.profile_id, b.event_id, b.binding_id"
-"), changed AS ("
-"  SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed, r.ord,"
-"         r.new_row, r.old_row"
-"    FROM claimed c"
-"   CROSS JOIN LATERAL ROWS FROM (pg_catalog.json_array_elements(c.new_rows),"
-"                                 pg_catalog.json_array_elements(c.old_rows))"
-"         WITH ORDINALITY AS r(new_row, old_row, ord)"
-"), item AS ("
-"  SELECT c.occurrence_id, c.ord, c.captured_at, c.capture_error, b.binding_id, p.profile_id,"
-"         p.name AS profile, p.batching, p.batch_wait, p.batch_max_items,"
-"         p.payload, p.payload_fields, e.name AS event, e.title, e.object, e.operation,"
-"         e.table_oid, e.created_by AS reader,"
-"         CASE WHEN e.operation = 'delete' THEN c.old_row ELSE c.new_row END AS row,"
-"         c.old_row, c.new_row, e.key_columns, e.parent_object, e.parent_table,"
-"         e.parent_column, e.parent_key,"
-"         CASE p.batching WHEN 'same_event' THEN 'binding ' || b.binding_id"
-"                         WHEN 'same_event_type' THEN 'event ' || e.event_id"
-"                         ELSE 'any' END AS batch_key,"
-"         " NAME_UUID("c.id_seed::text || '/' || c.ord || '/' || b.binding_id") " AS id"
-"  FROM changed c"
-"  JOIN matched m ON m.occurrence_id = c.occurrence_id"
-"  JOIN webhook.binding b ON b.binding_id = m.binding_id"
-"  JOIN webhook.event e ON e.event_id = b.event_id"
-"  JOIN webhook.profile p ON p.profile_id = b.profile_id"
-"), rendered AS ("
-"  SELECT i.occurrence_id, i.ord, i.binding_id, i.profile_id, i.id, i.event,"
-"         i.capture_error, i.captured_at,"
-"         i.batch_key, i.batch_wait, i.batch_max_items,"
-"         (i.batching <> 'none' AND i.capture_error IS NULL) AS batched,"
-"         webhook._render(i.id, i.profile, i.payload, i.payload_fields, i.binding_id, i.event,"
-"                         i.title, i.object, i.table_oid, i.key_columns, i.captured_at,"
-"                         i.operation, i.row, i.old_row, i.new_row, i.parent_object,"
-"                         i.parent_table, i.parent_column, i.parent_key, i.reader) AS envelope"
-"  FROM item i"
-"), single AS ("
-"  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
-"                                next_attempt_at, captured_at, error)"
-"  SELECT i.profile_id, i.id, ARRAY[i.event], 1, i.envelope,"
-"         CASE WHEN i.capture_error IS NULL THEN 'pending' ELSE 'failed' END,"
-"         CASE WHEN i.capture_error IS NULL THEN pg_catalog.now() END, i.captured_at,"
-"         i.capture_error"
-"  FROM rendered i WHERE NOT i.batched ORDER BY i.occurrence_id, i.ord, i.binding_id"
-"), open_locked AS ("
-"  SELECT d.delivery_id, d.profile_id, d.batch_key, d.items FROM webhook.delivery d"
-"   WHERE d.batch_key IS NOT NULL"
-"     AND d.profile_id IN (SELECT b.profile_id FROM webhook.binding b"
-"                           WHERE b.binding_id IN (SELECT m.binding_id FROM matched m))"
-"     FOR UPDATE SKIP LOCKED"
-"), open AS ("
-"  SELECT DISTINCT ON (o.profile_id, o.batch_key) o.*"
-"    FROM open_locked o ORDER BY o.profile_id, o.batch_key, o.delivery_id DESC"
-"), placed AS ("
-"  SELECT i.occurrence_id, i.ord, i.binding_id, i.profile_id, i.id, i.event,"
-"         i.captured_at, i.batch_key,"
-"         i.batch_wait, i.batch_max_items, o.delivery_id AS open_id,"
-"         COALESCE(o.items, 0) AS open_items,"
-"         pg_catalog.count(*) OVER (PARTITION BY i.profile_id, i.batch_key) AS new_items,"
-"         COALESCE(o.items, 0) - 1 + pg_catalog.row_number() OVER ("
-"             PARTITION BY i.profile_id, i.batch_key ORDER BY i.occurrence_id, i.ord, i.binding_id)"
-"           AS position"
-"    FROM rendered i"
-"    LEFT JOIN open o ON o.profile_id = i.profile_id AND o.batch_key = i.batch_key"
-"   WHERE i.batched"
-"), chunked AS ("
-"  SELECT p.*, p.position / p.batch_max_items AS chunk,"
-"         (p.position % p.batch_max_items)::int + 1 AS item_no,"
-"         (p.open_id IS NULL OR p.position >= p.batch_max_items) AS fresh,"
-"         p.open_items + p.new_items >= (p.position / p.batch_max_items + 1) * p.batch_max_items"
-"           AS full"
-"    FROM placed p"
-"), grp AS ("
-"  SELECT c.profile_id, c.batch_key, c.chunk,"
-"         CASE WHEN c.chunk = 0 THEN pg_catalog.min(c.open_id) END AS open_id,"
-"         pg_catalog.max(c.item_no) AS last_no, pg_catalog.min(c.batch_max_items) AS max_items,"
-"         pg_catalog.min(c.batch_wait) AS wait,"
-"         pg_catalog.min(c.captured_at) AS first_captured,"
-"         " NAME_UUID("'batch/' || (pg_catalog.array_agg(c.id ORDER BY c.position))[1]") ""
-"           AS webhook_id,"
-"         pg_catalog.array_agg(DISTINCT c.event) AS events"
-"    FROM chunked c GROUP BY c.profile_id, c.batch_key, c.chunk"
-"), whole AS ("
-"  SELECT c.profile_id, c.batch_key, c.chunk,"
-"         pg_catalog.json_agg(r.envelope ORDER BY c.item_no) AS body"
-"    FROM chunked c JOIN rendered r USING (occurrence_id, ord, binding_id)"
-"   WHERE c.fresh AND c.full"
-"   GROUP BY c.profile_id, c.batch_key, c.chunk"
-"), grown AS ("
-"  UPDATE webhook.delivery d"
-"     SET items = g.last_no,"
-"         events = ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest(d.events || g.events) AS x ORDER BY 1),"
-"         batch_key = CASE WHEN g.last_no < g.max_items THEN d.batch_key END,"
-"         next_attempt_at = CASE WHEN g.last_no >= g.max_items AND d.status = 'pending'"
-"                                THEN pg_catalog.now() ELSE d.next_attempt_at END"
-"    FROM grp g"
-"   WHERE d.delivery_id = g.open_id"
-"     AND d.delivery_id = ANY (ARRAY(SELECT x.open_id FROM grp x WHERE x.open_id IS NOT NULL))"
-"), created AS ("
-"  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
-"                                next_attempt_at, captured_at, batch_key)"
-"  SELECT g.profile_id, g.webhook_id, g.events, g.last_no, w.body,"
-"         'pending',"
-"         CASE WHEN g.last_no >= g.max_items THEN pg_catalog.now()"
-"              ELSE g.first_captured + g.wait END,"
-"         g.first_captured, CASE WHEN g.last_no < g.max_items THEN g.batch_key END"
-"    FROM grp g"
-"    LEFT JOIN whole w ON w.profile_id = g.profile_id AND w.batch_key = g.batch_key"
-"                     AND w.chunk = g.chunk"
-"   WHERE g.open_id IS NULL"
-"  RETURNING delivery_id, webhook_id"
-"), target AS ("
-"  SELECT g.profile_id, g.batch_key, g.chunk, COALESCE(g.open_id, n.delivery_id) AS delivery_id"
-"    FROM grp g LEFT JOIN created n ON g.open_id IS NULL AND n.webhook_id = g.webhook_id"
-"), filed AS ("
-"  INSERT INTO webhook.batch_item (delivery_id, item_no, envelope)"
-"  SELECT t.delivery_id, c.item_no, r.envelope"
-"    FROM chunked c"
-"    JOIN rendered r USING (occurrence_id, ord, binding_id)"
-"    JOIN target t ON t.profile_id = c.profile_id AND t.batch_key = c.batch_key AND t.chunk = c.chunk"
-"   WHERE NOT (c.fresh AND c.full)"
-")"
-"SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)";
-
-/*
- * A queue row that the expansion cannot turn into deliveries (a value that
- * the JSON parser refuses, say): its changes become failed deliveries with
- * the error, and no payload.  It is the row the expansion takes first.
- */
-static const char *poison_sql =
-"UPDATE webhook.occurrence o"
-"   SET capture_error = 'the worker could not make a payload of this change: ' || $1,"
-"       new_rows = CASE WHEN o.new_rows IS NOT NULL THEN h.nulls END,"
-"       old_rows = CASE WHEN o.old_rows IS NOT NULL THEN h.nulls END"
-"  FROM (SELECT x.occurrence_id,"
-"               (SELECT pg_catalog.json_agg(NULL::json)"
-"                  FROM pg_catalog.generate_series(1, LEAST(x.row_count, 1000))) AS nulls"
-"          FROM webhook.occurrence x WHERE x.table_oid <> ALL ($2::oid[])"
-"         ORDER BY x.occurrence_id LIMIT 1 FOR UPDATE SKIP LOCKED) AS h"
-" WHERE o.occurrence_id = h.occurrence_id";
 
 /*
  * Put together the batches that are due: their items, in order, become
@@ -394,7 +194,8 @@ static const char *record_sql =
 "         error = r.error, response_body = r.response_body"
 "    FROM r, webhook.profile p"
 "   WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'"
-"  RETURNING d.delivery_id, d.profile_id, d.status, r.response_status"
+"  RETURNING d.delivery_id, d.profile_id, d.status, r.response_status,"
+"            p.consecutive_failures > 0 AS in_failure_run"
 "), a AS ("
 "  INSERT INTO webhook.attempt (delivery_id, attempt, started_at, duration_ms, outcome,"
 "                               response_status, response_headers, response_body, error,"
@@ -403,7 +204,7 @@ static const char *record_sql =
 "         response_headers::jsonb, response_body, error, request_headers::jsonb FROM r"
 "   WHERE r.delivery_id IN (SELECT u.delivery_id FROM u)"
 ")"
-"SELECT profile_id, status, response_status FROM u";
+"SELECT profile_id, status, response_status, in_failure_run FROM u";
 
 static const char *outcomes_sql =
 "SELECT webhook._note_outcomes($1, $2, $3, $4)";
@@ -426,7 +227,6 @@ static const char *purge_sql =
 ")"
 "DELETE FROM webhook.delivery WHERE delivery_id IN (SELECT delivery_id FROM old)";
 
-static SPIPlanPtr expand_plan = NULL;
 static SPIPlanPtr assemble_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
@@ -436,17 +236,22 @@ static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr profiles_plan = NULL;
 static SPIPlanPtr stopped_plan = NULL;
 static SPIPlanPtr give_back_plan = NULL;
-static SPIPlanPtr poison_plan = NULL;
 
 /* The caller's memory context: results outlive the step's transaction. */
 static MemoryContext caller_cxt = NULL;
 
-static SPIPlanPtr
-keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
+/*
+ * Prepare a statement once, for the life of the worker.  Its plan is
+ * generic: made once, not again for each call's parameters, which would
+ * cost more than running it (an array of ids plans differently by its
+ * length, and the worker's arrays change at every step).
+ */
+SPIPlanPtr
+webhook_keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*cache == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "could not prepare webhook statement: %s",
@@ -580,7 +385,7 @@ read_profiles(List *profile_ids)
 		ids = accumArrayResult(ids, Int64GetDatum(*(int64 *) lfirst(lc)), false, INT8OID,
 							   CurrentMemoryContext);
 	args[0] = makeArrayResult(ids, CurrentMemoryContext);
-	if (SPI_execute_plan(keep_plan(&profiles_plan, profiles_sql, 1, types),
+	if (SPI_execute_plan(webhook_keep_plan(&profiles_plan, profiles_sql, 1, types),
 						 args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read webhook profiles");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -747,6 +552,7 @@ record_finished(List *requests)
 	ArrayColumn outcome[3] = {{NULL, INT8OID}, {NULL, TEXTOID}, {NULL, INT4OID}};
 	Oid			outcome_types[4] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID};
 	Datum		outcome_args[4];
+	bool		to_note = false;
 
 	for (int i = 0; i < NCOLS; i++)
 	{
@@ -772,27 +578,37 @@ record_finished(List *requests)
 	for (int i = 0; i < NCOLS; i++)
 		args[i] = makeArrayResult(cols[i].state, CurrentMemoryContext);
 
-	if (SPI_execute_plan(keep_plan(&record_plan, record_sql, NCOLS, types),
+	if (SPI_execute_plan(webhook_keep_plan(&record_plan, record_sql, NCOLS, types),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record webhook attempts");
 
-	/* only failures and 410s change a profile; a success ends a run */
+	/*
+	 * Only failures and 410s change a profile, and a success that ends a
+	 * run of failures: anything else has nothing to note.
+	 */
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	row = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
+		bool		no_status;
+		char	   *status = TextDatumGetCString(SPI_getbinval(row, desc, 2, &isnull));
+		Datum		response_status = SPI_getbinval(row, desc, 3, &no_status);
 
+		if (strcmp(status, "delivered") != 0 ||
+			(!no_status && DatumGetInt32(response_status) == 410) ||
+			DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)))
+			to_note = true;
 		add_value(&outcome[0], SPI_getbinval(row, desc, 1, &isnull), false);
 		add_value(&outcome[1], SPI_getbinval(row, desc, 2, &isnull), false);
-		add_value(&outcome[2], SPI_getbinval(row, desc, 3, &isnull), isnull);
+		add_value(&outcome[2], response_status, no_status);
 	}
-	if (SPI_processed == 0)
+	if (!to_note)
 		return;
 	for (int i = 0; i < 3; i++)
 		outcome_args[i] = makeArrayResult(outcome[i].state, CurrentMemoryContext);
 	outcome_args[3] = Int32GetDatum(webhook_disable_after_failures);
-	if (SPI_execute_plan(keep_plan(&outcomes_plan, outcomes_sql, 4, outcome_types),
+	if (SPI_execute_plan(webhook_keep_plan(&outcomes_plan, outcomes_sql, 4, outcome_types),
 						 outcome_args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not note webhook outcomes");
 }
@@ -812,7 +628,7 @@ find_stopped(void)
 	if (profiles == NIL)
 		return NIL;
 	args[0] = int8_array(profiles);
-	if (SPI_execute_plan(keep_plan(&stopped_plan, stopped_sql, 1, types),
+	if (SPI_execute_plan(webhook_keep_plan(&stopped_plan, stopped_sql, 1, types),
 						 args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not check webhook profiles");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -840,7 +656,7 @@ give_back(List *unsent)
 	foreach(lc, unsent)
 		ids = lappend(ids, &((WebhookRequest *) lfirst(lc))->delivery_id);
 	args[0] = int8_array(ids);
-	if (SPI_execute_plan(keep_plan(&give_back_plan, give_back_sql, 1, types),
+	if (SPI_execute_plan(webhook_keep_plan(&give_back_plan, give_back_sql, 1, types),
 						 args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not give back webhook deliveries");
 }
@@ -872,7 +688,7 @@ claim_due(int limit)
 	args[2] = int8_array(held_ids);
 	args[3] = counts.state ? makeArrayResult(counts.state, CurrentMemoryContext)
 		: PointerGetDatum(construct_empty_array(INT4OID));
-	if (SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 4, types),
+	if (SPI_execute_plan(webhook_keep_plan(&claim_plan, claim_sql, 4, types),
 						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim webhook deliveries");
 	claimed = SPI_tuptable;
@@ -917,208 +733,24 @@ claim_due(int limit)
 }
 
 /*
- * Run expand_sql or assemble_sql: each locks up to LOCK_STEP rows, takes
- * those that fit under $1, and returns the two counts.  True when rows
- * were left for another step.
+ * Put together the batches that are due, up to ASSEMBLE_STEP items (see
+ * assemble_sql); true when some were left for another step.
  */
 static bool
-run_limited(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types, Datum *args,
-			const char *what)
+assemble_due(void)
 {
+	Oid			types[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(ASSEMBLE_STEP)};
 	bool		isnull;
 	int64		locked;
 	int64		taken;
 
-	if (SPI_execute_plan(keep_plan(plan, sql, nargs, types), args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not %s", what);
+	if (SPI_execute_plan(webhook_keep_plan(&assemble_plan, assemble_sql, 1, types),
+						 args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not assemble webhook batches");
 	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	return locked >= LOCK_STEP || taken < locked;
-}
-
-/*
- * Captured tables whose changes wait a moment: making a payload of one
- * needed a table that someone holds locked (a parent, a linked row's
- * table).  The changes of the other tables go on meanwhile, and each
- * table's keep their order.  Kept in TopMemoryContext.
- */
-typedef struct DeferredTable
-{
-	Oid			relid;
-	TimestampTz until;
-} DeferredTable;
-
-static List *deferred_tables = NIL;
-
-/* Let go of the tables whose time is up. */
-static void
-expire_deferred_tables(void)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	ListCell   *lc;
-
-	foreach(lc, deferred_tables)
-	{
-		DeferredTable *t = lfirst(lc);
-
-		if (t->until <= now)
-		{
-			deferred_tables = foreach_delete_current(deferred_tables, lc);
-			pfree(t);
-		}
-	}
-}
-
-/* The tables set aside, as an oid[]. */
-static Datum
-deferred_table_array(void)
-{
-	ArrayColumn col = {NULL, OIDOID};
-	ListCell   *lc;
-
-	foreach(lc, deferred_tables)
-		add_value(&col, ObjectIdGetDatum(((DeferredTable *) lfirst(lc))->relid), false);
-	if (col.state == NULL)
-		return PointerGetDatum(construct_empty_array(OIDOID));
-	return makeArrayResult(col.state, CurrentMemoryContext);
-}
-
-static void
-defer_table(Oid relid)
-{
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-	DeferredTable *t = palloc(sizeof(DeferredTable));
-
-	t->relid = relid;
-	t->until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPAND_RETRY_MS);
-	deferred_tables = lappend(deferred_tables, t);
-	MemoryContextSwitchTo(old);
-}
-
-static bool
-table_deferred(Oid relid)
-{
-	ListCell   *lc;
-
-	foreach(lc, deferred_tables)
-		if (((DeferredTable *) lfirst(lc))->relid == relid)
-			return true;
-	return false;
-}
-
-/* When the first table set aside is tried again; 0: none is. */
-static TimestampTz
-deferred_tables_due(void)
-{
-	TimestampTz due = 0;
-	ListCell   *lc;
-
-	foreach(lc, deferred_tables)
-	{
-		DeferredTable *t = lfirst(lc);
-
-		if (due == 0 || t->until < due)
-			due = t->until;
-	}
-	return due;
-}
-
-typedef struct ExpandStep
-{
-	int			limit;
-	bool		more;
-} ExpandStep;
-
-static void
-expand_step(void *arg)
-{
-	ExpandStep *step = arg;
-	Oid			types[2] = {INT4OID, OIDARRAYOID};
-	Datum		args[2];
-
-	args[0] = Int32GetDatum(step->limit);
-	args[1] = deferred_table_array();
-	step->more = run_limited(&expand_plan, expand_sql, 2, types, args, "expand webhook occurrences");
-}
-
-/*
- * expand_step in a subtransaction; the error, if any, comes back in
- * *error, and *locked says it was a lock the worker would have had to wait
- * for.
- */
-static bool
-expand_guarded(int limit, char **error, bool *locked)
-{
-	ExpandStep	step = {limit, false};
-	ErrorData  *edata;
-
-	webhook_rendering_table = InvalidOid;
-	edata = webhook_in_subtransaction(expand_step, &step);
-	*error = edata ? edata->message : NULL;
-	*locked = edata && edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
-	return step.more;
-}
-
-/*
- * Expand new occurrences; true when more wait.  The queue holds what
- * writers wrote, and one row that the expansion cannot turn into
- * deliveries (a value that the JSON parser refuses, say) must not stop the
- * others: when a step fails, fewer rows are tried, down to the first one
- * alone, which is then marked with the error (poison_sql) and expanded into
- * failed deliveries.  A user's table that is locked is not an error of the
- * row: the changes of the table whose payload needed it wait (see
- * DeferredTable), and *deferred asks for another try soon.
- */
-static bool
-expand(bool *deferred)
-{
-	Oid			types[2] = {TEXTOID, OIDARRAYOID};
-	Datum		args[2];
-	char	   *error;
-	bool		locked;
-	bool		more;
-
-	*deferred = false;
-	expire_deferred_tables();
-	for (int limit = EXPAND_STEP;;)
-	{
-		more = expand_guarded(limit, &error, &locked);
-		if (error == NULL)
-		{
-			*deferred = deferred_tables != NIL;
-			return more || limit < EXPAND_STEP;
-		}
-		if (locked)
-		{
-			/* (one set aside already cannot be met again: only a lock elsewhere) */
-			if (OidIsValid(webhook_rendering_table) && !table_deferred(webhook_rendering_table))
-			{
-				defer_table(webhook_rendering_table);
-				continue;
-			}
-			*deferred = true;
-			return false;
-		}
-		if (limit == 1)
-			break;
-		limit /= 2;
-	}
-	ereport(WARNING,
-			(errcode(ERRCODE_DATA_EXCEPTION),
-			 errmsg("webhook could not make a payload of a queued change: %s", error),
-			 errdetail("Its deliveries are recorded as failed, with the error.")));
-	args[0] = CStringGetTextDatum(pnstrdup(error, pg_mbcliplen(error, strlen(error), 300)));
-	args[1] = deferred_table_array();
-	if (SPI_execute_plan(keep_plan(&poison_plan, poison_sql, 2, types), args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not mark a webhook occurrence that cannot be expanded");
-	(void) expand_guarded(1, &error, &locked);
-	if (error != NULL && locked)
-		*deferred = true;
-	else if (error != NULL)
-		elog(ERROR, "could not expand webhook occurrences: %s", error);
-	else
-		*deferred = deferred_tables != NIL;
-	return !*deferred;
 }
 
 /*
@@ -1172,15 +804,9 @@ webhook_queue_step(WebhookStep *step)
 	}
 
 	if (step->expand)
-		step->more_occurrences = expand(&deferred);
+		step->more_occurrences = webhook_expand(&deferred);
 	if (step->assemble)
-	{
-		Oid			types[1] = {INT4OID};
-		Datum		args[1] = {Int32GetDatum(ASSEMBLE_STEP)};
-
-		step->more_batches = run_limited(&assemble_plan, assemble_sql, 1, types, args,
-										 "assemble webhook batches");
-	}
+		step->more_batches = assemble_due();
 	if (step->claim_limit > 0 && step->sending)
 	{
 		step->claimed = claim_due(step->claim_limit);
@@ -1192,7 +818,7 @@ webhook_queue_step(WebhookStep *step)
 	 * read-only: it must see the retries this step has just scheduled.
 	 */
 	if (step->sending && !claim_full &&
-		SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
+		SPI_execute_plan(webhook_keep_plan(&next_due_plan, next_due_sql, 0, NULL),
 						 NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next webhook due time");
 	if (step->sending && !claim_full && SPI_processed > 0)
@@ -1204,12 +830,7 @@ webhook_queue_step(WebhookStep *step)
 	}
 	/* a locked table held up (some of) the expansion: try again in a moment */
 	if (deferred)
-	{
-		step->expand_again_at = deferred_tables_due();
-		if (step->expand_again_at == 0)
-			step->expand_again_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-																EXPAND_RETRY_MS);
-	}
+		step->expand_again_at = webhook_expand_retry_at();
 	end_step();
 }
 
@@ -1228,7 +849,7 @@ webhook_queue_purge(void)
 		return false;
 	args[0] = Int32GetDatum(webhook_retention);
 	args[1] = Int32GetDatum(PURGE_STEP);
-	if (SPI_execute_plan(keep_plan(&purge_plan, purge_sql, 2, types),
+	if (SPI_execute_plan(webhook_keep_plan(&purge_plan, purge_sql, 2, types),
 						 args, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not purge webhook history");
 	more = SPI_processed >= PURGE_STEP;

@@ -35,6 +35,15 @@ typedef struct WebhookStep
 } WebhookStep;
 
 extern bool webhook_queue_recover(void);
+
+/* expand.c, in a step */
+extern bool webhook_expand(bool *deferred);
+extern TimestampTz webhook_expand_retry_at(void);
+
+/* a statement of the worker's, prepared once */
+struct _SPI_plan;
+extern struct _SPI_plan *webhook_keep_plan(struct _SPI_plan **cache, const char *sql,
+										   int nargs, Oid *argtypes);
 extern void webhook_queue_step(WebhookStep *step);
 extern bool webhook_queue_purge(void);
 extern bool webhook_queue_sending(void);

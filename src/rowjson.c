@@ -338,7 +338,7 @@ link_key(TableShape *shape, ForeignKeyCacheInfo *fk, char **columns)
  * for that table's lock then could deadlock with a session that holds it
  * and waits for the queue (DROP EXTENSION drops the capture triggers first).
  * So the worker does not wait: the expansion is tried again a moment later
- * (see expand() in queue.c).  A backend waits as any query would.
+ * (see webhook_expand in expand.c).  A backend waits as any query would.
  */
 void
 webhook_lock_user_table(Oid relid)

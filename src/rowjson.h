@@ -90,7 +90,7 @@ extern void webhook_lock_user_table(Oid relid);
 /*
  * The captured table whose payload webhook._render is making, InvalidOid
  * when none is: a lock the worker could not get then holds up that
- * table's changes only (see expand() in queue.c).
+ * table's changes only (see webhook_expand in expand.c).
  */
 extern Oid	webhook_rendering_table;
 

@@ -9,7 +9,8 @@
  *	worker.c	the per-database worker: the database side of sending
  *	sender.c	its sender: the HTTP side, in a process of its own
  *	channel.c	the shared-memory queues between the two
- *	queue.c		SQL work of the worker: expand, claim, record, purge
+ *	queue.c		the worker's transactions: claim, record, purge; a status's owner
+ *	expand.c	queued occurrences made into deliveries
  *	dispatch.c	per-profile shares of the work in hand, both sides
  *	http.c		libcurl multi interface driven by the worker's wait loop
  *	capture.c	the capture trigger that enqueues occurrences

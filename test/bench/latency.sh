@@ -64,10 +64,14 @@ bench_profile latency "http://127.0.0.1:$recv_port/hooks"
 echo "INSERT INTO tickets (summary, status_id, agent_id, priority_id) VALUES ('Printer on fire', 1, 1, 1);" \
     > "$bench_dir/commit.sql"
 chmod 644 "$bench_dir/commit.sql"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+worker=$(bench_worker_pid) sender=$(bench_sender_pid)
+worker_cpu=$(cpu_ticks "$worker") sender_cpu=$(cpu_ticks "$sender")
 as_pg "$PGBIN/pgbench" -n -h "$bench_dir" -p "$bench_port" -c 4 -j 2 -R "$rate" -T "$secs" \
     -f "$bench_dir/commit.sql" postgres >/dev/null 2>&1
 committed=$(psql -c "SELECT count(*) FROM tickets")
 until [ "$(grep -vc ' -' "$bench_dir/received")" -ge "$committed" ]; do sleep 1; done
+worker_cpu=$(( $(cpu_ticks "$worker") - worker_cpu )) sender_cpu=$(( $(cpu_ticks "$sender") - sender_cpu ))
 
 psql <<SQL
 CREATE TEMP TABLE received (at float8, id bigint);
@@ -108,3 +112,6 @@ SELECT pg_size_pretty(pg_total_relation_size('webhook.occurrence')) AS occurrenc
        (SELECT count(*) FROM webhook.occurrence) AS occurrences_left,
        pg_size_pretty(pg_total_relation_size('webhook.delivery')) AS delivery_history_size;
 SQL
+# each commit is one step of the worker that carries its one delivery, and
+# its share of the steps that record outcomes
+echo "CPU per commit: worker $(( worker_cpu * 10000 / committed )) us, sender $(( sender_cpu * 10000 / committed )) us"

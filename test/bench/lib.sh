@@ -76,6 +76,12 @@ bench_worker_pid() {
     psql -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'webhook worker' AND datname = 'postgres'"
 }
 
+# The pid of that worker's sender: a child of this cluster's postmaster
+# (it has no database connection, so pg_stat_activity does not list it).
+bench_sender_pid() {
+    pgrep -P "$(head -1 "$bench_dir/data/postmaster.pid")" -f 'webhook sender for database postgres'
+}
+
 # Until nothing waits to be sent: no queued change, no delivery pending or
 # retrying (cheap: their own index), then none on the wire.  A count over
 # webhook.delivery would read the whole table at each poll: on a backlog of

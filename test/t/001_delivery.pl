@@ -135,6 +135,36 @@ is( $node->safe_psql('postgres', q{
 	'down|connect_error|0|t|t,failing|response|500|f|t,hanging|timeout|0|t|t',
 	'a 500, a refused connection and a timeout are recorded as such');
 
+# A webhook-id is the name-based UUID of its queue row's seed, the changed
+# row's place in it and the binding, whichever way the worker expands the
+# change: on its own (no profile batches) or with the batches (one does).
+my $ids_match = sub {
+	my ($summary) = @_;
+	my $seed = $node->safe_psql('postgres', qq{
+		BEGIN;
+		INSERT INTO tickets (summary, status_id) VALUES ('$summary 1', 1), ('$summary 2', 1);
+		SELECT id_seed FROM webhook.occurrence ORDER BY occurrence_id DESC LIMIT 1;
+		COMMIT;});
+	$node->poll_query_until('postgres', qq{
+		SELECT count(*) = 2 FROM webhook.deliveries
+		 WHERE profile = 'ops' AND request_body->'ticket'->>'summary' LIKE '$summary %'})
+	  or die "the tickets were not expanded";
+	return $node->safe_psql('postgres', qq{
+		SELECT bool_and(d.webhook_id = webhook._name_uuid('$seed/' || r.ord || '/' || b.binding_id)::text
+		                AND d.request_body->>'id' = d.webhook_id)
+		  FROM webhook.bindings b
+		 CROSS JOIN generate_series(1, 2) AS r(ord)
+		  JOIN webhook.deliveries d ON d.profile = 'ops'
+		                           AND d.request_body->'ticket'->>'summary' = '$summary ' || r.ord
+		 WHERE b.profile = 'ops' AND b.event = 'ticket.created'});
+};
+is($ids_match->('ids alone'), 't', 'webhook-ids derive from the queue row, expanded on its own');
+$node->safe_psql('postgres', q{
+	SELECT webhook.create_profile('grouping', 'http://127.0.0.1:9/', ARRAY['ticket.created'],
+	                              batching => 'any_event', enabled => false)});
+is($ids_match->('ids with batches'), 't', 'and the same when a profile batches');
+$node->safe_psql('postgres', q{SELECT webhook.drop_profile('grouping')});
+
 $receiver->stop;
 $node->stop;
 done_testing();
