@@ -31,7 +31,9 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonfuncs.h"
+#include "miscadmin.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 /* Queue rows that one expansion locks at most. */
@@ -330,6 +332,25 @@ element_end(void *state, bool isnull)
 														   split->lex->prev_token_terminator - split->start));
 }
 
+/* What json_array_elements says of a queue row that is not an array. */
+static void
+not_an_array(void *state)
+{
+	if (((ArraySplit *) state)->lex->lex_level == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot call %s on a non-array", "json_array_elements")));
+}
+
+static void
+scalar_not_an_array(void *state, char *token, JsonTokenType tokentype)
+{
+	if (((ArraySplit *) state)->lex->lex_level == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot call %s on a scalar", "json_array_elements")));
+}
+
 static List *
 json_array_texts(Datum array, bool isnull)
 {
@@ -346,6 +367,8 @@ json_array_texts(Datum array, bool isnull)
 	sem.semstate = &split;
 	sem.array_element_start = element_start;
 	sem.array_element_end = element_end;
+	sem.object_start = not_an_array;
+	sem.scalar = scalar_not_an_array;
 	result = pg_parse_json(split.lex, &sem);
 	if (result != JSON_SUCCESS)
 		json_ereport_error(result, split.lex);
@@ -449,12 +472,14 @@ add_column(ArrayBuildState **state, Datum value, bool isnull, Oid type)
  * delivery that carries it.
  */
 static void
-add_item(NewDeliveries *out, FunctionCallInfo render, HeapTuple binding, TupleDesc desc,
+add_item(NewDeliveries *out, FunctionCallInfo render, MemoryContext item_cxt,
+		 HeapTuple binding, TupleDesc desc,
 		 const char *seed, int64 ord, Datum old_row, bool no_old, Datum new_row, bool no_new)
 {
 	NullableDatum *args = render->args;
 	bool		isnull;
 	int64		binding_id = DatumGetInt64(SPI_getbinval(binding, desc, TAKE_BINDING, &isnull));
+	MemoryContext old = MemoryContextSwitchTo(item_cxt);
 	char	   *id = item_id(seed, ord, binding_id);
 	static const struct
 	{
@@ -493,6 +518,7 @@ add_item(NewDeliveries *out, FunctionCallInfo render, HeapTuple binding, TupleDe
 	args[RENDER_NEW_ROW].isnull = no_new;
 	render->isnull = false;
 	envelope = webhook_render(render);
+	MemoryContextSwitchTo(old);
 
 	profile_id = SPI_getbinval(binding, desc, TAKE_PROFILE_ID, &isnull);
 	error = SPI_getbinval(binding, desc, TAKE_CAPTURE_ERROR, &no_error);
@@ -504,6 +530,8 @@ add_item(NewDeliveries *out, FunctionCallInfo render, HeapTuple binding, TupleDe
 			   TIMESTAMPTZOID);
 	add_column(&out->errors, error, no_error, TEXTOID);
 	out->count++;
+	/* the arrays hold copies: what making this one took goes */
+	MemoryContextReset(item_cxt);
 }
 
 /* The rows of take_single_sql that carry items, in the order they are made. */
@@ -542,9 +570,10 @@ expand_single(Datum *args, bool *more)
 	bool		batching = false;
 	NewDeliveries out = {0};
 	FmgrInfo	render_info;
+	MemoryContext item_cxt;
 	LOCAL_FCINFO(render, RENDER_NARGS);
 
-	if (SPI_execute_plan(webhook_keep_plan(&take_single_plan, take_single_sql, 2, types),
+	if (SPI_execute_plan(webhook_keep_plan(&take_single_plan, take_single_sql, 2, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not take webhook occurrences");
 	taken_rows = SPI_tuptable;
@@ -575,6 +604,15 @@ expand_single(Datum *args, bool *more)
 	render_info.fn_nargs = RENDER_NARGS;
 	render_info.fn_mcxt = CurrentMemoryContext;
 	InitFunctionCallInfoData(*render, &render_info, RENDER_NARGS, InvalidOid, NULL, NULL);
+	item_cxt = AllocSetContextCreate(CurrentMemoryContext, "webhook expansion item",
+									 ALLOCSET_DEFAULT_SIZES);
+
+	/*
+	 * Rows read for the envelopes (parents, linked rows) are read as of now,
+	 * as in expand_sql, whose statement's snapshot saw the queue rows: not as
+	 * of the step's start, before these rows were committed, maybe.
+	 */
+	PushActiveSnapshot(GetTransactionSnapshot());
 
 	/* a queue row's items: for each of its rows in turn, one per binding */
 	for (int first = 0, last; first < nitems; first = last)
@@ -603,16 +641,21 @@ expand_single(Datum *args, bool *more)
 			Datum		new_row = no_new ? (Datum) 0 : PointerGetDatum(list_nth(new_rows, ord - 1));
 			Datum		old_row = no_old ? (Datum) 0 : PointerGetDatum(list_nth(old_rows, ord - 1));
 
+			CHECK_FOR_INTERRUPTS();
 			for (int i = first; i < last; i++)
-				add_item(&out, render, items[i], desc, seed, ord, old_row, no_old, new_row, no_new);
+				add_item(&out, render, item_cxt, items[i], desc, seed, ord,
+						 old_row, no_old, new_row, no_new);
 		}
 	}
+	PopActiveSnapshot();
 
 	if (out.count > 0)
 	{
 		Oid			insert_types[6] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONARRAYOID,
 		TIMESTAMPTZARRAYOID, TEXTARRAYOID};
 		Datum		insert_args[6];
+		SPIPlanPtr	plan = webhook_keep_plan(&insert_plan, expand_insert_sql, 6, insert_types,
+											 false);
 
 		insert_args[0] = makeArrayResult(out.profile_ids, CurrentMemoryContext);
 		insert_args[1] = makeArrayResult(out.webhook_ids, CurrentMemoryContext);
@@ -620,8 +663,7 @@ expand_single(Datum *args, bool *more)
 		insert_args[3] = makeArrayResult(out.bodies, CurrentMemoryContext);
 		insert_args[4] = makeArrayResult(out.captured_at, CurrentMemoryContext);
 		insert_args[5] = makeArrayResult(out.errors, CurrentMemoryContext);
-		if (SPI_execute_plan(webhook_keep_plan(&insert_plan, expand_insert_sql, 6, insert_types),
-							 insert_args, NULL, false, 0) != SPI_OK_INSERT)
+		if (SPI_execute_plan(plan, insert_args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not insert webhook deliveries");
 	}
 	return true;
@@ -738,7 +780,7 @@ expand_all(Datum *args)
 	int64		locked;
 	int64		taken;
 
-	if (SPI_execute_plan(webhook_keep_plan(&expand_plan, expand_sql, 2, types),
+	if (SPI_execute_plan(webhook_keep_plan(&expand_plan, expand_sql, 2, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not expand webhook occurrences");
 	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -830,7 +872,8 @@ webhook_expand(bool *deferred)
 			 errdetail("Its deliveries are recorded as failed, with the error.")));
 	args[0] = CStringGetTextDatum(pnstrdup(error, pg_mbcliplen(error, strlen(error), 300)));
 	args[1] = deferred_table_array();
-	if (SPI_execute_plan(webhook_keep_plan(&poison_plan, poison_sql, 2, types), args, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(webhook_keep_plan(&poison_plan, poison_sql, 2, types, false),
+						 args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not mark a webhook occurrence that cannot be expanded");
 	(void) expand_guarded(1, &error, &locked);
 	if (error != NULL && locked)

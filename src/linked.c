@@ -325,6 +325,30 @@ column_types(Oid relid, int ncolumns, char **columns, Oid *types)
 }
 
 /*
+ * read_row_safely for the lookup cached under key (if cached): a read that
+ * a lock held up is not a row that is not there, and is not remembered.
+ */
+static char *
+read_row_or_forget(const char *key, bool cached, Oid relid, int ncolumns, char **columns,
+				   Oid *types, char **values, Oid reader)
+{
+	char	   *volatile json = NULL;
+
+	PG_TRY();
+	{
+		json = read_row_safely(relid, ncolumns, columns, types, values, reader);
+	}
+	PG_CATCH();
+	{
+		if (cached)
+			(void) hash_search(lookups, key, HASH_REMOVE, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return json;
+}
+
+/*
  * The row of relid whose columns have these values, read once per
  * transaction.  types may be NULL: the catalog gives them, on a miss only.
  */
@@ -362,7 +386,8 @@ lookup(Oid relid, int ncolumns, char **columns, Oid *types, char **values, Oid r
 	{
 		int			level = webhook_render_begin();
 
-		entry->json = read_row_safely(relid, ncolumns, columns, types, values, reader);
+		entry->json = read_row_or_forget(key.data, key.len < LOOKUP_KEY_LEN, relid, ncolumns,
+										 columns, types, values, reader);
 		webhook_render_end(level);
 	}
 	return entry;

@@ -241,17 +241,20 @@ static SPIPlanPtr give_back_plan = NULL;
 static MemoryContext caller_cxt = NULL;
 
 /*
- * Prepare a statement once, for the life of the worker.  Its plan is
- * generic: made once, not again for each call's parameters, which would
- * cost more than running it (an array of ids plans differently by its
- * length, and the worker's arrays change at every step).
+ * Prepare a statement once, for the life of the worker.  generic: its plan
+ * is made once, not again for each call's parameters, which would cost
+ * more than running it (a statement on an array of ids, which plans
+ * differently by the array's length, changing at every step).  The others
+ * are left to the plan cache, which plans the large ones better for what
+ * they are given.
  */
 SPIPlanPtr
-webhook_keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
+webhook_keep_plan(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes, bool generic)
 {
 	if (*cache == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+											  generic ? CURSOR_OPT_GENERIC_PLAN : 0);
 
 		if (plan == NULL)
 			elog(ERROR, "could not prepare webhook statement: %s",
@@ -385,7 +388,7 @@ read_profiles(List *profile_ids)
 		ids = accumArrayResult(ids, Int64GetDatum(*(int64 *) lfirst(lc)), false, INT8OID,
 							   CurrentMemoryContext);
 	args[0] = makeArrayResult(ids, CurrentMemoryContext);
-	if (SPI_execute_plan(webhook_keep_plan(&profiles_plan, profiles_sql, 1, types),
+	if (SPI_execute_plan(webhook_keep_plan(&profiles_plan, profiles_sql, 1, types, true),
 						 args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read webhook profiles");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -578,7 +581,7 @@ record_finished(List *requests)
 	for (int i = 0; i < NCOLS; i++)
 		args[i] = makeArrayResult(cols[i].state, CurrentMemoryContext);
 
-	if (SPI_execute_plan(webhook_keep_plan(&record_plan, record_sql, NCOLS, types),
+	if (SPI_execute_plan(webhook_keep_plan(&record_plan, record_sql, NCOLS, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record webhook attempts");
 
@@ -608,7 +611,7 @@ record_finished(List *requests)
 	for (int i = 0; i < 3; i++)
 		outcome_args[i] = makeArrayResult(outcome[i].state, CurrentMemoryContext);
 	outcome_args[3] = Int32GetDatum(webhook_disable_after_failures);
-	if (SPI_execute_plan(webhook_keep_plan(&outcomes_plan, outcomes_sql, 4, outcome_types),
+	if (SPI_execute_plan(webhook_keep_plan(&outcomes_plan, outcomes_sql, 4, outcome_types, false),
 						 outcome_args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not note webhook outcomes");
 }
@@ -628,7 +631,7 @@ find_stopped(void)
 	if (profiles == NIL)
 		return NIL;
 	args[0] = int8_array(profiles);
-	if (SPI_execute_plan(webhook_keep_plan(&stopped_plan, stopped_sql, 1, types),
+	if (SPI_execute_plan(webhook_keep_plan(&stopped_plan, stopped_sql, 1, types, true),
 						 args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not check webhook profiles");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -656,7 +659,7 @@ give_back(List *unsent)
 	foreach(lc, unsent)
 		ids = lappend(ids, &((WebhookRequest *) lfirst(lc))->delivery_id);
 	args[0] = int8_array(ids);
-	if (SPI_execute_plan(webhook_keep_plan(&give_back_plan, give_back_sql, 1, types),
+	if (SPI_execute_plan(webhook_keep_plan(&give_back_plan, give_back_sql, 1, types, false),
 						 args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not give back webhook deliveries");
 }
@@ -688,7 +691,7 @@ claim_due(int limit)
 	args[2] = int8_array(held_ids);
 	args[3] = counts.state ? makeArrayResult(counts.state, CurrentMemoryContext)
 		: PointerGetDatum(construct_empty_array(INT4OID));
-	if (SPI_execute_plan(webhook_keep_plan(&claim_plan, claim_sql, 4, types),
+	if (SPI_execute_plan(webhook_keep_plan(&claim_plan, claim_sql, 4, types, false),
 						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim webhook deliveries");
 	claimed = SPI_tuptable;
@@ -745,7 +748,7 @@ assemble_due(void)
 	int64		locked;
 	int64		taken;
 
-	if (SPI_execute_plan(webhook_keep_plan(&assemble_plan, assemble_sql, 1, types),
+	if (SPI_execute_plan(webhook_keep_plan(&assemble_plan, assemble_sql, 1, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not assemble webhook batches");
 	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -818,7 +821,7 @@ webhook_queue_step(WebhookStep *step)
 	 * read-only: it must see the retries this step has just scheduled.
 	 */
 	if (step->sending && !claim_full &&
-		SPI_execute_plan(webhook_keep_plan(&next_due_plan, next_due_sql, 0, NULL),
+		SPI_execute_plan(webhook_keep_plan(&next_due_plan, next_due_sql, 0, NULL, false),
 						 NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the next webhook due time");
 	if (step->sending && !claim_full && SPI_processed > 0)
@@ -849,7 +852,7 @@ webhook_queue_purge(void)
 		return false;
 	args[0] = Int32GetDatum(webhook_retention);
 	args[1] = Int32GetDatum(PURGE_STEP);
-	if (SPI_execute_plan(webhook_keep_plan(&purge_plan, purge_sql, 2, types),
+	if (SPI_execute_plan(webhook_keep_plan(&purge_plan, purge_sql, 2, types, false),
 						 args, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not purge webhook history");
 	more = SPI_processed >= PURGE_STEP;

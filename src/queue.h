@@ -43,7 +43,7 @@ extern TimestampTz webhook_expand_retry_at(void);
 /* a statement of the worker's, prepared once */
 struct _SPI_plan;
 extern struct _SPI_plan *webhook_keep_plan(struct _SPI_plan **cache, const char *sql,
-										   int nargs, Oid *argtypes);
+										   int nargs, Oid *argtypes, bool generic);
 extern void webhook_queue_step(WebhookStep *step);
 extern bool webhook_queue_purge(void);
 extern bool webhook_queue_sending(void);

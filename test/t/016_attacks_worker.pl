@@ -89,6 +89,35 @@ my $got = $receiver->wait_for(2, sub { ($_[0]{body} // '') =~ /behind the broken
 is(scalar(@$got), 2, 'the ticket behind it was delivered');
 is(worker_pid($node, 'postgres'), $pid, 'the worker never stopped');
 
+# the same when no profile batches: the worker then makes the payloads in C
+$node->safe_psql('postgres', q{SELECT webhook.alter_profile('batched', batching => 'none')});
+my $before = $node->safe_psql('postgres', 'SELECT max(delivery_id) FROM webhook.delivery');
+($ret, $out, $err) = as_role('writer', q{
+	INSERT INTO notes (doc) VALUES ('{"a": "\u0000"}'), ('{"a": "\ud800"}'),
+	                               ('{"\u0000key": "\udfff \ud83d\ude00"}');
+});
+is($ret, 0, 'the writer wrote the poison rows again') or diag($err);
+ok($node->poll_query_until('postgres', qq{
+	SELECT count(*) = 9 AND bool_and(status = 'delivered') FROM webhook.delivery
+	 WHERE delivery_id > $before}),
+	'without batching too, each is delivered to each profile');
+$node->safe_psql('postgres', q{
+	INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_rows, row_count)
+	SELECT 'tickets'::regclass, 'insert', ARRAY[min(binding_id)], '"a scalar"', 1
+	  FROM webhook.binding WHERE profile_id = (SELECT profile_id FROM webhook.profile WHERE name = 'plain');
+	INSERT INTO tickets (summary, status_id) VALUES ('behind the second broken row', 1);
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM webhook.delivery
+	 WHERE status = 'failed'
+	   AND error = 'the worker could not make a payload of this change: cannot call json_array_elements on a scalar'}),
+	'and an unreadable queue row is one failed delivery, with the error');
+$got = $receiver->wait_for(2, sub { ($_[0]{body} // '') =~ /behind the second broken row/ });
+is(scalar(@$got), 2, 'the ticket behind it was delivered');
+is(worker_pid($node, 'postgres'), $pid, 'the worker never stopped');
+$node->safe_psql('postgres',
+	q{SELECT webhook.alter_profile('batched', batching => 'any_event', batch_wait => '0.2 seconds')});
+
 # 2. statements that cannot run do not pause the worker: DROP DATABASE of a
 # database one does not own, in a transaction block, ALTER DATABASE, a
 # copy without CREATEDB
@@ -199,10 +228,13 @@ $node->safe_psql('postgres', qq{$own
 	INSERT INTO notes (body, wait) VALUES ('under hostile defaults', '1 day 02:03:04');
 	COMMIT;
 });
-$got = $receiver->wait_for(3, sub { ($_[0]{body} // '') =~ /under hostile defaults/ }, 40);
-is(scalar(@$got), 3, 'deliveries flow under read-only, 1 ms lock and statement timeouts');
-ok((grep { ($_->{json}{note}{wait} // '') eq '1 day 02:03:04' } @$got), 'the interval in one style')
-  or diag(explain([ map { $_->{json}{note} } @$got ]));
+$got = $receiver->wait_for(4, sub { ($_[0]{body} // '') =~ /under hostile defaults/ }, 40);
+is(scalar(@$got), 4,
+	'deliveries flow under read-only, 1 ms lock and statement timeouts: plain, batched, full for both events')
+  or diag(join(', ', map { "$_->{path} $_->{headers}{'webhook-id'}" } @$got));
+my @notes = map { ref($_->{json}) eq 'ARRAY' ? map { $_->{note} } @{ $_->{json} } : $_->{json}{note} } @$got;
+is(scalar(grep { ($_->{wait} // '') eq '1 day 02:03:04' } @notes), 4, 'the interval in one style, in each')
+  or diag(explain(\@notes));
 $node->safe_psql('postgres', qq{$own ALTER DATABASE postgres RESET ALL});
 
 # 5. webhook.blocked_networks: no proxy from the environment, 0.0.0.0 blocked
