@@ -75,12 +75,18 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM webhook.deliveries WHERE 
 # a queue row no parser can read (only the queue owner could write one):
 # failed deliveries with the error, and everything behind it flows
 my $pid = worker_pid($node, 'postgres');
-$node->safe_psql('postgres', q{
-	INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_rows, row_count)
-	SELECT 'tickets'::regclass, 'insert', ARRAY[min(binding_id)], '{"not": "an array"}', 1
-	  FROM webhook.binding WHERE profile_id = (SELECT profile_id FROM webhook.profile WHERE name = 'plain');
-	INSERT INTO tickets (summary, status_id) VALUES ('behind the broken row', 1);
-});
+# a queue row of plain's with these rows, then a ticket
+sub queue_broken_row
+{
+	my ($rows, $summary) = @_;
+	$node->safe_psql('postgres', qq{
+		INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_rows, row_count)
+		SELECT 'tickets'::regclass, 'insert', ARRAY[min(binding_id)], '$rows', 1
+		  FROM webhook.binding WHERE profile_id = (SELECT profile_id FROM webhook.profile WHERE name = 'plain');
+		INSERT INTO tickets (summary, status_id) VALUES ('$summary', 1);
+	});
+}
+queue_broken_row('{"not": "an array"}', 'behind the broken row');
 ok($node->poll_query_until('postgres', q{
 	SELECT count(*) = 1 FROM webhook.delivery
 	 WHERE status = 'failed' AND error LIKE 'the worker could not make a payload of this change: %'}),
@@ -101,12 +107,7 @@ ok($node->poll_query_until('postgres', qq{
 	SELECT count(*) = 9 AND bool_and(status = 'delivered') FROM webhook.delivery
 	 WHERE delivery_id > $before}),
 	'without batching too, each is delivered to each profile');
-$node->safe_psql('postgres', q{
-	INSERT INTO webhook.occurrence (table_oid, operation, bindings, new_rows, row_count)
-	SELECT 'tickets'::regclass, 'insert', ARRAY[min(binding_id)], '"a scalar"', 1
-	  FROM webhook.binding WHERE profile_id = (SELECT profile_id FROM webhook.profile WHERE name = 'plain');
-	INSERT INTO tickets (summary, status_id) VALUES ('behind the second broken row', 1);
-});
+queue_broken_row('"a scalar"', 'behind the second broken row');
 ok($node->poll_query_until('postgres', q{
 	SELECT count(*) = 1 FROM webhook.delivery
 	 WHERE status = 'failed'
