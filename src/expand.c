@@ -57,10 +57,39 @@
 	"   FROM pg_catalog.sha256(pg_catalog.convert_to(" name ", 'UTF8')) AS h)"
 
 /*
+ * The queue rows an expansion takes, oldest first (see expand_sql), and
+ * the bindings each matched: the CTEs locked, picked, claimed and matched,
+ * for the statement that goes on.
+ */
+#define TAKE_OCCURRENCES(guard) \
+"WITH locked AS ("\
+"  SELECT occurrence_id, row_count FROM webhook.occurrence"\
+"   WHERE table_oid <> ALL ($2::oid[]) " guard \
+"   ORDER BY occurrence_id LIMIT " CppAsString2(EXPAND_LOCK_STEP) " FOR UPDATE SKIP LOCKED"\
+"), picked AS ("\
+"  SELECT occurrence_id FROM ("\
+"    SELECT occurrence_id, row_count,"\
+"           pg_catalog.sum(row_count) OVER (ORDER BY occurrence_id) AS running FROM locked) AS x"\
+"   WHERE running - row_count < $1"\
+"), claimed AS ("\
+"  DELETE FROM webhook.occurrence WHERE occurrence_id IN (SELECT occurrence_id FROM picked)"\
+"  RETURNING *"\
+"), matched AS ("\
+"  SELECT DISTINCT ON (c.occurrence_id, b.profile_id, b.event_id) c.occurrence_id, b.binding_id"\
+"    FROM claimed c"\
+"   CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"\
+"    JOIN webhook.binding b ON b.binding_id = m.binding_id"\
+"   ORDER BY c.occurrence_id, b.profile_id, b.event_id, b.binding_id"
+
+/* Whether a profile batches, which only expand_sql knows how to do. */
+#define ANY_PROFILE_BATCHES \
+"EXISTS (SELECT FROM webhook.profile WHERE batching <> 'none')"
+
+/*
  * Each changed row of a queue row becomes one item per binding it matched:
  * its envelope, built here from the snapshot taken by the capture trigger.
  * Queue rows are taken in order, up to $1 changed rows (and at least one
- * queue row).  An item's id is derived from its queue row's random seed,
+ * queue row).  An item's id is derived from its queue row's seed,
  * the row's place in it and the binding: the same however often the queue
  * row is expanded.  The queue rows of the tables in $2 wait (see
  * DeferredTable).  A change that matched several bindings of one event in
@@ -83,74 +112,50 @@
  * Its items then start another batch; the newest open batch of a key is
  * the one that grows.
  */
-#define EXPAND_ITEMS(guard) \
-"WITH locked AS ("\
-"  SELECT occurrence_id, row_count FROM webhook.occurrence"\
-"   WHERE table_oid <> ALL ($2::oid[]) " guard \
-"   ORDER BY occurrence_id LIMIT " CppAsString2(EXPAND_LOCK_STEP) " FOR UPDATE SKIP LOCKED"\
-"), picked AS ("\
-"  SELECT occurrence_id FROM ("\
-"    SELECT occurrence_id, row_count,"\
-"           pg_catalog.sum(row_count) OVER (ORDER BY occurrence_id) AS running FROM locked) AS x"\
-"   WHERE running - row_count < $1"\
-"), claimed AS ("\
-"  DELETE FROM webhook.occurrence WHERE occurrence_id IN (SELECT occurrence_id FROM picked)"\
-"  RETURNING *"\
-"), matched AS ("\
-"  SELECT DISTINCT ON (c.occurrence_id, b.profile_id, b.event_id) c.occurrence_id, b.binding_id"\
-"    FROM claimed c"\
-"   CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"\
-"    JOIN webhook.binding b ON b.binding_id = m.binding_id"\
-"   ORDER BY c.occurrence_id, b.profile_id, b.event_id, b.binding_id"\
-"), changed AS ("\
-"  SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed, r.ord,"\
-"         r.new_row, r.old_row"\
-"    FROM claimed c"\
-"   CROSS JOIN LATERAL ROWS FROM (pg_catalog.json_array_elements(c.new_rows),"\
-"                                 pg_catalog.json_array_elements(c.old_rows))"\
-"         WITH ORDINALITY AS r(new_row, old_row, ord)"\
-"), item AS ("\
-"  SELECT c.occurrence_id, c.ord, c.captured_at, c.capture_error, b.binding_id, p.profile_id,"\
-"         p.name AS profile, p.batching, p.batch_wait, p.batch_max_items,"\
-"         p.payload, p.payload_fields, e.name AS event, e.title, e.object, e.operation,"\
-"         e.table_oid, e.created_by AS reader,"\
-"         CASE WHEN e.operation = 'delete' THEN c.old_row ELSE c.new_row END AS row,"\
-"         c.old_row, c.new_row, e.key_columns, e.parent_object, e.parent_table,"\
-"         e.parent_column, e.parent_key,"\
-"         CASE p.batching WHEN 'same_event' THEN 'binding ' || b.binding_id"\
-"                         WHEN 'same_event_type' THEN 'event ' || e.event_id"\
-"                         ELSE 'any' END AS batch_key,"\
-"         " NAME_UUID("c.id_seed::text || '/' || c.ord || '/' || b.binding_id") " AS id"\
-"  FROM changed c"\
-"  JOIN matched m ON m.occurrence_id = c.occurrence_id"\
-"  JOIN webhook.binding b ON b.binding_id = m.binding_id"\
-"  JOIN webhook.event e ON e.event_id = b.event_id"\
-"  JOIN webhook.profile p ON p.profile_id = b.profile_id"\
-"), rendered AS ("\
-"  SELECT i.occurrence_id, i.ord, i.binding_id, i.profile_id, i.id, i.event,"\
-"         i.capture_error, i.captured_at,"\
-"         i.batch_key, i.batch_wait, i.batch_max_items,"\
-"         (i.batching <> 'none' AND i.capture_error IS NULL) AS batched,"\
-"         webhook._render(i.id, i.profile, i.payload, i.payload_fields, i.binding_id, i.event,"\
-"                         i.title, i.object, i.table_oid, i.key_columns, i.captured_at,"\
-"                         i.operation, i.row, i.old_row, i.new_row, i.parent_object,"\
-"                         i.parent_table, i.parent_column, i.parent_key, i.reader) AS envelope"\
-"  FROM item i"\
-"), single AS ("\
-"  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"\
-"                                next_attempt_at, captured_at, error)"\
-"  SELECT i.profile_id, i.id, ARRAY[i.event], 1, i.envelope,"\
-"         CASE WHEN i.capture_error IS NULL THEN 'pending' ELSE 'failed' END,"\
-"         CASE WHEN i.capture_error IS NULL THEN pg_catalog.now() END, i.captured_at,"\
-"         i.capture_error"\
-"  FROM rendered i WHERE NOT i.batched ORDER BY i.occurrence_id, i.ord, i.binding_id"
-
-/* Whether a profile batches, which only expand_sql knows how to do. */
-#define ANY_PROFILE_BATCHES \
-"EXISTS (SELECT FROM webhook.profile WHERE batching <> 'none')"
-
 static const char *expand_sql =
-EXPAND_ITEMS("")
+TAKE_OCCURRENCES("")
+"), changed AS ("
+"  SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed, r.ord,"
+"         r.new_row, r.old_row"
+"    FROM claimed c"
+"   CROSS JOIN LATERAL ROWS FROM (pg_catalog.json_array_elements(c.new_rows),"
+"                                 pg_catalog.json_array_elements(c.old_rows))"
+"         WITH ORDINALITY AS r(new_row, old_row, ord)"
+"), item AS ("
+"  SELECT c.occurrence_id, c.ord, c.captured_at, c.capture_error, b.binding_id, p.profile_id,"
+"         p.name AS profile, p.batching, p.batch_wait, p.batch_max_items,"
+"         p.payload, p.payload_fields, e.name AS event, e.title, e.object, e.operation,"
+"         e.table_oid, e.created_by AS reader,"
+"         CASE WHEN e.operation = 'delete' THEN c.old_row ELSE c.new_row END AS row,"
+"         c.old_row, c.new_row, e.key_columns, e.parent_object, e.parent_table,"
+"         e.parent_column, e.parent_key,"
+"         CASE p.batching WHEN 'same_event' THEN 'binding ' || b.binding_id"
+"                         WHEN 'same_event_type' THEN 'event ' || e.event_id"
+"                         ELSE 'any' END AS batch_key,"
+"         " NAME_UUID("c.id_seed::text || '/' || c.ord || '/' || b.binding_id") " AS id"
+"  FROM changed c"
+"  JOIN matched m ON m.occurrence_id = c.occurrence_id"
+"  JOIN webhook.binding b ON b.binding_id = m.binding_id"
+"  JOIN webhook.event e ON e.event_id = b.event_id"
+"  JOIN webhook.profile p ON p.profile_id = b.profile_id"
+"), rendered AS ("
+"  SELECT i.occurrence_id, i.ord, i.binding_id, i.profile_id, i.id, i.event,"
+"         i.capture_error, i.captured_at,"
+"         i.batch_key, i.batch_wait, i.batch_max_items,"
+"         (i.batching <> 'none' AND i.capture_error IS NULL) AS batched,"
+"         webhook._render(i.id, i.profile, i.payload, i.payload_fields, i.binding_id, i.event,"
+"                         i.title, i.object, i.table_oid, i.key_columns, i.captured_at,"
+"                         i.operation, i.row, i.old_row, i.new_row, i.parent_object,"
+"                         i.parent_table, i.parent_column, i.parent_key, i.reader) AS envelope"
+"  FROM item i"
+"), single AS ("
+"  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
+"                                next_attempt_at, captured_at, error)"
+"  SELECT i.profile_id, i.id, ARRAY[i.event], 1, i.envelope,"
+"         CASE WHEN i.capture_error IS NULL THEN 'pending' ELSE 'failed' END,"
+"         CASE WHEN i.capture_error IS NULL THEN pg_catalog.now() END, i.captured_at,"
+"         i.capture_error"
+"  FROM rendered i WHERE NOT i.batched ORDER BY i.occurrence_id, i.ord, i.binding_id"
 
 "), open_locked AS ("
 "  SELECT d.delivery_id, d.profile_id, d.batch_key, d.items FROM webhook.delivery d"
@@ -260,24 +265,7 @@ static const char *poison_sql =
  * is taken, and expand_sql is run instead).
  */
 static const char *take_single_sql =
-"WITH locked AS ("
-"  SELECT occurrence_id, row_count FROM webhook.occurrence"
-"   WHERE table_oid <> ALL ($2::oid[]) AND NOT " ANY_PROFILE_BATCHES
-"   ORDER BY occurrence_id LIMIT " CppAsString2(EXPAND_LOCK_STEP) " FOR UPDATE SKIP LOCKED"
-"), picked AS ("
-"  SELECT occurrence_id FROM ("
-"    SELECT occurrence_id, row_count,"
-"           pg_catalog.sum(row_count) OVER (ORDER BY occurrence_id) AS running FROM locked) AS x"
-"   WHERE running - row_count < $1"
-"), claimed AS ("
-"  DELETE FROM webhook.occurrence WHERE occurrence_id IN (SELECT occurrence_id FROM picked)"
-"  RETURNING *"
-"), matched AS ("
-"  SELECT DISTINCT ON (c.occurrence_id, b.profile_id, b.event_id) c.occurrence_id, b.binding_id"
-"    FROM claimed c"
-"   CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"
-"    JOIN webhook.binding b ON b.binding_id = m.binding_id"
-"   ORDER BY c.occurrence_id, b.profile_id, b.event_id, b.binding_id"
+TAKE_OCCURRENCES("AND NOT " ANY_PROFILE_BATCHES)
 ")"
 "SELECT NULL::int8, NULL::timestamptz, NULL::text, NULL::text, NULL::json, NULL::json,"
 "       NULL::int8, NULL::int8, NULL::text, NULL::text, NULL::jsonb, NULL::text, NULL::text,"
@@ -433,7 +421,7 @@ enum
 	TAKE_PARENT_COLUMN,
 	TAKE_PARENT_KEY,
 	TAKE_LOCKED,
-	TAKE_TAKEN,
+	TAKE_TAKEN,					/* the column after TAKE_LOCKED: see webhook_rows_left */
 	TAKE_BATCHING
 };
 
@@ -523,7 +511,7 @@ add_item(NewDeliveries *out, FunctionCallInfo render, MemoryContext item_cxt,
 	profile_id = SPI_getbinval(binding, desc, TAKE_PROFILE_ID, &isnull);
 	error = SPI_getbinval(binding, desc, TAKE_CAPTURE_ERROR, &no_error);
 	add_column(&out->profile_ids, profile_id, false, INT8OID);
-	add_column(&out->webhook_ids, CStringGetTextDatum(id), false, TEXTOID);
+	add_column(&out->webhook_ids, args[RENDER_ID].value, false, TEXTOID);
 	add_column(&out->events, args[RENDER_EVENT].value, args[RENDER_EVENT].isnull, TEXTOID);
 	add_column(&out->bodies, envelope, false, JSONOID);
 	add_column(&out->captured_at, args[RENDER_CAPTURED_AT].value, args[RENDER_CAPTURED_AT].isnull,
@@ -565,9 +553,8 @@ expand_single(Datum *args, bool *more)
 	TupleDesc	desc;
 	HeapTuple  *items;
 	int			nitems = 0;
-	int64		locked = 0;
-	int64		taken = 0;
-	bool		batching = false;
+	HeapTuple	counts = NULL;
+	bool		isnull;
 	NewDeliveries out = {0};
 	FmgrInfo	render_info;
 	MemoryContext item_cxt;
@@ -582,20 +569,17 @@ expand_single(Datum *args, bool *more)
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	row = taken_rows->vals[i];
-		bool		isnull;
 
 		(void) SPI_getbinval(row, desc, TAKE_OCCURRENCE, &isnull);
 		if (!isnull)
 			items[nitems++] = row;
 		else
-		{
-			locked = DatumGetInt64(SPI_getbinval(row, desc, TAKE_LOCKED, &isnull));
-			taken = DatumGetInt64(SPI_getbinval(row, desc, TAKE_TAKEN, &isnull));
-			batching = DatumGetBool(SPI_getbinval(row, desc, TAKE_BATCHING, &isnull));
-		}
+			counts = row;
 	}
-	*more = locked >= EXPAND_LOCK_STEP || taken < locked;
-	if (batching)
+	if (counts == NULL)			/* cannot happen: the statement always has it */
+		elog(ERROR, "webhook occurrences taken without their counts");
+	*more = webhook_rows_left(counts, desc, TAKE_LOCKED, EXPAND_LOCK_STEP);
+	if (DatumGetBool(SPI_getbinval(counts, desc, TAKE_BATCHING, &isnull)))
 		return false;
 	qsort_arg(items, nitems, sizeof(HeapTuple), compare_taken, desc);
 
@@ -618,7 +602,6 @@ expand_single(Datum *args, bool *more)
 	for (int first = 0, last; first < nitems; first = last)
 	{
 		HeapTuple	row = items[first];
-		bool		isnull;
 		int64		occurrence = DatumGetInt64(SPI_getbinval(row, desc, TAKE_OCCURRENCE, &isnull));
 		char	   *seed = TextDatumGetCString(SPI_getbinval(row, desc, TAKE_ID_SEED, &isnull));
 		Datum		value;
@@ -777,17 +760,13 @@ expand_all(Datum *args)
 {
 	Oid			types[2] = {INT4OID, OIDARRAYOID};
 	bool		isnull;
-	int64		locked;
-	int64		taken;
 
 	if (SPI_execute_plan(webhook_keep_plan(&expand_plan, expand_sql, 2, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not expand webhook occurrences");
-	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	profiles_batch = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
 												&isnull));
-	return locked >= EXPAND_LOCK_STEP || taken < locked;
+	return webhook_rows_left(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, EXPAND_LOCK_STEP);
 }
 
 static void

@@ -736,6 +736,22 @@ claim_due(int limit)
 }
 
 /*
+ * The counts a statement of the step returns in columns locked_column and
+ * the next: the rows it locked, at most lock_step, and those of them it
+ * took.  True when rows were left for another step: it locked as many as
+ * it could, or took fewer than it locked.
+ */
+bool
+webhook_rows_left(HeapTuple row, TupleDesc desc, int locked_column, int lock_step)
+{
+	bool		isnull;
+	int64		locked = DatumGetInt64(SPI_getbinval(row, desc, locked_column, &isnull));
+	int64		taken = DatumGetInt64(SPI_getbinval(row, desc, locked_column + 1, &isnull));
+
+	return locked >= lock_step || taken < locked;
+}
+
+/*
  * Put together the batches that are due, up to ASSEMBLE_STEP items (see
  * assemble_sql); true when some were left for another step.
  */
@@ -744,16 +760,11 @@ assemble_due(void)
 {
 	Oid			types[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(ASSEMBLE_STEP)};
-	bool		isnull;
-	int64		locked;
-	int64		taken;
 
 	if (SPI_execute_plan(webhook_keep_plan(&assemble_plan, assemble_sql, 1, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not assemble webhook batches");
-	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	return locked >= LOCK_STEP || taken < locked;
+	return webhook_rows_left(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, LOCK_STEP);
 }
 
 /*

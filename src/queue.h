@@ -40,10 +40,14 @@ extern bool webhook_queue_recover(void);
 extern bool webhook_expand(bool *deferred);
 extern TimestampTz webhook_expand_retry_at(void);
 
-/* a statement of the worker's, prepared once */
+/* a statement of the worker's, prepared once; the counts it returns */
 struct _SPI_plan;
 extern struct _SPI_plan *webhook_keep_plan(struct _SPI_plan **cache, const char *sql,
 										   int nargs, Oid *argtypes, bool generic);
+struct HeapTupleData;
+struct TupleDescData;
+extern bool webhook_rows_left(struct HeapTupleData *row, struct TupleDescData *desc,
+							  int locked_column, int lock_step);
 extern void webhook_queue_step(WebhookStep *step);
 extern bool webhook_queue_purge(void);
 extern bool webhook_queue_sending(void);
