@@ -16,6 +16,7 @@ OBJS = \
 	src/capture.o \
 	src/envelope.o \
 	src/rowjson.o \
+	src/rowwrite.o \
 	src/linked.o \
 	src/sign.o \
 	src/network.o \
@@ -26,7 +27,7 @@ EXTENSION = webhook
 DATA = sql/webhook--0.1.sql sql/webhook--0.1--0.2.sql sql/webhook--0.2--0.3.sql \
        sql/webhook--0.3--0.4.sql
 
-REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges security
+REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges security row_json
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config

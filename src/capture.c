@@ -74,6 +74,7 @@ typedef struct CaptureEntry
 	SPIPlanPtr	plan;
 	SPIPlanPtr	fallback_plan;
 	Datum		bindings;		/* direct path: the bindings, an int8[] */
+	RowWriter  *writer;			/* direct path: how its rows become JSON */
 	int			in_use;			/* executions on the stack */
 	bool		stale;			/* the table changed: prepare again */
 } CaptureEntry;
@@ -105,6 +106,9 @@ webhook_capture_key(void)
 /* The capture trigger's own INSERT into the queue is running. */
 static bool enqueueing = false;
 
+/* A direct capture is building in the kept buffers (see start_rows). */
+static bool kept_buffers_in_use = false;
+
 static HTAB *capture_cache = NULL;
 static int	stale_entries = 0;
 static SPIPlanPtr enqueue_plan = NULL;
@@ -132,6 +136,8 @@ capture_xact_callback(XactEvent event, void *arg)
 				webhook_wake_worker(MyDatabaseId);
 			wake_at_commit = false;
 			nstart_at_commit = 0;
+			/* a savepoint rolled back may have left it set */
+			kept_buffers_in_use = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -147,6 +153,7 @@ capture_xact_callback(XactEvent event, void *arg)
 			webhook_capture_depth = 0;
 			webhook_capture_relid = InvalidOid;
 			enqueueing = false;
+			kept_buffers_in_use = false;
 			wake_at_commit = false;
 			nstart_at_commit = 0;
 			break;
@@ -227,6 +234,8 @@ sweep_stale_entries(void)
 				pfree(entry->fallback);
 			if (entry->operation)
 				pfree(entry->operation);
+			if (entry->writer)
+				webhook_retire_row_writer(entry->writer);
 			hash_search(capture_cache, &entry->tgoid, HASH_REMOVE, NULL);
 			stale_entries--;
 		}
@@ -310,6 +319,7 @@ capture_entry(Trigger *trigger, Oid relid)
 		entry->plan = NULL;
 		entry->fallback_plan = NULL;
 		entry->bindings = (Datum) 0;
+		entry->writer = NULL;
 		entry->in_use = 0;
 		entry->stale = false;
 	}
@@ -597,13 +607,8 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
  * every row (no columns, no conditions): no query at all.  Each changed row
  * becomes one queue row, built here and inserted with the executor's
  * low-level routines, as logical replication applies rows.  The JSON of a
- * row is row_to_json's.
+ * row is row_to_json's (see rowwrite.c).
  */
-static Datum
-row_json(TupleTableSlot *slot)
-{
-	return DirectFunctionCall1(row_to_json, ExecFetchSlotHeapTupleDatum(slot));
-}
 
 static TupleTableSlot *
 transition_reader(Tuplestorestate *rows, TupleDesc desc)
@@ -637,7 +642,8 @@ enum
  * statement to the next (allocating and freeing large buffers for every
  * statement costs more than the rest), and dropped when they grew large.
  * Each starts with room for a varlena header, so that it becomes a json
- * datum in place.
+ * datum in place.  A capture that runs while one is building (a cast to
+ * json that writes to a captured table) builds in buffers of its own.
  */
 static StringInfoData new_rows_buf;
 static StringInfoData old_rows_buf;
@@ -687,6 +693,7 @@ typedef struct QueueChunk
 	Datum		table_oid;
 	Datum		operation;
 	Datum		bindings;
+	RowWriter  *writer;
 	StringInfo	new_rows;		/* "[row,row" while open */
 	StringInfo	old_rows;
 	bool		has_new;
@@ -695,15 +702,12 @@ typedef struct QueueChunk
 } QueueChunk;
 
 static void
-append_row(StringInfo rows, TupleTableSlot *slot, int count)
+append_row(RowWriter *writer, StringInfo rows, TupleTableSlot *slot, int count)
 {
-	text	   *json = DatumGetTextPP(row_json(slot));
-
 	if (count == 0)
 		start_rows(rows);
 	appendStringInfoChar(rows, count == 0 ? '[' : ',');
-	appendBinaryStringInfo(rows, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
-	pfree(json);
+	webhook_write_row(writer, rows, slot);
 }
 
 /*
@@ -790,8 +794,26 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	chunk.table_oid = ObjectIdGetDatum(RelationGetRelid(trigdata->tg_relation));
 	chunk.operation = CStringGetTextDatum(entry->operation);
 	chunk.bindings = entry->bindings;
-	chunk.new_rows = &new_rows_buf;
-	chunk.old_rows = &old_rows_buf;
+	if (entry->writer != NULL && !webhook_row_writer_current(entry->writer, desc))
+	{
+		webhook_retire_row_writer(entry->writer);
+		entry->writer = NULL;
+	}
+	if (entry->writer == NULL)
+		entry->writer = webhook_row_writer(desc);
+	/* this call's own: a nested capture may replace the entry's */
+	chunk.writer = entry->writer;
+	if (!kept_buffers_in_use)
+	{
+		kept_buffers_in_use = true;
+		chunk.new_rows = &new_rows_buf;
+		chunk.old_rows = &old_rows_buf;
+	}
+	else
+	{
+		chunk.new_rows = makeStringInfo();
+		chunk.old_rows = makeStringInfo();
+	}
 	new_slot = transition_reader(trigdata->tg_newtable, desc);
 	old_slot = transition_reader(trigdata->tg_oldtable, desc);
 	chunk.has_new = new_slot != NULL;
@@ -813,9 +835,9 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 			elog(ERROR, "the old and new rows of the statement do not pair up");
 
 		if (have_new)
-			append_row(chunk.new_rows, new_slot, chunk.count);
+			append_row(chunk.writer, chunk.new_rows, new_slot, chunk.count);
 		if (have_old)
-			append_row(chunk.old_rows, old_slot, chunk.count);
+			append_row(chunk.writer, chunk.old_rows, old_slot, chunk.count);
 		chunk.count++;
 		queued++;
 		if (chunk.count >= CHUNK_ROWS ||
@@ -830,8 +852,17 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	if (old_slot)
 		ExecDropSingleTupleTableSlot(old_slot);
 	ExecDropSingleTupleTableSlot(chunk.slot);
-	release_rows(chunk.new_rows);
-	release_rows(chunk.old_rows);
+	if (chunk.new_rows == &new_rows_buf)
+	{
+		release_rows(chunk.new_rows);
+		release_rows(chunk.old_rows);
+		kept_buffers_in_use = false;
+	}
+	else
+	{
+		pfree(chunk.new_rows->data);
+		pfree(chunk.old_rows->data);
+	}
 	ExecCloseIndices(chunk.rri);
 	FreeExecutorState(chunk.estate);
 	table_close(chunk.queue, NoLock);

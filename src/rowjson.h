@@ -9,6 +9,7 @@
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#include "access/tupdesc.h"
 #include "nodes/pg_list.h"
 
 /* One top-level field of a JSON object: its key and its raw value text. */
@@ -79,6 +80,15 @@ extern JsonField *webhook_linked_field(ShapeLink *link, List *fields, Oid reader
 extern const char *webhook_row_by_key(Oid relid, const char *key_column, const char *value,
 									  int len, Oid reader);
 extern MemoryContext webhook_payload_context(void);
+
+/* Rows written as row_to_json writes them (rowwrite.c) */
+typedef struct RowWriter RowWriter;
+struct TupleTableSlot;
+
+extern RowWriter *webhook_row_writer(TupleDesc desc);
+extern bool webhook_row_writer_current(RowWriter *writer, TupleDesc desc);
+extern void webhook_retire_row_writer(RowWriter *writer);
+extern void webhook_write_row(RowWriter *writer, StringInfo out, struct TupleTableSlot *slot);
 
 /* Rendering settings: row_to_json in UTC, bytea in hex. */
 extern int	webhook_render_begin(void);
