@@ -201,6 +201,16 @@ SELECT count(*) AS condition_functions FROM pg_proc WHERE proname LIKE '\_condit
 DROP EXTENSION webhook;
 SELECT count(*) AS capture_triggers FROM pg_trigger WHERE tgname LIKE 'webhook_capture_%';
 SELECT count(*) AS condition_functions FROM pg_proc WHERE proname LIKE '\_condition\_%';
+-- a session that captured before captures into the queue of the extension made again
+CREATE EXTENSION webhook;
+CREATE TABLE made_again (id int PRIMARY KEY);
+SELECT webhook.define_event('again.created', 'made_again', 'insert') > 0 AS defined;
+SELECT webhook.create_profile('again', 'http://127.0.0.1:9/', ARRAY['again.created']) > 0 AS created;
+BEGIN;
+INSERT INTO made_again VALUES (1), (2);
+SELECT row_count FROM webhook.occurrence WHERE table_oid = 'made_again'::regclass;
+ROLLBACK;
+DROP EXTENSION webhook;
 \c contrib_regression
 DROP DATABASE webhook_catalogue;
 DROP ROLE case_admin;

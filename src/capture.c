@@ -110,6 +110,8 @@ static bool enqueueing = false;
 static bool kept_buffers_in_use = false;
 
 static HTAB *capture_cache = NULL;
+static Oid	queue_relid_known = InvalidOid;	/* see queue_relid() */
+static Oid	queue_seq_relid_known = InvalidOid;
 static int	stale_entries = 0;
 static SPIPlanPtr enqueue_plan = NULL;
 static TupleDesc matches_desc = NULL;
@@ -173,6 +175,8 @@ capture_relcache_callback(Datum arg, Oid relid)
 	HASH_SEQ_STATUS seq;
 	CaptureEntry *entry;
 
+	if (relid == InvalidOid || relid == queue_relid_known || relid == queue_seq_relid_known)
+		queue_relid_known = InvalidOid;
 	if (capture_cache == NULL)
 		return;
 	/* only mark here: a plan may be executing right now */
@@ -344,23 +348,31 @@ matches_tupdesc(void)
 }
 
 /*
- * webhook.occurrence, and its id sequence when seq_relid is given; an error
- * when the extension is not there.
+ * webhook.occurrence and its id sequence, looked up once per session and
+ * forgotten when either changes (DROP EXTENSION); an error when the
+ * extension is not there.
  */
+
 static Oid
 queue_relid(Oid *seq_relid)
 {
-	Oid			nsp = get_namespace_oid(WEBHOOK_SCHEMA_NAME, false);
-	Oid			relid = get_relname_relid("occurrence", nsp);
+	if (!OidIsValid(queue_relid_known))
+	{
+		Oid			nsp = get_namespace_oid(WEBHOOK_SCHEMA_NAME, false);
+		Oid			relid = get_relname_relid("occurrence", nsp);
+		Oid			seq = get_relname_relid("occurrence_occurrence_id_seq", nsp);
 
+		if (!OidIsValid(relid) || !OidIsValid(seq))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("webhook.occurrence does not exist"),
+					 errhint("Is the webhook extension installed in this database?")));
+		queue_relid_known = relid;
+		queue_seq_relid_known = seq;
+	}
 	if (seq_relid)
-		*seq_relid = get_relname_relid("occurrence_occurrence_id_seq", nsp);
-	if (!OidIsValid(relid) || (seq_relid && !OidIsValid(*seq_relid)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("webhook.occurrence does not exist"),
-				 errhint("Is the webhook extension installed in this database?")));
-	return relid;
+		*seq_relid = queue_seq_relid_known;
+	return queue_relid_known;
 }
 
 /* The role that owns webhook.occurrence: the queue is written as it. */
