@@ -12,6 +12,7 @@ OBJS = \
 	src/queue.o \
 	src/expand.o \
 	src/dispatch.o \
+	src/claims.o \
 	src/http.o \
 	src/capture.o \
 	src/envelope.o \

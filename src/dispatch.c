@@ -1,17 +1,13 @@
 /*
  * dispatch.c
- *		Per-profile shares of the work in hand, on both sides of the channel.
- *
- * The worker claims deliveries in large groups (one transaction for
- * hundreds) and hands them to its sender.  It counts, per profile, what it
- * has claimed and not yet recorded, so that a claim takes no more than
- * PREFETCH_FACTOR times webhook.max_per_profile of one profile: a profile
- * whose receiver hangs does not hold the whole queue.
+ *		The sender's requests: those waiting for a connection slot, and how
+ *		many of each profile are on the wire.
  *
  * The sender keeps the requests it was handed, ready, until a connection
  * slot frees up: at most webhook.max_concurrency on the wire, and at most
  * webhook.max_per_profile of one profile.  A slow receiver fills its own
- * share and no more; the other profiles' requests go around it.
+ * share and no more; the other profiles' requests go around it.  (What the
+ * worker has claimed is counted on its side, in claims.c.)
  */
 #include "webhook.h"
 #include "dispatch.h"
@@ -20,130 +16,35 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-typedef struct ProfileLoad
+typedef struct ProfileOnWire
 {
 	int64		profile_id;		/* hash key */
-	int			count;			/* worker: claimed; sender: on the wire */
-	bool		cancelled;		/* worker: the sender was told to stop it */
-} ProfileLoad;
+	int			count;			/* requests on the wire */
+} ProfileOnWire;
 
-static HTAB *loads = NULL;
-static int	total = 0;			/* worker: claimed, all profiles */
+static HTAB *on_wire = NULL;
 
-static ProfileLoad *
-load_of(int64 profile_id)
+static ProfileOnWire *
+on_wire_of(int64 profile_id)
 {
 	bool		found;
-	ProfileLoad *load;
+	ProfileOnWire *entry;
 
-	if (loads == NULL)
+	if (on_wire == NULL)
 	{
 		HASHCTL		ctl;
 
 		ctl.keysize = sizeof(int64);
-		ctl.entrysize = sizeof(ProfileLoad);
+		ctl.entrysize = sizeof(ProfileOnWire);
 		ctl.hcxt = TopMemoryContext;
-		loads = hash_create("webhook profile loads", 64, &ctl,
-							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		on_wire = hash_create("webhook requests on the wire", 64, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
-	load = hash_search(loads, &profile_id, HASH_ENTER, &found);
+	entry = hash_search(on_wire, &profile_id, HASH_ENTER, &found);
 	if (!found)
-	{
-		load->count = 0;
-		load->cancelled = false;
-	}
-	return load;
+		entry->count = 0;
+	return entry;
 }
-
-static void
-unload(int64 profile_id)
-{
-	ProfileLoad *load = load_of(profile_id);
-
-	if (load->count > 0)
-		load->count--;
-	if (load->count == 0)
-		hash_search(loads, &profile_id, HASH_REMOVE, NULL);
-}
-
-static int64 *
-copy_id(int64 id)
-{
-	int64	   *p = palloc(sizeof(int64));
-
-	*p = id;
-	return p;
-}
-
-/* The worker's side: what it has claimed and not yet recorded. */
-
-void
-webhook_claims_add(int64 profile_id)
-{
-	ProfileLoad *load = load_of(profile_id);
-
-	load->count++;
-	/* claimed, so enabled again: a later disable must be told again */
-	load->cancelled = false;
-	total++;
-}
-
-void
-webhook_claims_forget(int64 profile_id)
-{
-	unload(profile_id);
-	total--;
-}
-
-int
-webhook_claims_count(void)
-{
-	return total;
-}
-
-/* How many deliveries of each profile are claimed, as two lists. */
-void
-webhook_claims_loads(List **profile_ids, List **counts)
-{
-	HASH_SEQ_STATUS status;
-	ProfileLoad *load;
-
-	*profile_ids = NIL;
-	*counts = NIL;
-	if (loads == NULL)
-		return;
-	hash_seq_init(&status, loads);
-	while ((load = hash_seq_search(&status)) != NULL)
-	{
-		*profile_ids = lappend(*profile_ids, copy_id(load->profile_id));
-		*counts = lappend_int(*counts, load->count);
-	}
-}
-
-/* The profiles with claims that the sender has not been told to stop. */
-List *
-webhook_claims_profiles(void)
-{
-	HASH_SEQ_STATUS status;
-	ProfileLoad *load;
-	List	   *result = NIL;
-
-	if (loads == NULL)
-		return NIL;
-	hash_seq_init(&status, loads);
-	while ((load = hash_seq_search(&status)) != NULL)
-		if (!load->cancelled)
-			result = lappend(result, copy_id(load->profile_id));
-	return result;
-}
-
-void
-webhook_claims_cancelled(int64 profile_id)
-{
-	load_of(profile_id)->cancelled = true;
-}
-
-/* The sender's side: requests waiting for a slot, and what is on the wire. */
 
 static dlist_head ready = DLIST_STATIC_INIT(ready);
 static int	ready_count = 0;
@@ -170,16 +71,16 @@ webhook_dispatch_start(void)
 	dlist_foreach_modify(iter, &ready)
 	{
 		WebhookRequest *req = dlist_container(WebhookRequest, node, iter.cur);
-		ProfileLoad *load;
+		ProfileOnWire *wire;
 
 		if (webhook_http_in_flight() >= webhook_max_concurrency)
 			break;
-		load = load_of(req->profile_id);
-		if (load->count >= webhook_max_per_profile)
+		wire = on_wire_of(req->profile_id);
+		if (wire->count >= webhook_max_per_profile)
 			continue;
 		dlist_delete(&req->node);
 		ready_count--;
-		load->count++;
+		wire->count++;
 		webhook_request_sign(req);
 		webhook_http_start(req);
 	}
@@ -189,7 +90,12 @@ webhook_dispatch_start(void)
 void
 webhook_dispatch_finished(WebhookRequest *req)
 {
-	unload(req->profile_id);
+	ProfileOnWire *wire = on_wire_of(req->profile_id);
+
+	if (wire->count > 0)
+		wire->count--;
+	if (wire->count == 0)
+		hash_search(on_wire, &req->profile_id, HASH_REMOVE, NULL);
 }
 
 int

@@ -1,7 +1,7 @@
 /*
  * dispatch.h
- *		Per-profile shares: what the worker has claimed, what its sender
- *		holds ready and has on the wire.
+ *		The sender's requests: those ready to start, and each profile's
+ *		share of what is on the wire.
  */
 #ifndef WEBHOOK_DISPATCH_H
 #define WEBHOOK_DISPATCH_H
@@ -12,22 +12,6 @@
 
 struct WebhookRequest;
 
-/*
- * The worker holds at most this many times webhook.max_concurrency
- * deliveries claimed in all, and this many times webhook.max_per_profile of
- * one profile: enough to keep every slot busy between two claims.
- */
-#define PREFETCH_FACTOR 8
-
-/* the worker */
-extern void webhook_claims_add(int64 profile_id);
-extern void webhook_claims_forget(int64 profile_id);
-extern int	webhook_claims_count(void);
-extern void webhook_claims_loads(List **profile_ids, List **counts);
-extern List *webhook_claims_profiles(void);
-extern void webhook_claims_cancelled(int64 profile_id);
-
-/* the sender */
 extern void webhook_dispatch_add(struct WebhookRequest *req);
 extern void webhook_dispatch_start(void);
 extern void webhook_dispatch_finished(struct WebhookRequest *req);

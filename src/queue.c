@@ -37,7 +37,7 @@
  * flight is made pending again (_restored_in_flight).
  */
 #include "webhook.h"
-#include "dispatch.h"
+#include "claims.h"
 #include "http.h"
 #include "queue.h"
 #include "rowjson.h"
@@ -104,9 +104,10 @@ static const char *assemble_sql =
 /*
  * Claim up to $1 due deliveries, oldest first, taking from each enabled
  * profile no more than $2 minus what the worker already holds of it ($3,
- * $4): each profile is looked at on its own, so that a backlog of one
- * (say, a receiver that hangs) never hides the others' due deliveries.
- * A disabled profile's deliveries are held: this is where that is read.
+ * $4), after where its last claim got to ($5, $6; see claims.c): each
+ * profile is looked at on its own, so that a backlog of one (say, a
+ * receiver that hangs) never hides the others' due deliveries.  A disabled
+ * profile's deliveries are held: this is where that is read.
  */
 static const char *claim_sql =
 "UPDATE webhook.delivery d"
@@ -115,17 +116,20 @@ static const char *claim_sql =
 " WHERE d.delivery_id = ANY (ARRAY("
 "        SELECT c.delivery_id"
 "          FROM webhook.profile p"
-"          LEFT JOIN ROWS FROM (pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::int4[]))"
-"               AS held(profile_id, n) ON held.profile_id = p.profile_id"
+"          LEFT JOIN ROWS FROM (pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::int4[]),"
+"                               pg_catalog.unnest($5::timestamptz[]), pg_catalog.unnest($6::int8[]))"
+"               AS held(profile_id, n, after_due_at, after_id) ON held.profile_id = p.profile_id"
 "         CROSS JOIN LATERAL ("
 "               SELECT due.delivery_id, due.next_attempt_at FROM webhook.delivery due"
 "                WHERE due.profile_id = p.profile_id AND due.status IN ('pending', 'retrying')"
 "                  AND due.next_attempt_at <= pg_catalog.now() AND due.body IS NOT NULL"
+"                  AND (due.next_attempt_at, due.delivery_id)"
+"                      > (COALESCE(held.after_due_at, '-infinity'), COALESCE(held.after_id, 0))"
 "                ORDER BY due.next_attempt_at, due.delivery_id"
 "                LIMIT GREATEST($2 - COALESCE(held.n, 0), 0) FOR UPDATE SKIP LOCKED) AS c"
 "         WHERE p.enabled"
 "         ORDER BY c.next_attempt_at, c.delivery_id LIMIT $1))"
-" RETURNING d.delivery_id, d.attempts, d.profile_id, d.body::text, d.webhook_id";
+" RETURNING d.delivery_id, d.attempts, d.profile_id, d.body::text, d.webhook_id, d.next_attempt_at";
 
 /* What a request needs from its profile, read once per claim. */
 static const char *profiles_sql =
@@ -153,8 +157,9 @@ static const char *give_back_sql =
 " WHERE d.delivery_id = ANY ($1) AND d.status = 'sending'";
 
 /*
- * The earliest waiting delivery of an enabled profile: one step down the
- * index for each.
+ * The earliest waiting delivery of an enabled profile, one step down the
+ * index for each; but those that have their allowance claimed ($1): a
+ * record will make room for them, and wake the worker.
  */
 static const char *next_due_sql =
 "SELECT pg_catalog.min(first.next_attempt_at) FROM webhook.profile p"
@@ -162,7 +167,7 @@ static const char *next_due_sql =
 "                      WHERE d.profile_id = p.profile_id AND d.status IN ('pending', 'retrying')"
 "                        AND d.next_attempt_at IS NOT NULL"
 "                      ORDER BY d.next_attempt_at LIMIT 1) AS first"
-" WHERE p.enabled";
+" WHERE p.enabled AND p.profile_id <> ALL ($1)";
 
 /*
  * Record finished requests: the delivery's new state, then its attempt.
@@ -520,6 +525,15 @@ add_text(ArrayColumn *col, const char *value)
 	add_value(col, value ? CStringGetTextDatum(value) : (Datum) 0, value == NULL);
 }
 
+/* The column as an array, empty when nothing was added. */
+static Datum
+column_array(ArrayColumn *col)
+{
+	if (col->state == NULL)
+		return PointerGetDatum(construct_empty_array(col->type));
+	return makeArrayResult(col->state, CurrentMemoryContext);
+}
+
 static Datum
 int8_array(List *values)
 {
@@ -528,9 +542,7 @@ int8_array(List *values)
 
 	foreach(lc, values)
 		add_value(&col, Int64GetDatum(*(int64 *) lfirst(lc)), false);
-	if (col.state == NULL)
-		return PointerGetDatum(construct_empty_array(INT8OID));
-	return makeArrayResult(col.state, CurrentMemoryContext);
+	return column_array(&col);
 }
 
 /*
@@ -664,58 +676,119 @@ give_back(List *unsent)
 		elog(ERROR, "could not give back webhook deliveries");
 }
 
+/* What one claim took of a profile. */
+typedef struct ProfileTaken
+{
+	ClaimMark	mark;			/* the last taken, in due order */
+	int			count;
+	int			held;			/* claimed before */
+} ProfileTaken;
+
 /*
  * Claim up to limit due deliveries into requests, within each profile's
- * allowance.
+ * allowance.  Sets *marks to the last delivery taken of each profile
+ * (ClaimMark *), and *full to the ids of the profiles that have their
+ * allowance claimed now.
  */
 static List *
-claim_due(int limit)
+claim_due(int limit, List **marks, List **full)
 {
-	Oid			types[4] = {INT4OID, INT4OID, INT8ARRAYOID, INT4ARRAYOID};
-	Datum		args[4];
+	Oid			types[6] = {INT4OID, INT4OID, INT8ARRAYOID, INT4ARRAYOID,
+	TIMESTAMPTZARRAYOID, INT8ARRAYOID};
+	Datum		args[6];
 	List	   *held_ids;
 	List	   *held_counts;
+	List	   *held_marks;
 	ArrayColumn counts = {NULL, INT4OID};
+	ArrayColumn after_due_at = {NULL, TIMESTAMPTZOID};
+	ArrayColumn after_id = {NULL, INT8OID};
 	ListCell   *lc;
+	ListCell   *lc2;
+	List	   *taken = NIL;	/* ProfileTaken * */
 	List	   *profile_ids = NIL;
 	List	   *profiles;
 	List	   *result = NIL;
 	SPITupleTable *claimed;
 	uint64		nclaimed;
+	int			allowance = webhook_claims_allowance();
 
-	webhook_claims_loads(&held_ids, &held_counts);
-	foreach(lc, held_counts)
+	*marks = NIL;
+	*full = NIL;
+	webhook_claims_loads(&held_ids, &held_counts, &held_marks);
+	forboth(lc, held_counts, lc2, held_marks)
+	{
+		ClaimMark  *mark = lfirst(lc2);
+
 		add_value(&counts, Int32GetDatum(lfirst_int(lc)), false);
+		add_value(&after_due_at, mark ? TimestampTzGetDatum(mark->due_at) : (Datum) 0, mark == NULL);
+		add_value(&after_id, mark ? Int64GetDatum(mark->delivery_id) : (Datum) 0, mark == NULL);
+	}
 	args[0] = Int32GetDatum(limit);
-	args[1] = Int32GetDatum(webhook_max_per_profile * PREFETCH_FACTOR);
+	args[1] = Int32GetDatum(allowance);
 	args[2] = int8_array(held_ids);
-	args[3] = counts.state ? makeArrayResult(counts.state, CurrentMemoryContext)
-		: PointerGetDatum(construct_empty_array(INT4OID));
-	if (SPI_execute_plan(webhook_keep_plan(&claim_plan, claim_sql, 4, types, false),
+	args[3] = column_array(&counts);
+	args[4] = column_array(&after_due_at);
+	args[5] = column_array(&after_id);
+	if (SPI_execute_plan(webhook_keep_plan(&claim_plan, claim_sql, 6, types, false),
 						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim webhook deliveries");
 	claimed = SPI_tuptable;
 	nclaimed = SPI_processed;
-	if (nclaimed == 0)
-		return NIL;
 
+	/* per profile: how many were taken, and the last in due order */
 	for (uint64 i = 0; i < nclaimed; i++)
 	{
 		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(claimed->vals[i], claimed->tupdesc, 3, &isnull));
-		bool		seen = false;
+		HeapTuple	row = claimed->vals[i];
+		int64		id = DatumGetInt64(SPI_getbinval(row, claimed->tupdesc, 3, &isnull));
+		int64		delivery_id = DatumGetInt64(SPI_getbinval(row, claimed->tupdesc, 1, &isnull));
+		TimestampTz due_at = DatumGetTimestampTz(SPI_getbinval(row, claimed->tupdesc, 6, &isnull));
+		ProfileTaken *t = NULL;
 
-		foreach(lc, profile_ids)
-			if (*(int64 *) lfirst(lc) == id)
-				seen = true;
-		if (!seen)
+		foreach(lc, taken)
+			if (((ProfileTaken *) lfirst(lc))->mark.profile_id == id)
+				t = lfirst(lc);
+		if (t == NULL)
 		{
-			int64	   *p = palloc(sizeof(int64));
+			MemoryContext old = MemoryContextSwitchTo(caller_cxt);
 
-			*p = id;
-			profile_ids = lappend(profile_ids, p);
+			t = palloc0(sizeof(ProfileTaken));
+			t->mark.profile_id = id;
+			t->held = 0;
+			forboth(lc, held_ids, lc2, held_counts)
+				if (*(int64 *) lfirst(lc) == id)
+					t->held = lfirst_int(lc2);
+			taken = lappend(taken, t);
+			MemoryContextSwitchTo(old);
+			profile_ids = lappend(profile_ids, &t->mark.profile_id);
 		}
+		/* the rows come in no particular order: the mark is the last in due order */
+		if (t->count == 0 || due_at > t->mark.due_at ||
+			(due_at == t->mark.due_at && delivery_id > t->mark.delivery_id))
+		{
+			t->mark.due_at = due_at;
+			t->mark.delivery_id = delivery_id;
+		}
+		t->count++;
 	}
+
+	/* the profiles now at their allowance: those held at it, those just filled */
+	forboth(lc, held_ids, lc2, held_counts)
+		if (lfirst_int(lc2) >= allowance)
+			*full = lappend(*full, lfirst(lc));
+	foreach(lc, taken)
+	{
+		ProfileTaken *t = lfirst(lc);
+		MemoryContext old = MemoryContextSwitchTo(caller_cxt);	/* outlives SPI */
+
+		*marks = lappend(*marks, &t->mark);
+		MemoryContextSwitchTo(old);
+		if (t->held < allowance && t->held + t->count >= allowance)
+			*full = lappend(*full, &t->mark.profile_id);
+	}
+	if (nclaimed == 0)
+		return NIL;
+
 	profiles = read_profiles(profile_ids);
 	for (uint64 i = 0; i < nclaimed; i++)
 	{
@@ -788,8 +861,10 @@ webhook_queue_step(WebhookStep *step)
 	bool		isnull;
 	bool		deferred = false;
 	bool		claim_full = false;
+	List	   *full_profiles = NIL;
 
 	step->claimed = NIL;
+	step->claim_marks = NIL;
 	step->stopped = NIL;
 	step->more_occurrences = false;
 	step->more_batches = false;
@@ -823,7 +898,7 @@ webhook_queue_step(WebhookStep *step)
 		step->more_batches = assemble_due();
 	if (step->claim_limit > 0 && step->sending)
 	{
-		step->claimed = claim_due(step->claim_limit);
+		step->claimed = claim_due(step->claim_limit, &step->claim_marks, &full_profiles);
 		claim_full = list_length(step->claimed) >= step->claim_limit;
 	}
 
@@ -831,10 +906,15 @@ webhook_queue_step(WebhookStep *step)
 	 * A full claim says that more is due now; otherwise, when.  Not
 	 * read-only: it must see the retries this step has just scheduled.
 	 */
-	if (step->sending && !claim_full &&
-		SPI_execute_plan(webhook_keep_plan(&next_due_plan, next_due_sql, 0, NULL, false),
-						 NULL, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the next webhook due time");
+	if (step->sending && !claim_full)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+		Datum		args[1] = {int8_array(full_profiles)};
+
+		if (SPI_execute_plan(webhook_keep_plan(&next_due_plan, next_due_sql, 1, types, false),
+							 args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the next webhook due time");
+	}
 	if (step->sending && !claim_full && SPI_processed > 0)
 	{
 		Datum		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -24,6 +24,7 @@ typedef struct WebhookStep
 	/* out */
 	bool		extension_present;	/* false: the extension was dropped */
 	List	   *claimed;		/* WebhookRequest *, for the sender */
+	List	   *claim_marks;	/* ClaimMark *: how far the claim got */
 	List	   *stopped;		/* int64 * profile ids disabled or dropped */
 	bool		more_occurrences;	/* the expansion was cut short */
 	bool		more_batches;	/* putting due batches together was cut short */

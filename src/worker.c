@@ -20,7 +20,7 @@
  */
 #include "webhook.h"
 #include "channel.h"
-#include "dispatch.h"
+#include "claims.h"
 #include "http.h"
 #include "queue.h"
 
@@ -509,6 +509,8 @@ webhook_worker_main(Datum main_arg)
 				webhook_channel_post_request(channel, req);
 				webhook_request_free(req);
 			}
+			/* committed: the next claim of each profile starts after this one */
+			webhook_claims_marked(step.claim_marks);
 			cancel_claims(channel, step.stopped);
 
 			/* a full claim or a cut-short expansion or assembly: more is waiting */

@@ -1,0 +1,206 @@
+/*
+ * claims.c
+ *		The worker's claims, per profile: how many it has claimed and not
+ *		yet recorded, and where its claims have got to in the due order.
+ *
+ * The worker claims deliveries in large groups (one transaction for
+ * hundreds) and hands them to its sender.  A claim takes no more than
+ * PREFETCH_FACTOR times webhook.max_per_profile of one profile, counting
+ * what is claimed already: a profile whose receiver hangs does not hold the
+ * whole queue.
+ *
+ * A claim walks delivery_due_idx from the oldest due delivery of each
+ * profile.  The deliveries claimed before, sent and recorded, leave entries
+ * there until vacuum removes them, so in a long drain each claim would walk
+ * over more of them.  So a profile's next claim starts after the last one
+ * its claims took (its mark): what is due later is due after it in the
+ * index, and what is made due now (a new delivery, a retry, one given back)
+ * is due after it too.  A delivery the mark can pass over (one another
+ * transaction had locked, or made due with an older time) is found when
+ * the mark is dropped: when a claim leaves its profile below its allowance
+ * (it found all there was), and for every profile every MARK_MAX_AGE_MS.
+ */
+#include "webhook.h"
+#include "claims.h"
+
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define MARK_MAX_AGE_MS 1000
+
+typedef struct ProfileClaims
+{
+	int64		profile_id;		/* hash key */
+	int			count;			/* claimed, not yet recorded */
+	bool		cancelled;		/* the sender was told to stop them */
+	bool		marked;			/* the next claim starts after the mark */
+	TimestampTz mark_due_at;
+	int64		mark_delivery_id;
+} ProfileClaims;
+
+static HTAB *claims = NULL;
+static int	total = 0;			/* claimed, all profiles */
+static TimestampTz marks_since = 0; /* when marks were last all dropped */
+
+static ProfileClaims *
+claims_of(int64 profile_id)
+{
+	bool		found;
+	ProfileClaims *entry;
+
+	if (claims == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(ProfileClaims);
+		ctl.hcxt = TopMemoryContext;
+		claims = hash_create("webhook claims", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	entry = hash_search(claims, &profile_id, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->count = 0;
+		entry->cancelled = false;
+		entry->marked = false;
+	}
+	return entry;
+}
+
+static int64 *
+copy_id(int64 id)
+{
+	int64	   *p = palloc(sizeof(int64));
+
+	*p = id;
+	return p;
+}
+
+void
+webhook_claims_add(int64 profile_id)
+{
+	ProfileClaims *entry = claims_of(profile_id);
+
+	entry->count++;
+	/* claimed, so enabled again: a later disable must be told again */
+	entry->cancelled = false;
+	total++;
+}
+
+void
+webhook_claims_forget(int64 profile_id)
+{
+	ProfileClaims *entry = claims_of(profile_id);
+
+	if (entry->count > 0)
+		entry->count--;
+	if (entry->count == 0)
+		hash_search(claims, &profile_id, HASH_REMOVE, NULL);
+	total--;
+}
+
+int
+webhook_claims_count(void)
+{
+	return total;
+}
+
+/* How many deliveries of one profile the worker holds claimed at most. */
+int
+webhook_claims_allowance(void)
+{
+	return webhook_max_per_profile * PREFETCH_FACTOR;
+}
+
+/*
+ * Per profile with claims: its id, how many, and its mark (a ClaimMark *,
+ * NULL when its next claim starts from the oldest due).
+ */
+void
+webhook_claims_loads(List **profile_ids, List **counts, List **marks)
+{
+	HASH_SEQ_STATUS status;
+	ProfileClaims *entry;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		drop_marks = TimestampDifferenceExceeds(marks_since, now, MARK_MAX_AGE_MS);
+
+	*profile_ids = NIL;
+	*counts = NIL;
+	*marks = NIL;
+	if (drop_marks)
+		marks_since = now;
+	if (claims == NULL)
+		return;
+	hash_seq_init(&status, claims);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		ClaimMark  *mark = NULL;
+
+		if (drop_marks)
+			entry->marked = false;
+		if (entry->marked)
+		{
+			mark = palloc(sizeof(ClaimMark));
+			mark->profile_id = entry->profile_id;
+			mark->due_at = entry->mark_due_at;
+			mark->delivery_id = entry->mark_delivery_id;
+		}
+		*profile_ids = lappend(*profile_ids, copy_id(entry->profile_id));
+		*counts = lappend_int(*counts, entry->count);
+		*marks = lappend(*marks, mark);
+	}
+}
+
+/*
+ * After a claim has been committed and its deliveries added: the last
+ * delivery it took of each profile (ClaimMark *).  A profile left below
+ * its allowance had all its due deliveries taken: its next claim looks
+ * from the oldest due again.
+ */
+void
+webhook_claims_marked(List *marks)
+{
+	HASH_SEQ_STATUS status;
+	ProfileClaims *entry;
+	ListCell   *lc;
+
+	foreach(lc, marks)
+	{
+		ClaimMark  *mark = lfirst(lc);
+
+		entry = claims_of(mark->profile_id);
+		entry->marked = true;
+		entry->mark_due_at = mark->due_at;
+		entry->mark_delivery_id = mark->delivery_id;
+	}
+	if (claims == NULL)
+		return;
+	hash_seq_init(&status, claims);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (entry->count < webhook_claims_allowance())
+			entry->marked = false;
+}
+
+/* The profiles with claims that the sender has not been told to stop. */
+List *
+webhook_claims_profiles(void)
+{
+	HASH_SEQ_STATUS status;
+	ProfileClaims *entry;
+	List	   *result = NIL;
+
+	if (claims == NULL)
+		return NIL;
+	hash_seq_init(&status, claims);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (!entry->cancelled)
+			result = lappend(result, copy_id(entry->profile_id));
+	return result;
+}
+
+void
+webhook_claims_cancelled(int64 profile_id)
+{
+	claims_of(profile_id)->cancelled = true;
+}
