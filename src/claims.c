@@ -95,7 +95,8 @@ webhook_claims_forget(int64 profile_id)
 
 	if (entry->count > 0)
 		entry->count--;
-	if (entry->count == 0)
+	/* a mark is kept for the claim that follows (see webhook_claims_marked) */
+	if (entry->count == 0 && !entry->marked)
 		hash_search(claims, &profile_id, HASH_REMOVE, NULL);
 	total--;
 }
@@ -178,8 +179,12 @@ webhook_claims_marked(List *marks)
 		return;
 	hash_seq_init(&status, claims);
 	while ((entry = hash_seq_search(&status)) != NULL)
+	{
 		if (entry->count < webhook_claims_allowance())
 			entry->marked = false;
+		if (entry->count == 0)
+			hash_search(claims, &entry->profile_id, HASH_REMOVE, NULL);
+	}
 }
 
 /* The profiles with claims that the sender has not been told to stop. */
@@ -194,7 +199,7 @@ webhook_claims_profiles(void)
 		return NIL;
 	hash_seq_init(&status, claims);
 	while ((entry = hash_seq_search(&status)) != NULL)
-		if (!entry->cancelled)
+		if (entry->count > 0 && !entry->cancelled)
 			result = lappend(result, copy_id(entry->profile_id));
 	return result;
 }
