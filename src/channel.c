@@ -275,6 +275,9 @@ webhook_channel_post_result(WebhookChannel *channel, WebhookRequest *req, bool s
 	if (sent)
 	{
 		bool		response = webhook_outcome_has_response(req->outcome);
+		HeaderFields response_fields = {NIL, NIL};
+		HeaderFields request_fields;
+		MemoryContext old;
 
 		put_int64(buf, req->started_at);
 		put_double(buf, req->duration_ms);
@@ -282,8 +285,15 @@ webhook_channel_post_result(WebhookChannel *channel, WebhookRequest *req, bool s
 		put_int32(buf, (int32) req->status);
 		put_string(buf, req->error);
 		put_string(buf, response ? req->response_body.data : NULL);
-		put_string(buf, response ? webhook_response_headers_json(req) : NULL);
-		put_string(buf, webhook_request_headers_json(req));
+		old = MemoryContextSwitchTo(req->cxt);	/* freed with the request */
+		if (response)
+			webhook_response_header_fields(req, &response_fields);
+		webhook_request_header_fields(req, &request_fields);
+		MemoryContextSwitchTo(old);
+		put_list(buf, response_fields.names);
+		put_list(buf, response_fields.values);
+		put_list(buf, request_fields.names);
+		put_list(buf, request_fields.values);
 	}
 	post(channel, buf);
 }
@@ -377,8 +387,10 @@ webhook_channel_receive(WebhookChannel *channel, WebhookMessage *msg)
 		req->status = get_int32(&r);
 		req->error = get_string(&r);
 		body = get_string(&r);
-		req->response_headers_json = get_string(&r);
-		req->request_headers_json = get_string(&r);
+		req->response_fields.names = get_list(&r);
+		req->response_fields.values = get_list(&r);
+		req->request_fields.names = get_list(&r);
+		req->request_fields.values = get_list(&r);
 		initStringInfo(&req->response_body);
 		if (body)
 			appendStringInfoString(&req->response_body, body);

@@ -522,32 +522,22 @@ webhook_http_next_done(void)
 	return dlist_container(WebhookRequest, node, dlist_pop_head_node(&done_requests));
 }
 
-/* Append the JSON form of a header line "Name: value" to an object. */
+/* Add a header field "name: value" to the fields, the name namelen long. */
 static void
-append_header_json(StringInfo out, bool *first, const char *name, int namelen,
-				   const char *value)
+add_field(HeaderFields *fields, const char *name, int namelen, const char *value)
 {
-	char	   *n = pnstrdup(name, namelen);
-
-	if (!*first)
-		appendStringInfoString(out, ", ");
-	*first = false;
-	escape_json(out, n);
-	appendStringInfoString(out, ": ");
-	escape_json(out, value);
-	pfree(n);
+	fields->names = lappend(fields->names, pnstrdup(name, namelen));
+	fields->values = lappend(fields->values, pstrdup(value));
 }
 
-/* The request headers as a JSON object, secrets replaced by "[redacted]". */
-char *
-webhook_request_headers_json(WebhookRequest *req)
+/* The request headers as recorded: secrets replaced by "[redacted]". */
+void
+webhook_request_header_fields(WebhookRequest *req, HeaderFields *fields)
 {
-	StringInfoData out;
-	bool		first = true;
 	ListCell   *lc;
 
-	initStringInfo(&out);
-	appendStringInfoChar(&out, '{');
+	fields->names = NIL;
+	fields->values = NIL;
 	foreach(lc, req->headers)
 	{
 		const char *line = lfirst(lc);
@@ -565,27 +555,47 @@ webhook_request_headers_json(WebhookRequest *req)
 			if (pg_strncasecmp(line, lfirst(rc), colon - line) == 0 &&
 				strlen(lfirst(rc)) == (size_t) (colon - line))
 				secret = true;
-		append_header_json(&out, &first, line, colon - line,
-						   secret ? "[redacted]" : value);
+		add_field(fields, line, colon - line, secret ? "[redacted]" : value);
+	}
+}
+
+/* The request headers as a JSON object, as recorded (for webhook.preview). */
+char *
+webhook_request_headers_json(WebhookRequest *req)
+{
+	StringInfoData out;
+	HeaderFields fields;
+	ListCell   *name;
+	ListCell   *value;
+
+	webhook_request_header_fields(req, &fields);
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	forboth(name, fields.names, value, fields.values)
+	{
+		if (name != list_head(fields.names))
+			appendStringInfoString(&out, ", ");
+		escape_json(&out, lfirst(name));
+		appendStringInfoString(&out, ": ");
+		escape_json(&out, lfirst(value));
 	}
 	appendStringInfoChar(&out, '}');
 	return out.data;
 }
 
 /*
- * The response headers as a JSON object.  A header that occurs more than
- * once keeps its last value.  The status line is left out (it is a column).
+ * The response headers as recorded, in the order received; the status line
+ * is left out (it is a column).  (A header that occurs more than once keeps
+ * its last value when they are stored as jsonb.)
  */
-char *
-webhook_response_headers_json(WebhookRequest *req)
+void
+webhook_response_header_fields(WebhookRequest *req, HeaderFields *fields)
 {
-	StringInfoData out;
-	bool		first = true;
 	char	   *raw = pstrdup(req->response_headers.data);
 	char	   *save = NULL;
 
-	initStringInfo(&out);
-	appendStringInfoChar(&out, '{');
+	fields->names = NIL;
+	fields->values = NIL;
 	for (char *line = strtok_r(raw, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save))
 	{
 		char	   *colon = strchr(line, ':');
@@ -596,9 +606,7 @@ webhook_response_headers_json(WebhookRequest *req)
 		value = colon + 1;
 		while (*value == ' ' || *value == '\t')
 			value++;
-		append_header_json(&out, &first, line, colon - line, value);
+		add_field(fields, line, colon - line, value);
 	}
-	appendStringInfoChar(&out, '}');
 	pfree(raw);
-	return out.data;
 }

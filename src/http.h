@@ -28,6 +28,13 @@ typedef enum WebhookOutcome
 extern const char *webhook_outcome_name(WebhookOutcome outcome);
 extern bool webhook_outcome_has_response(WebhookOutcome outcome);
 
+/* Header fields as recorded: a name and a value each, in order. */
+typedef struct HeaderFields
+{
+	List	   *names;			/* char * */
+	List	   *values;			/* char * */
+} HeaderFields;
+
 typedef struct WebhookRequest
 {
 	MemoryContext cxt;			/* owns the request and everything in it */
@@ -56,8 +63,8 @@ typedef struct WebhookRequest
 	char	   *error;			/* NULL without an error */
 	StringInfoData response_body;
 	StringInfoData response_headers;	/* raw lines of the final response */
-	char	   *response_headers_json;	/* as recorded; made by the sender */
-	char	   *request_headers_json;	/* as recorded, secrets redacted */
+	HeaderFields response_fields;	/* as recorded; made by the sender */
+	HeaderFields request_fields;	/* as recorded, secrets redacted */
 	bool		body_truncated;
 	char	   *blocked_address;	/* set when the connection was refused */
 
@@ -70,8 +77,9 @@ typedef struct WebhookRequest
 extern WebhookRequest *webhook_request_create(void);
 extern void webhook_request_free(WebhookRequest *req);
 extern void webhook_request_sign(WebhookRequest *req);
+extern void webhook_request_header_fields(WebhookRequest *req, HeaderFields *fields);
+extern void webhook_response_header_fields(WebhookRequest *req, HeaderFields *fields);
 extern char *webhook_request_headers_json(WebhookRequest *req);
-extern char *webhook_response_headers_json(WebhookRequest *req);
 
 extern void webhook_http_init(void);
 extern void webhook_http_shutdown(void);

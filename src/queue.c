@@ -53,6 +53,7 @@
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -179,8 +180,8 @@ static const char *record_sql =
 "  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::int4[]),"
 "                           pg_catalog.unnest($3::timestamptz[]), pg_catalog.unnest($4::float8[]),"
 "                           pg_catalog.unnest($5::text[]), pg_catalog.unnest($6::int4[]),"
-"                           pg_catalog.unnest($7::text[]), pg_catalog.unnest($8::text[]),"
-"                           pg_catalog.unnest($9::text[]), pg_catalog.unnest($10::text[]))"
+"                           pg_catalog.unnest($7::jsonb[]), pg_catalog.unnest($8::text[]),"
+"                           pg_catalog.unnest($9::text[]), pg_catalog.unnest($10::jsonb[]))"
 "    AS r(delivery_id, attempt, started_at, duration_ms, outcome, response_status,"
 "         response_headers, response_body, error, request_headers)"
 "), u AS ("
@@ -191,7 +192,7 @@ static const char *record_sql =
 "         next_attempt_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
 "                                  OR d.attempts >= p.max_attempts OR r.response_status = 410 THEN NULL"
 "                                ELSE pg_catalog.now()"
-"                                     + COALESCE(webhook._retry_after(r.response_headers::jsonb),"
+"                                     + COALESCE(webhook._retry_after(r.response_headers),"
 "                                                webhook._retry_delay(p.retry_schedule, d.attempts)) END,"
 "         delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
 "                             THEN r.started_at + pg_catalog.make_interval(secs => r.duration_ms / 1000) END,"
@@ -206,7 +207,7 @@ static const char *record_sql =
 "                               response_status, response_headers, response_body, error,"
 "                               request_headers)"
 "  SELECT delivery_id, attempt, started_at, duration_ms, outcome, response_status,"
-"         response_headers::jsonb, response_body, error, request_headers::jsonb FROM r"
+"         response_headers, response_body, error, request_headers FROM r"
 "   WHERE r.delivery_id IN (SELECT u.delivery_id FROM u)"
 ")"
 "SELECT profile_id, status, response_status, in_failure_run FROM u";
@@ -546,6 +547,33 @@ int8_array(List *values)
 }
 
 /*
+ * Header fields as a jsonb object, built as jsonb_in would build it from
+ * their JSON (a name that occurs more than once keeps its last value),
+ * without writing and parsing that JSON.
+ */
+static Datum
+fields_jsonb(HeaderFields *fields)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	field;
+	ListCell   *name;
+	ListCell   *value;
+
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	field.type = jbvString;
+	forboth(name, fields->names, value, fields->values)
+	{
+		field.val.string.val = lfirst(name);
+		field.val.string.len = strlen(lfirst(name));
+		(void) pushJsonbValue(&state, WJB_KEY, &field);
+		field.val.string.val = lfirst(value);
+		field.val.string.len = strlen(lfirst(value));
+		(void) pushJsonbValue(&state, WJB_VALUE, &field);
+	}
+	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
+}
+
+/*
  * Record the attempts of finished requests, all in one statement, then
  * what they mean for their profiles (runs of failures, 410).
  */
@@ -557,10 +585,10 @@ record_finished(List *requests)
 		NCOLS = 10
 	};
 	Oid			types[NCOLS] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
-		FLOAT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID, TEXTARRAYOID};
+		FLOAT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, JSONBARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, JSONBARRAYOID};
 	Oid			elemtypes[NCOLS] = {INT8OID, INT4OID, TIMESTAMPTZOID, FLOAT8OID,
-	TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	TEXTOID, INT4OID, JSONBOID, TEXTOID, TEXTOID, JSONBOID};
 	ArrayColumn cols[NCOLS];
 	Datum		args[NCOLS];
 	ListCell   *lc;
@@ -585,10 +613,10 @@ record_finished(List *requests)
 		add_value(&cols[3], Float8GetDatum(req->duration_ms), false);
 		add_text(&cols[4], webhook_outcome_name(req->outcome));
 		add_value(&cols[5], Int32GetDatum((int32) req->status), !response);
-		add_text(&cols[6], response ? req->response_headers_json : NULL);
+		add_value(&cols[6], response ? fields_jsonb(&req->response_fields) : (Datum) 0, !response);
 		add_text(&cols[7], response ? req->response_body.data : NULL);
 		add_text(&cols[8], req->error);
-		add_text(&cols[9], req->request_headers_json);
+		add_value(&cols[9], fields_jsonb(&req->request_fields), false);
 	}
 	for (int i = 0; i < NCOLS; i++)
 		args[i] = makeArrayResult(cols[i].state, CurrentMemoryContext);
