@@ -15,7 +15,9 @@
  * over more of them.  So a profile's next claim starts after the last one
  * its claims took (its mark): what is due later is due after it in the
  * index, and what is made due now (a new delivery, a retry, one given back)
- * is due after it too.  A delivery the mark can pass over (one another
+ * is due after it too.  A batch put together is due since an older time:
+ * a claim after batches were put together looks from the oldest due (see
+ * webhook_queue_step).  A delivery the mark can pass over (one another
  * transaction had locked, or made due with an older time) is found when
  * the mark is dropped: when a claim leaves its profile below its allowance
  * (it found all there was), and for every profile every MARK_MAX_AGE_MS.

@@ -714,12 +714,13 @@ typedef struct ProfileTaken
 
 /*
  * Claim up to limit due deliveries into requests, within each profile's
- * allowance.  Sets *marks to the last delivery taken of each profile
- * (ClaimMark *), and *full to the ids of the profiles that have their
- * allowance claimed now.
+ * allowance: after each profile's mark (see claims.c), or from the oldest
+ * due when after_marks is false.  Sets *marks to the last delivery taken of
+ * each profile (ClaimMark *), and *full to the ids of the profiles that
+ * have their allowance claimed now.
  */
 static List *
-claim_due(int limit, List **marks, List **full)
+claim_due(int limit, bool after_marks, List **marks, List **full)
 {
 	Oid			types[6] = {INT4OID, INT4OID, INT8ARRAYOID, INT4ARRAYOID,
 	TIMESTAMPTZARRAYOID, INT8ARRAYOID};
@@ -745,7 +746,7 @@ claim_due(int limit, List **marks, List **full)
 	webhook_claims_loads(&held_ids, &held_counts, &held_marks);
 	forboth(lc, held_counts, lc2, held_marks)
 	{
-		ClaimMark  *mark = lfirst(lc2);
+		ClaimMark  *mark = after_marks ? lfirst(lc2) : NULL;
 
 		add_value(&counts, Int32GetDatum(lfirst_int(lc)), false);
 		add_value(&after_due_at, mark ? TimestampTzGetDatum(mark->due_at) : (Datum) 0, mark == NULL);
@@ -857,14 +858,17 @@ webhook_rows_left(HeapTuple row, TupleDesc desc, int locked_column, int lock_ste
  * assemble_sql); true when some were left for another step.
  */
 static bool
-assemble_due(void)
+assemble_due(bool *assembled)
 {
 	Oid			types[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(ASSEMBLE_STEP)};
+	bool		isnull;
 
 	if (SPI_execute_plan(webhook_keep_plan(&assemble_plan, assemble_sql, 1, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not assemble webhook batches");
+	*assembled = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+											 &isnull)) > 0;
 	return webhook_rows_left(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, LOCK_STEP);
 }
 
@@ -889,6 +893,7 @@ webhook_queue_step(WebhookStep *step)
 	bool		isnull;
 	bool		deferred = false;
 	bool		claim_full = false;
+	bool		assembled = false;
 	List	   *full_profiles = NIL;
 
 	step->claimed = NIL;
@@ -923,10 +928,16 @@ webhook_queue_step(WebhookStep *step)
 	if (step->expand)
 		step->more_occurrences = webhook_expand(&deferred);
 	if (step->assemble)
-		step->more_batches = assemble_due();
+		step->more_batches = assemble_due(&assembled);
 	if (step->claim_limit > 0 && step->sending)
 	{
-		step->claimed = claim_due(step->claim_limit, &step->claim_marks, &full_profiles);
+		/*
+		 * A batch put together is due since its first change's time plus
+		 * its wait, which may be before where a claim got to: this claim
+		 * looks from the oldest due.
+		 */
+		step->claimed = claim_due(step->claim_limit, !assembled, &step->claim_marks,
+								  &full_profiles);
 		claim_full = list_length(step->claimed) >= step->claim_limit;
 	}
 
