@@ -41,9 +41,7 @@ typedef enum ValueKind
 	KIND_BOOL,
 	KIND_INTEGER,				/* int2, int4, int8: always a JSON number */
 	KIND_NUMBER,				/* float4, float8, numeric: a number unless NaN or infinite */
-	KIND_DATE,
-	KIND_TIMESTAMP,
-	KIND_TIMESTAMPTZ,
+	KIND_DATETIME,				/* date, timestamp, timestamptz: JsonEncodeDateTime */
 	KIND_JSON,					/* json, jsonb: their text as it is */
 	KIND_ARRAY,
 	KIND_COMPOSITE,
@@ -130,11 +128,9 @@ column_kind(Oid type, FmgrInfo *function, MemoryContext context)
 			kind = KIND_NUMBER;
 			break;
 		case DATEOID:
-			return KIND_DATE;
 		case TIMESTAMPOID:
-			return KIND_TIMESTAMP;
 		case TIMESTAMPTZOID:
-			return KIND_TIMESTAMPTZ;
+			return KIND_DATETIME;
 		case JSONOID:
 		case JSONBOID:
 			kind = KIND_JSON;
@@ -259,14 +255,10 @@ append_value(StringInfo out, ColumnWriter *column, Datum value)
 				escape_json(out, text);
 			pfree(text);
 			return;
-		case KIND_DATE:
-		case KIND_TIMESTAMP:
-		case KIND_TIMESTAMPTZ:
+		case KIND_DATETIME:
 			if (!column->has_last || column->last_value != value)
 			{
-				JsonEncodeDateTime(buf, value, column->kind == KIND_DATE ? DATEOID :
-								   column->kind == KIND_TIMESTAMP ? TIMESTAMPOID : TIMESTAMPTZOID,
-								   NULL);
+				JsonEncodeDateTime(buf, value, column->type, NULL);
 				snprintf(column->last_text, sizeof(column->last_text), "\"%s\"", buf);
 				column->last_value = value;
 				column->has_last = true;
