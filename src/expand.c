@@ -5,14 +5,12 @@
  *		(envelope.c) and the delivery that carries it, or its place in a
  *		batch.  Runs in the worker's step (see webhook_queue_step).
  *
- * When no profile batches, which is most of the time, one statement takes
- * the queue rows with what their envelopes need, C makes the envelopes
- * (each queue row's JSON split once, whatever the number of its bindings),
- * and a second statement inserts the deliveries: two small statements
- * instead of one that costs more to start than one change costs to expand.
- * When a profile batches, one statement (expand_sql) does it all, batches
- * included.  Both make the same deliveries, in the same order, with the
- * same webhook-ids.
+ * One statement takes the queue rows with what their envelopes need (
+ * take_sql), C makes the envelopes (each queue row's JSON split once,
+ * whatever the number of its bindings) and places the items of batching
+ * profiles in their batches, and a second statement writes what was made:
+ * the deliveries alone (insert_sql), or with the batches grown and their
+ * items filed (write_batches_sql).
  *
  * A delivery is made pending, or failed with the capture's error; every
  * change of its status after that is queue.c's.
@@ -30,6 +28,8 @@
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
 #include "utils/jsonfuncs.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
@@ -46,197 +46,124 @@
 #define EXPAND_RETRY_MS 200
 
 /*
- * The name-based UUID (RFC 9562, version 8, SHA-256) of the text NAME, as
- * text: the same as webhook._name_uuid, spelled out for an extension whose
- * SQL is not updated yet.
+ * The changes of queue rows, oldest queue row first, up to $1 changed rows
+ * (and at least one queue row); the queue rows of the tables in $2 wait
+ * (see DeferredTable).  Each comes with the bindings it matched (a change
+ * that matched several bindings of one event in one profile keeps the
+ * lowest) and what its envelope and its batch need, in no order; and one
+ * row without a queue row, that says how many queue rows were locked and
+ * taken.  The rows to delete are an array, looked up by their key: the
+ * statistics of a queue that was empty when last analyzed would otherwise
+ * have the planner join them to the queue row by row, in time that grows
+ * with the square of the backlog.
  */
-#define NAME_UUID(name) \
-	"(SELECT pg_catalog.encode(pg_catalog.set_byte(pg_catalog.set_byte(" \
-	"          pg_catalog.substr(h, 1, 16), 6, (pg_catalog.get_byte(h, 6) & 15) | 128)," \
-	"          8, (pg_catalog.get_byte(h, 8) & 63) | 128), 'hex')::uuid::text" \
-	"   FROM pg_catalog.sha256(pg_catalog.convert_to(" name ", 'UTF8')) AS h)"
-
-/*
- * The queue rows an expansion takes, oldest first (see expand_sql), and
- * the bindings each matched: the CTEs locked, picked, claimed and matched,
- * for the statement that goes on.
- */
-#define TAKE_OCCURRENCES(guard) \
-"WITH locked AS ("\
-"  SELECT occurrence_id, row_count FROM webhook.occurrence"\
-"   WHERE table_oid <> ALL ($2::oid[]) " guard \
-"   ORDER BY occurrence_id LIMIT " CppAsString2(EXPAND_LOCK_STEP) " FOR UPDATE SKIP LOCKED"\
-"), picked AS ("\
-"  SELECT occurrence_id FROM ("\
-"    SELECT occurrence_id, row_count,"\
-"           pg_catalog.sum(row_count) OVER (ORDER BY occurrence_id) AS running FROM locked) AS x"\
-"   WHERE running - row_count < $1"\
-"), claimed AS ("\
-"  DELETE FROM webhook.occurrence WHERE occurrence_id IN (SELECT occurrence_id FROM picked)"\
-"  RETURNING *"\
-"), matched AS ("\
-"  SELECT DISTINCT ON (c.occurrence_id, b.profile_id, b.event_id) c.occurrence_id, b.binding_id"\
-"    FROM claimed c"\
-"   CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"\
-"    JOIN webhook.binding b ON b.binding_id = m.binding_id"\
-"   ORDER BY c.occurrence_id, b.profile_id, b.event_id, b.binding_id"
-
-/* Whether a profile batches, which only expand_sql knows how to do. */
-#define ANY_PROFILE_BATCHES \
-"EXISTS (SELECT FROM webhook.profile WHERE batching <> 'none')"
-
-/*
- * Each changed row of a queue row becomes one item per binding it matched:
- * its envelope, built here from the snapshot taken by the capture trigger.
- * Queue rows are taken in order, up to $1 changed rows (and at least one
- * queue row).  An item's id is derived from its queue row's seed,
- * the row's place in it and the binding: the same however often the queue
- * row is expanded.  The queue rows of the tables in $2 wait (see
- * DeferredTable).  A change that matched several bindings of one event in
- * one profile is one item, of the lowest binding.
- *
- * An item of a profile that does not batch (or whose condition failed) is
- * a delivery of its own.  The others join their profile's open batch of
- * the same key (binding, event or none, by the batching mode), in commit
- * order: the items are numbered on from the batch's count, and every
- * batch_max_items of them make a batch.  A batch that reaches
- * batch_max_items is due at once and takes no more; a new one is due at
- * its first item's capture time + batch_wait.  Items wait in batch_item
- * until their batch is due, except those of a new batch that is full
- * already (a backlog): its body is made here.  A new batch's webhook-id
- * derives from its first item's id, so that it too is the same after a
- * lost expansion.
- *
- * An open batch locked by someone else (an alter_profile not committed
- * yet) is passed over: the worker never waits on a user's transaction.
- * Its items then start another batch; the newest open batch of a key is
- * the one that grows.
- */
-static const char *expand_sql =
-TAKE_OCCURRENCES("")
-"), changed AS ("
-"  SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed, r.ord,"
-"         r.new_row, r.old_row"
+static const char *take_sql =
+"WITH locked AS ("
+"  SELECT occurrence_id, row_count FROM webhook.occurrence"
+"   WHERE table_oid <> ALL ($2::oid[])"
+"   ORDER BY occurrence_id LIMIT " CppAsString2(EXPAND_LOCK_STEP) " FOR UPDATE SKIP LOCKED"
+"), picked AS ("
+"  SELECT occurrence_id FROM ("
+"    SELECT occurrence_id, row_count,"
+"           pg_catalog.sum(row_count) OVER (ORDER BY occurrence_id) AS running FROM locked) AS x"
+"   WHERE running - row_count < $1"
+"), claimed AS ("
+"  DELETE FROM webhook.occurrence"
+"   WHERE occurrence_id = ANY (ARRAY(SELECT occurrence_id FROM picked))"
+"  RETURNING *"
+"), matched AS ("
+"  SELECT DISTINCT ON (c.occurrence_id, b.profile_id, b.event_id) c.occurrence_id, b.binding_id"
 "    FROM claimed c"
-"   CROSS JOIN LATERAL ROWS FROM (pg_catalog.json_array_elements(c.new_rows),"
-"                                 pg_catalog.json_array_elements(c.old_rows))"
-"         WITH ORDINALITY AS r(new_row, old_row, ord)"
-"), item AS ("
-"  SELECT c.occurrence_id, c.ord, c.captured_at, c.capture_error, b.binding_id, p.profile_id,"
-"         p.name AS profile, p.batching, p.batch_wait, p.batch_max_items,"
-"         p.payload, p.payload_fields, e.name AS event, e.title, e.object, e.operation,"
-"         e.table_oid, e.created_by AS reader,"
-"         CASE WHEN e.operation = 'delete' THEN c.old_row ELSE c.new_row END AS row,"
-"         c.old_row, c.new_row, e.key_columns, e.parent_object, e.parent_table,"
-"         e.parent_column, e.parent_key,"
-"         CASE p.batching WHEN 'same_event' THEN 'binding ' || b.binding_id"
-"                         WHEN 'same_event_type' THEN 'event ' || e.event_id"
-"                         ELSE 'any' END AS batch_key,"
-"         " NAME_UUID("c.id_seed::text || '/' || c.ord || '/' || b.binding_id") " AS id"
-"  FROM changed c"
-"  JOIN matched m ON m.occurrence_id = c.occurrence_id"
-"  JOIN webhook.binding b ON b.binding_id = m.binding_id"
-"  JOIN webhook.event e ON e.event_id = b.event_id"
-"  JOIN webhook.profile p ON p.profile_id = b.profile_id"
-"), rendered AS ("
-"  SELECT i.occurrence_id, i.ord, i.binding_id, i.profile_id, i.id, i.event,"
-"         i.capture_error, i.captured_at,"
-"         i.batch_key, i.batch_wait, i.batch_max_items,"
-"         (i.batching <> 'none' AND i.capture_error IS NULL) AS batched,"
-"         webhook._render(i.id, i.profile, i.payload, i.payload_fields, i.binding_id, i.event,"
-"                         i.title, i.object, i.table_oid, i.key_columns, i.captured_at,"
-"                         i.operation, i.row, i.old_row, i.new_row, i.parent_object,"
-"                         i.parent_table, i.parent_column, i.parent_key, i.reader) AS envelope"
-"  FROM item i"
-"), single AS ("
-"  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
-"                                next_attempt_at, captured_at, error)"
-"  SELECT i.profile_id, i.id, ARRAY[i.event], 1, i.envelope,"
-"         CASE WHEN i.capture_error IS NULL THEN 'pending' ELSE 'failed' END,"
-"         CASE WHEN i.capture_error IS NULL THEN pg_catalog.now() END, i.captured_at,"
-"         i.capture_error"
-"  FROM rendered i WHERE NOT i.batched ORDER BY i.occurrence_id, i.ord, i.binding_id"
+"   CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"
+"    JOIN webhook.binding b ON b.binding_id = m.binding_id"
+"   ORDER BY c.occurrence_id, b.profile_id, b.event_id, b.binding_id"
+")"
+"SELECT NULL::int8, NULL::timestamptz, NULL::text, NULL::text, NULL::json, NULL::json,"
+"       NULL::int8, NULL::int8, NULL::text, NULL::text, NULL::jsonb, NULL::text, NULL::text,"
+"       NULL::text, NULL::text, NULL::oid, NULL::oid, NULL::text[], NULL::text, NULL::oid,"
+"       NULL::text, NULL::text, NULL::int8, NULL::text, NULL::interval, NULL::int4,"
+"       (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)"
+" UNION ALL "
+"SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed::text, c.new_rows, c.old_rows,"
+"        b.binding_id, p.profile_id, p.name, p.payload, p.payload_fields, e.name, e.title,"
+"        e.object, e.operation, e.table_oid::oid, e.created_by::oid, e.key_columns,"
+"        e.parent_object, e.parent_table::oid, e.parent_column, e.parent_key,"
+"        e.event_id, p.batching, p.batch_wait, p.batch_max_items, NULL, NULL"
+"   FROM claimed c"
+"   JOIN matched m ON m.occurrence_id = c.occurrence_id"
+"   JOIN webhook.binding b ON b.binding_id = m.binding_id"
+"   JOIN webhook.event e ON e.event_id = b.event_id"
+"   JOIN webhook.profile p ON p.profile_id = b.profile_id";
 
-"), open_locked AS ("
-"  SELECT d.delivery_id, d.profile_id, d.batch_key, d.items FROM webhook.delivery d"
-"   WHERE d.batch_key IS NOT NULL"
-"     AND d.profile_id IN (SELECT b.profile_id FROM webhook.binding b"
-"                           WHERE b.binding_id IN (SELECT m.binding_id FROM matched m))"
-"     FOR UPDATE SKIP LOCKED"
-"), open AS ("
-"  SELECT DISTINCT ON (o.profile_id, o.batch_key) o.*"
-"    FROM open_locked o ORDER BY o.profile_id, o.batch_key, o.delivery_id DESC"
-"), placed AS ("
-"  SELECT i.occurrence_id, i.ord, i.binding_id, i.profile_id, i.id, i.event,"
-"         i.captured_at, i.batch_key,"
-"         i.batch_wait, i.batch_max_items, o.delivery_id AS open_id,"
-"         COALESCE(o.items, 0) AS open_items,"
-"         pg_catalog.count(*) OVER (PARTITION BY i.profile_id, i.batch_key) AS new_items,"
-"         COALESCE(o.items, 0) - 1 + pg_catalog.row_number() OVER ("
-"             PARTITION BY i.profile_id, i.batch_key ORDER BY i.occurrence_id, i.ord, i.binding_id)"
-"           AS position"
-"    FROM rendered i"
-"    LEFT JOIN open o ON o.profile_id = i.profile_id AND o.batch_key = i.batch_key"
-"   WHERE i.batched"
-"), chunked AS ("
-"  SELECT p.*, p.position / p.batch_max_items AS chunk,"
-"         (p.position % p.batch_max_items)::int + 1 AS item_no,"
-"         (p.open_id IS NULL OR p.position >= p.batch_max_items) AS fresh,"
-"         p.open_items + p.new_items >= (p.position / p.batch_max_items + 1) * p.batch_max_items"
-"           AS full"
-"    FROM placed p"
-"), grp AS ("
-"  SELECT c.profile_id, c.batch_key, c.chunk,"
-"         CASE WHEN c.chunk = 0 THEN pg_catalog.min(c.open_id) END AS open_id,"
-"         pg_catalog.max(c.item_no) AS last_no, pg_catalog.min(c.batch_max_items) AS max_items,"
-"         pg_catalog.min(c.batch_wait) AS wait,"
-"         pg_catalog.min(c.captured_at) AS first_captured,"
-"         " NAME_UUID("'batch/' || (pg_catalog.array_agg(c.id ORDER BY c.position))[1]") ""
-"           AS webhook_id,"
-"         pg_catalog.array_agg(DISTINCT c.event) AS events"
-"    FROM chunked c GROUP BY c.profile_id, c.batch_key, c.chunk"
-"), whole AS ("
-"  SELECT c.profile_id, c.batch_key, c.chunk,"
-"         pg_catalog.json_agg(r.envelope ORDER BY c.item_no) AS body"
-"    FROM chunked c JOIN rendered r USING (occurrence_id, ord, binding_id)"
-"   WHERE c.fresh AND c.full"
-"   GROUP BY c.profile_id, c.batch_key, c.chunk"
+/*
+ * The deliveries made, in order: single items, and batches.  A batch's
+ * events arrive as one text, the distinct names joined by commas (an
+ * event's name has none), and are kept sorted, as a grown batch's are.
+ * No due time is now: a single item or a full batch is due at once.
+ */
+#define INSERT_DELIVERIES \
+"INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"\
+"                              next_attempt_at, captured_at, error, batch_key)"\
+"SELECT d.profile_id, d.webhook_id,"\
+"       CASE WHEN pg_catalog.strpos(d.events, ',') = 0 THEN ARRAY[d.events]"\
+"            ELSE ARRAY(SELECT e FROM pg_catalog.unnest(pg_catalog.string_to_array(d.events, ','))"\
+"                         AS e ORDER BY 1) END,"\
+"       d.items, d.body, CASE WHEN d.error IS NULL THEN 'pending' ELSE 'failed' END,"\
+"       CASE WHEN d.error IS NULL THEN COALESCE(d.due_at, pg_catalog.now()) END,"\
+"       d.captured_at, d.error, d.batch_key"\
+"  FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::text[]),"\
+"                  pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::int4[]),"\
+"                  pg_catalog.unnest($5::json[]), pg_catalog.unnest($6::timestamptz[]),"\
+"                  pg_catalog.unnest($7::timestamptz[]), pg_catalog.unnest($8::text[]),"\
+"                  pg_catalog.unnest($9::text[]))"\
+"       WITH ORDINALITY AS d(profile_id, webhook_id, events, items, body, due_at, captured_at,"\
+"                            error, batch_key, n)"\
+" ORDER BY d.n"
+
+static const char *insert_sql = INSERT_DELIVERIES;
+
+/*
+ * The deliveries made, the open batches that grew ($10 to $13: the last
+ * item's number, the new items' events, whether the batch is full now: it
+ * then takes no more, and is due), and the items filed in batch_item ($14
+ * to $17), each in an open batch by its id or in a new one by its
+ * webhook-id.
+ */
+static const char *write_batches_sql =
+"WITH made AS ("
+INSERT_DELIVERIES
+"  RETURNING delivery_id, webhook_id"
 "), grown AS ("
 "  UPDATE webhook.delivery d"
 "     SET items = g.last_no,"
-"         events = ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest(d.events || g.events) AS x ORDER BY 1),"
-"         batch_key = CASE WHEN g.last_no < g.max_items THEN d.batch_key END,"
-"         next_attempt_at = CASE WHEN g.last_no >= g.max_items AND d.status = 'pending'"
-"                                THEN pg_catalog.now() ELSE d.next_attempt_at END"
-"    FROM grp g"
-"   WHERE d.delivery_id = g.open_id"
-"     AND d.delivery_id = ANY (ARRAY(SELECT x.open_id FROM grp x WHERE x.open_id IS NOT NULL))"
-"), created AS ("
-"  INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
-"                                next_attempt_at, captured_at, batch_key)"
-"  SELECT g.profile_id, g.webhook_id, g.events, g.last_no, w.body,"
-"         'pending',"
-"         CASE WHEN g.last_no >= g.max_items THEN pg_catalog.now()"
-"              ELSE g.first_captured + g.wait END,"
-"         g.first_captured, CASE WHEN g.last_no < g.max_items THEN g.batch_key END"
-"    FROM grp g"
-"    LEFT JOIN whole w ON w.profile_id = g.profile_id AND w.batch_key = g.batch_key"
-"                     AND w.chunk = g.chunk"
-"   WHERE g.open_id IS NULL"
-"  RETURNING delivery_id, webhook_id"
-"), target AS ("
-"  SELECT g.profile_id, g.batch_key, g.chunk, COALESCE(g.open_id, n.delivery_id) AS delivery_id"
-"    FROM grp g LEFT JOIN created n ON g.open_id IS NULL AND n.webhook_id = g.webhook_id"
+"         events = ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest("
+"                          d.events || pg_catalog.string_to_array(g.events, ',')) AS x ORDER BY 1),"
+"         batch_key = CASE WHEN g.now_full THEN NULL ELSE d.batch_key END,"
+"         next_attempt_at = CASE WHEN g.now_full AND d.status = 'pending' THEN pg_catalog.now()"
+"                                ELSE d.next_attempt_at END"
+"    FROM ROWS FROM (pg_catalog.unnest($10::int8[]), pg_catalog.unnest($11::int4[]),"
+"                    pg_catalog.unnest($12::text[]), pg_catalog.unnest($13::bool[]))"
+"         AS g(delivery_id, last_no, events, now_full)"
+"   WHERE d.delivery_id = g.delivery_id AND d.delivery_id = ANY ($10)"
 "), filed AS ("
 "  INSERT INTO webhook.batch_item (delivery_id, item_no, envelope)"
-"  SELECT t.delivery_id, c.item_no, r.envelope"
-"    FROM chunked c"
-"    JOIN rendered r USING (occurrence_id, ord, binding_id)"
-"    JOIN target t ON t.profile_id = c.profile_id AND t.batch_key = c.batch_key AND t.chunk = c.chunk"
-"   WHERE NOT (c.fresh AND c.full)"
+"  SELECT COALESCE(i.delivery_id, m.delivery_id), i.item_no, i.envelope"
+"    FROM ROWS FROM (pg_catalog.unnest($14::int8[]), pg_catalog.unnest($15::text[]),"
+"                    pg_catalog.unnest($16::int4[]), pg_catalog.unnest($17::json[]))"
+"         AS i(delivery_id, webhook_id, item_no, envelope)"
+"    LEFT JOIN made m ON m.webhook_id = i.webhook_id"
 ")"
-"SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed),"
-"       " ANY_PROFILE_BATCHES;
+"SELECT pg_catalog.count(*) FROM made";
+
+/*
+ * The open batches of the profiles that have items to place: the newest of
+ * each key takes them.  One locked by someone else (an alter_profile not
+ * committed yet) is passed over, as the worker never waits on a user's
+ * transaction: its items then start another batch.
+ */
+static const char *open_batches_sql =
+"SELECT d.delivery_id, d.profile_id, d.batch_key, d.items FROM webhook.delivery d"
+" WHERE d.batch_key IS NOT NULL AND d.profile_id = ANY ($1) FOR UPDATE SKIP LOCKED";
 
 /*
  * A queue row that the expansion cannot turn into deliveries (a value that
@@ -254,39 +181,6 @@ static const char *poison_sql =
 "          FROM webhook.occurrence x WHERE x.table_oid <> ALL ($2::oid[])"
 "         ORDER BY x.occurrence_id LIMIT 1 FOR UPDATE SKIP LOCKED) AS h"
 " WHERE o.occurrence_id = h.occurrence_id";
-
-/*
- * The changes of queue rows when no profile batches, which is most of the
- * time: the queue rows, taken as expand_sql takes them, each with the
- * bindings it matched (a change that matched several bindings of one event
- * in one profile keeps the lowest) and what the envelope needs of each,
- * in no order; and one row without a queue row, that says how many queue
- * rows were locked and taken, and whether a profile batches (then nothing
- * is taken, and expand_sql is run instead).
- */
-static const char *take_single_sql =
-TAKE_OCCURRENCES("AND NOT " ANY_PROFILE_BATCHES)
-")"
-"SELECT NULL::int8, NULL::timestamptz, NULL::text, NULL::text, NULL::json, NULL::json,"
-"       NULL::int8, NULL::int8, NULL::text, NULL::text, NULL::jsonb, NULL::text, NULL::text,"
-"       NULL::text, NULL::text, NULL::oid, NULL::oid, NULL::text[], NULL::text, NULL::oid,"
-"       NULL::text, NULL::text,"
-"       (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed),"
-"       " ANY_PROFILE_BATCHES
-" UNION ALL "
-"SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed::text, c.new_rows, c.old_rows,"
-"        b.binding_id, p.profile_id, p.name, p.payload, p.payload_fields, e.name, e.title,"
-"        e.object, e.operation, e.table_oid::oid, e.created_by::oid, e.key_columns,"
-"        e.parent_object, e.parent_table::oid, e.parent_column, e.parent_key, NULL, NULL, NULL"
-"   FROM claimed c"
-"   JOIN matched m ON m.occurrence_id = c.occurrence_id"
-"   JOIN webhook.binding b ON b.binding_id = m.binding_id"
-"   JOIN webhook.event e ON e.event_id = b.event_id"
-"   JOIN webhook.profile p ON p.profile_id = b.profile_id";
-
-static SPIPlanPtr expand_plan = NULL;
-static SPIPlanPtr take_single_plan = NULL;
-static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr poison_plan = NULL;
 
 /*
@@ -362,15 +256,13 @@ json_array_texts(Datum array, bool isnull)
 		json_ereport_error(result, split.lex);
 	return split.elements;
 }
-
 /*
- * The webhook-id of the item of row ord of a queue row and a binding: what
- * NAME_UUID makes of "seed/ord/binding", as text.
+ * The name-based UUID (RFC 9562, version 8, SHA-256) of the text NAME, as
+ * text: what webhook._name_uuid makes of it.
  */
 static char *
-item_id(const char *seed, int64 ord, int64 binding_id)
+name_uuid(const char *name)
 {
-	char	   *name = psprintf("%s/" INT64_FORMAT "/" INT64_FORMAT, seed, ord, binding_id);
 	uint8		h[PG_SHA256_DIGEST_LENGTH];
 	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
 	char	   *id = palloc(37);
@@ -391,11 +283,35 @@ item_id(const char *seed, int64 ord, int64 binding_id)
 		*out++ = "0123456789abcdef"[h[i] & 15];
 	}
 	*out = '\0';
+	return id;
+}
+
+/*
+ * The webhook-id of the item of row ord of a queue row and a binding: the
+ * same however often the queue row is expanded.
+ */
+static char *
+item_id(const char *seed, int64 ord, int64 binding_id)
+{
+	char	   *name = psprintf("%s/" INT64_FORMAT "/" INT64_FORMAT, seed, ord, binding_id);
+	char	   *id = name_uuid(name);
+
 	pfree(name);
 	return id;
 }
 
-/* The columns of take_single_sql. */
+/* A new batch's webhook-id derives from its first item's: it too is stable. */
+static char *
+batch_id(const char *first_item_id)
+{
+	char	   *name = psprintf("batch/%s", first_item_id);
+	char	   *id = name_uuid(name);
+
+	pfree(name);
+	return id;
+}
+
+/* The columns of take_sql. */
 enum
 {
 	TAKE_OCCURRENCE = 1,
@@ -420,34 +336,84 @@ enum
 	TAKE_PARENT_TABLE,
 	TAKE_PARENT_COLUMN,
 	TAKE_PARENT_KEY,
+	TAKE_EVENT_ID,
+	TAKE_BATCHING,
+	TAKE_BATCH_WAIT,
+	TAKE_BATCH_MAX_ITEMS,
 	TAKE_LOCKED,
-	TAKE_TAKEN,					/* the column after TAKE_LOCKED: see webhook_rows_left */
-	TAKE_BATCHING
+	TAKE_TAKEN					/* the column after TAKE_LOCKED: see webhook_rows_left */
 };
 
-/* The deliveries made, in order, as the arrays expand_insert_sql takes. */
-typedef struct NewDeliveries
+/* A row of take_sql, its columns read once. */
+typedef struct TakenRow
 {
+	Datum		values[TAKE_TAKEN];
+	bool		nulls[TAKE_TAKEN];
+} TakenRow;
+
+#define TAKEN(row, column) ((row)->values[(column) - 1])
+#define TAKEN_NULL(row, column) ((row)->nulls[(column) - 1])
+
+/* An item of a batching profile, waiting for its place in a batch. */
+typedef struct BatchedItem
+{
+	char	   *id;
+	Datum		envelope;
+	char	   *event;
+	Datum		captured_at;
+	bool		no_captured_at;
+} BatchedItem;
+
+/*
+ * The new items of one profile's batches of one key, in commit order.  The
+ * key is as batch_key stores it: the binding's, the event's, or any.
+ */
+typedef struct BatchKey
+{
+	int64		profile_id;
+	char		key[32];
+} BatchKey;
+
+typedef struct NewBatchItems
+{
+	BatchKey	key;			/* the hash key: first */
+	int			max_items;
+	Datum		wait;
+	List	   *items;			/* BatchedItem * */
+	int64		open_id;		/* the open batch they join, or 0 */
+	int			open_items;
+} NewBatchItems;
+
+/* What a step makes, as the arrays of insert_sql and write_batches_sql. */
+typedef struct Expansion
+{
+	/* new deliveries */
 	ArrayBuildState *profile_ids;
 	ArrayBuildState *webhook_ids;
 	ArrayBuildState *events;
+	ArrayBuildState *items;
 	ArrayBuildState *bodies;
+	ArrayBuildState *due_at;
 	ArrayBuildState *captured_at;
 	ArrayBuildState *errors;
-	int			count;
-} NewDeliveries;
-
-static const char *expand_insert_sql =
-"INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"
-"                              next_attempt_at, captured_at, error)"
-"SELECT d.profile_id, d.webhook_id, ARRAY[d.event], 1, d.body,"
-"       CASE WHEN d.error IS NULL THEN 'pending' ELSE 'failed' END,"
-"       CASE WHEN d.error IS NULL THEN pg_catalog.now() END, d.captured_at, d.error"
-"  FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::text[]),"
-"                  pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::json[]),"
-"                  pg_catalog.unnest($5::timestamptz[]), pg_catalog.unnest($6::text[]))"
-"       WITH ORDINALITY AS d(profile_id, webhook_id, event, body, captured_at, error, n)"
-" ORDER BY d.n";
+	ArrayBuildState *batch_keys;
+	int			made;
+	/* open batches that grew */
+	ArrayBuildState *grown_ids;
+	ArrayBuildState *grown_last_nos;
+	ArrayBuildState *grown_events;
+	ArrayBuildState *grown_full;
+	int			grown;
+	/* items filed in batch_item */
+	ArrayBuildState *filed_ids;
+	ArrayBuildState *filed_webhook_ids;
+	ArrayBuildState *filed_nos;
+	ArrayBuildState *filed_envelopes;
+	int			filed;
+	/* the batching profiles' items, by batch key, in order of their first */
+	HTAB	   *batches;
+	List	   *batch_order;	/* NewBatchItems * */
+} Expansion;
 
 static void
 add_column(ArrayBuildState **state, Datum value, bool isnull, Oid type)
@@ -455,18 +421,65 @@ add_column(ArrayBuildState **state, Datum value, bool isnull, Oid type)
 	*state = accumArrayResult(*state, value, isnull, type, CurrentMemoryContext);
 }
 
+static void
+add_text(ArrayBuildState **state, const char *value)
+{
+	add_column(state, value ? CStringGetTextDatum(value) : (Datum) 0, value == NULL, TEXTOID);
+}
+
+static void
+add_delivery(Expansion *x, Datum profile_id, const char *webhook_id, const char *events,
+			 int items, Datum body, bool no_body, Datum due_at, bool no_due_at,
+			 Datum captured_at, bool no_captured_at, Datum error, bool no_error,
+			 const char *batch_key)
+{
+	add_column(&x->profile_ids, profile_id, false, INT8OID);
+	add_text(&x->webhook_ids, webhook_id);
+	add_text(&x->events, events);
+	add_column(&x->items, Int32GetDatum(items), false, INT4OID);
+	add_column(&x->bodies, body, no_body, JSONOID);
+	add_column(&x->due_at, due_at, no_due_at, TIMESTAMPTZOID);
+	add_column(&x->captured_at, captured_at, no_captured_at, TIMESTAMPTZOID);
+	add_column(&x->errors, error, no_error, TEXTOID);
+	add_text(&x->batch_keys, batch_key);
+	x->made++;
+}
+
 /*
- * The envelope of one item, made by webhook._render's own code, and the
- * delivery that carries it.
+ * Whether an item goes into a batch, and under which key: not when its
+ * profile does not batch, nor when its change could not be captured (it is
+ * a failed delivery of its own).
+ */
+static bool
+batch_key_of(TakenRow *binding, BatchKey *key)
+{
+	char	   *batching = TextDatumGetCString(TAKEN(binding, TAKE_BATCHING));
+
+	if (strcmp(batching, "none") == 0 || !TAKEN_NULL(binding, TAKE_CAPTURE_ERROR))
+		return false;
+	MemSet(key, 0, sizeof(*key));
+	key->profile_id = DatumGetInt64(TAKEN(binding, TAKE_PROFILE_ID));
+	if (strcmp(batching, "same_event") == 0)
+		snprintf(key->key, sizeof(key->key), "binding " INT64_FORMAT,
+				 DatumGetInt64(TAKEN(binding, TAKE_BINDING)));
+	else if (strcmp(batching, "same_event_type") == 0)
+		snprintf(key->key, sizeof(key->key), "event " INT64_FORMAT,
+				 DatumGetInt64(TAKEN(binding, TAKE_EVENT_ID)));
+	else
+		strlcpy(key->key, "any", sizeof(key->key));
+	return true;
+}
+
+/*
+ * The envelope of one item, made by webhook._render's own code: a delivery
+ * of its own, or an item kept for its batch.
  */
 static void
-add_item(NewDeliveries *out, FunctionCallInfo render, MemoryContext item_cxt,
-		 HeapTuple binding, TupleDesc desc,
-		 const char *seed, int64 ord, Datum old_row, bool no_old, Datum new_row, bool no_new)
+add_item(Expansion *x, FunctionCallInfo render, MemoryContext item_cxt,
+		 TakenRow *binding, const char *seed, int64 ord, Datum old_row, bool no_old, Datum new_row, bool no_new)
 {
 	NullableDatum *args = render->args;
-	bool		isnull;
-	int64		binding_id = DatumGetInt64(SPI_getbinval(binding, desc, TAKE_BINDING, &isnull));
+	int64		binding_id = DatumGetInt64(TAKEN(binding, TAKE_BINDING));
 	MemoryContext old = MemoryContextSwitchTo(item_cxt);
 	char	   *id = item_id(seed, ord, binding_id);
 	static const struct
@@ -486,13 +499,13 @@ add_item(NewDeliveries *out, FunctionCallInfo render, MemoryContext item_cxt,
 	char	   *operation;
 	bool		delete;
 	Datum		envelope;
-	Datum		profile_id;
-	Datum		error;
-	bool		no_error;
+	BatchKey	key;
 
 	for (size_t i = 0; i < lengthof(from_take); i++)
-		args[from_take[i].arg].value = SPI_getbinval(binding, desc, from_take[i].column,
-													 &args[from_take[i].arg].isnull);
+	{
+		args[from_take[i].arg].value = TAKEN(binding, from_take[i].column);
+		args[from_take[i].arg].isnull = TAKEN_NULL(binding, from_take[i].column);
+	}
 	args[RENDER_ID].value = CStringGetTextDatum(id);
 	args[RENDER_ID].isnull = false;
 	operation = args[RENDER_OPERATION].isnull ? NULL
@@ -508,32 +521,52 @@ add_item(NewDeliveries *out, FunctionCallInfo render, MemoryContext item_cxt,
 	envelope = webhook_render(render);
 	MemoryContextSwitchTo(old);
 
-	profile_id = SPI_getbinval(binding, desc, TAKE_PROFILE_ID, &isnull);
-	error = SPI_getbinval(binding, desc, TAKE_CAPTURE_ERROR, &no_error);
-	add_column(&out->profile_ids, profile_id, false, INT8OID);
-	add_column(&out->webhook_ids, args[RENDER_ID].value, false, TEXTOID);
-	add_column(&out->events, args[RENDER_EVENT].value, args[RENDER_EVENT].isnull, TEXTOID);
-	add_column(&out->bodies, envelope, false, JSONOID);
-	add_column(&out->captured_at, args[RENDER_CAPTURED_AT].value, args[RENDER_CAPTURED_AT].isnull,
-			   TIMESTAMPTZOID);
-	add_column(&out->errors, error, no_error, TEXTOID);
-	out->count++;
-	/* the arrays hold copies: what making this one took goes */
+	if (batch_key_of(binding, &key))
+	{
+		NewBatchItems *batch;
+		BatchedItem *item = palloc(sizeof(BatchedItem));
+		bool		found;
+
+		batch = hash_search(x->batches, &key, HASH_ENTER, &found);
+		if (!found)
+		{
+			batch->max_items = DatumGetInt32(TAKEN(binding, TAKE_BATCH_MAX_ITEMS));
+			batch->wait = datumCopy(TAKEN(binding, TAKE_BATCH_WAIT), false, sizeof(Interval));
+			batch->items = NIL;
+			batch->open_id = 0;
+			batch->open_items = 0;
+			x->batch_order = lappend(x->batch_order, batch);
+		}
+		item->id = pstrdup(id);
+		item->envelope = datumCopy(envelope, false, -1);
+		item->event = TextDatumGetCString(args[RENDER_EVENT].value);
+		item->no_captured_at = args[RENDER_CAPTURED_AT].isnull;
+		item->captured_at = args[RENDER_CAPTURED_AT].value;
+		batch->items = lappend(batch->items, item);
+	}
+	else
+	{
+		add_delivery(x, TAKEN(binding, TAKE_PROFILE_ID), id,
+					 args[RENDER_EVENT].isnull ? NULL : TextDatumGetCString(args[RENDER_EVENT].value),
+					 1, envelope, false, (Datum) 0, true,
+					 args[RENDER_CAPTURED_AT].value, args[RENDER_CAPTURED_AT].isnull,
+					 TAKEN(binding, TAKE_CAPTURE_ERROR), TAKEN_NULL(binding, TAKE_CAPTURE_ERROR),
+					 NULL);
+	}
+	/* what is kept was copied: what making this one took goes */
 	MemoryContextReset(item_cxt);
 }
 
-/* The rows of take_single_sql that carry items, in the order they are made. */
+/* The rows of take_sql that carry items, in the order they are made. */
 static int
-compare_taken(const void *a, const void *b, void *arg)
+compare_taken(const void *a, const void *b)
 {
-	TupleDesc	desc = arg;
-	HeapTuple	x = *(HeapTuple const *) a;
-	HeapTuple	y = *(HeapTuple const *) b;
-	bool		isnull;
-	int64		xo = DatumGetInt64(SPI_getbinval(x, desc, TAKE_OCCURRENCE, &isnull));
-	int64		yo = DatumGetInt64(SPI_getbinval(y, desc, TAKE_OCCURRENCE, &isnull));
-	int64		xb = DatumGetInt64(SPI_getbinval(x, desc, TAKE_BINDING, &isnull));
-	int64		yb = DatumGetInt64(SPI_getbinval(y, desc, TAKE_BINDING, &isnull));
+	TakenRow   *x = *(TakenRow * const *) a;
+	TakenRow   *y = *(TakenRow * const *) b;
+	int64		xo = DatumGetInt64(TAKEN(x, TAKE_OCCURRENCE));
+	int64		yo = DatumGetInt64(TAKEN(y, TAKE_OCCURRENCE));
+	int64		xb = DatumGetInt64(TAKEN(x, TAKE_BINDING));
+	int64		yb = DatumGetInt64(TAKEN(y, TAKE_BINDING));
 
 	if (xo != yo)
 		return xo < yo ? -1 : 1;
@@ -541,47 +574,272 @@ compare_taken(const void *a, const void *b, void *arg)
 }
 
 /*
- * Expand without batching (see take_single_sql).  False when a profile
- * batches: nothing was taken, and expand_sql is to run.  *more says that
- * rows were left for another step.
+ * The open batches the new items join: for each key, its newest open
+ * batch (see open_batches_sql).
  */
-static bool
-expand_single(Datum *args, bool *more)
+static void
+find_open_batches(Expansion *x)
+{
+	Oid			types[1] = {INT8ARRAYOID};
+	static SPIPlanPtr plan = NULL;
+	ArrayBuildState *profile_ids = NULL;
+	Datum		args[1];
+	ListCell   *lc;
+
+	foreach(lc, x->batch_order)
+		add_column(&profile_ids, Int64GetDatum(((NewBatchItems *) lfirst(lc))->key.profile_id),
+				   false, INT8OID);
+	args[0] = makeArrayResult(profile_ids, CurrentMemoryContext);
+	if (SPI_execute_plan(webhook_keep_plan(&plan, open_batches_sql, 1, types, true),
+						 args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the open webhook batches");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		delivery_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+		char	   *key_text = TextDatumGetCString(SPI_getbinval(row, desc, 3, &isnull));
+		BatchKey	key;
+		NewBatchItems *batch;
+
+		MemSet(&key, 0, sizeof(key));
+		key.profile_id = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
+		if (strlen(key_text) >= sizeof(key.key))
+			continue;			/* not a key the expansion makes */
+		strlcpy(key.key, key_text, sizeof(key.key));
+		batch = hash_search(x->batches, &key, HASH_FIND, NULL);
+		if (batch != NULL && delivery_id > batch->open_id)
+		{
+			batch->open_id = delivery_id;
+			batch->open_items = DatumGetInt32(SPI_getbinval(row, desc, 4, &isnull));
+		}
+	}
+}
+
+/* The distinct events of some items, joined by commas. */
+static char *
+events_of(List *items, int first, int last)
+{
+	List	   *names = NIL;
+	StringInfoData out;
+	ListCell   *lc;
+
+	for (int i = first; i < last; i++)
+	{
+		char	   *event = ((BatchedItem *) list_nth(items, i))->event;
+		bool		seen = false;
+
+		foreach(lc, names)
+			if (strcmp(lfirst(lc), event) == 0)
+				seen = true;
+		if (!seen)
+			names = lappend(names, event);
+	}
+	initStringInfo(&out);
+	foreach(lc, names)
+	{
+		if (out.len > 0)
+			appendStringInfoChar(&out, ',');
+		appendStringInfoString(&out, lfirst(lc));
+	}
+	list_free(names);
+	return out.data;
+}
+
+static void
+file_item(Expansion *x, int64 delivery_id, const char *webhook_id, int item_no, Datum envelope)
+{
+	add_column(&x->filed_ids, Int64GetDatum(delivery_id), delivery_id == 0, INT8OID);
+	add_text(&x->filed_webhook_ids, webhook_id);
+	add_column(&x->filed_nos, Int32GetDatum(item_no), false, INT4OID);
+	add_column(&x->filed_envelopes, envelope, false, JSONOID);
+	x->filed++;
+}
+
+/*
+ * Place one key's new items, in commit order, after the items of its open
+ * batch: numbered on from its count, every max_items of them make a batch.
+ * Those that fit in the open batch are filed in it; it takes no more, and
+ * is due, once full.  Each further max_items (a backlog) make a new batch,
+ * due at once, its body written here; the rest start a new open batch, due
+ * at its first item's capture time plus the wait, their envelopes filed
+ * until it is due.
+ */
+static void
+place_batch_items(Expansion *x, NewBatchItems *batch)
+{
+	int			max = batch->max_items;
+	int			open_items = batch->open_id != 0 ? batch->open_items : 0;
+	int			n = list_length(batch->items);
+
+	for (int first = 0, last; first < n; first = last)
+	{
+		int			chunk = (open_items + first) / max;
+		bool		fresh = batch->open_id == 0 || open_items + first >= max;
+		bool		full = open_items + n >= (chunk + 1) * max;
+		int			last_no;
+		char	   *events;
+
+		last = Min(n, (chunk + 1) * max - open_items);
+		last_no = (open_items + last - 1) % max + 1;
+		events = events_of(batch->items, first, last);
+		if (!fresh)
+		{
+			for (int i = first; i < last; i++)
+				file_item(x, batch->open_id, NULL, (open_items + i) % max + 1,
+						  ((BatchedItem *) list_nth(batch->items, i))->envelope);
+			add_column(&x->grown_ids, Int64GetDatum(batch->open_id), false, INT8OID);
+			add_column(&x->grown_last_nos, Int32GetDatum(last_no), false, INT4OID);
+			add_text(&x->grown_events, events);
+			add_column(&x->grown_full, BoolGetDatum(last_no >= max), false, BOOLOID);
+			x->grown++;
+		}
+		else
+		{
+			BatchedItem *head = list_nth(batch->items, first);
+			char	   *webhook_id = batch_id(head->id);
+			Datum		first_captured = (Datum) 0;
+			bool		no_first_captured = true;
+
+			for (int i = first; i < last; i++)
+			{
+				BatchedItem *item = list_nth(batch->items, i);
+
+				if (!item->no_captured_at &&
+					(no_first_captured ||
+					 DatumGetTimestampTz(item->captured_at) < DatumGetTimestampTz(first_captured)))
+				{
+					first_captured = item->captured_at;
+					no_first_captured = false;
+				}
+			}
+			if (full)
+			{
+				/* as json_agg writes an array of json values */
+				StringInfoData body;
+
+				initStringInfo(&body);
+				appendStringInfoChar(&body, '[');
+				for (int i = first; i < last; i++)
+				{
+					text	   *envelope = DatumGetTextPP(((BatchedItem *) list_nth(batch->items, i))->envelope);
+
+					if (i > first)
+						appendStringInfoString(&body, ", ");
+					appendBinaryStringInfo(&body, VARDATA_ANY(envelope), VARSIZE_ANY_EXHDR(envelope));
+				}
+				appendStringInfoChar(&body, ']');
+				add_delivery(x, Int64GetDatum(batch->key.profile_id), webhook_id, events, last_no,
+							 PointerGetDatum(cstring_to_text_with_len(body.data, body.len)), false,
+							 (Datum) 0, true, first_captured, no_first_captured,
+							 (Datum) 0, true, NULL);
+				pfree(body.data);
+			}
+			else
+			{
+				Datum		due_at = (Datum) 0;
+
+				if (!no_first_captured)
+					due_at = DirectFunctionCall2(timestamptz_pl_interval, first_captured, batch->wait);
+				add_delivery(x, Int64GetDatum(batch->key.profile_id), webhook_id, events, last_no,
+							 (Datum) 0, true, due_at, no_first_captured,
+							 first_captured, no_first_captured, (Datum) 0, true, batch->key.key);
+				for (int i = first; i < last; i++)
+					file_item(x, 0, webhook_id, (open_items + i) % max + 1,
+							  ((BatchedItem *) list_nth(batch->items, i))->envelope);
+			}
+		}
+	}
+}
+
+/* Write what the step made: insert_sql, or write_batches_sql. */
+static void
+write_expansion(Expansion *x)
+{
+	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr write_batches_plan = NULL;
+	Oid			types[17] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		JSONARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, BOOLARRAYOID,
+	INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, JSONARRAYOID};
+	ArrayBuildState **columns[17] = {&x->profile_ids, &x->webhook_ids, &x->events, &x->items,
+		&x->bodies, &x->due_at, &x->captured_at, &x->errors, &x->batch_keys,
+		&x->grown_ids, &x->grown_last_nos, &x->grown_events, &x->grown_full,
+	&x->filed_ids, &x->filed_webhook_ids, &x->filed_nos, &x->filed_envelopes};
+	Oid			element_types[17] = {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, INT8OID, INT4OID, TEXTOID, BOOLOID,
+	INT8OID, TEXTOID, INT4OID, JSONOID};
+	Datum		args[17];
+	bool		batches = x->grown > 0 || x->filed > 0;
+	int			nargs = batches ? 17 : 9;
+	SPIPlanPtr	plan;
+
+	if (x->made == 0 && !batches)
+		return;
+	for (int i = 0; i < nargs; i++)
+		args[i] = *columns[i] != NULL ? makeArrayResult(*columns[i], CurrentMemoryContext)
+			: PointerGetDatum(construct_empty_array(element_types[i]));
+	if (batches)
+		plan = webhook_keep_plan(&write_batches_plan, write_batches_sql, nargs, types, false);
+	else
+		plan = webhook_keep_plan(&insert_plan, insert_sql, nargs, types, false);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) < 0)
+		elog(ERROR, "could not insert webhook deliveries");
+}
+
+/*
+ * Expand what take_sql takes; *more says that rows were left for another
+ * step.
+ */
+static void
+expand_changes(Datum *args, bool *more)
 {
 	Oid			types[2] = {INT4OID, OIDARRAYOID};
+	static SPIPlanPtr take_plan = NULL;
 	SPITupleTable *taken_rows;
 	TupleDesc	desc;
-	HeapTuple  *items;
+	TakenRow  **items;
 	int			nitems = 0;
 	HeapTuple	counts = NULL;
 	bool		isnull;
-	NewDeliveries out = {0};
+	Expansion	x = {0};
+	HASHCTL		hash_ctl;
 	FmgrInfo	render_info;
 	MemoryContext item_cxt;
+	ListCell   *lc;
 	LOCAL_FCINFO(render, RENDER_NARGS);
 
-	if (SPI_execute_plan(webhook_keep_plan(&take_single_plan, take_single_sql, 2, types, false),
+	if (SPI_execute_plan(webhook_keep_plan(&take_plan, take_sql, 2, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not take webhook occurrences");
 	taken_rows = SPI_tuptable;
 	desc = taken_rows->tupdesc;
-	items = palloc(sizeof(HeapTuple) * Max(SPI_processed, 1));
+	items = palloc(sizeof(TakenRow *) * Max(SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	row = taken_rows->vals[i];
 
 		(void) SPI_getbinval(row, desc, TAKE_OCCURRENCE, &isnull);
 		if (!isnull)
-			items[nitems++] = row;
+		{
+			items[nitems] = palloc(sizeof(TakenRow));
+			heap_deform_tuple(row, desc, items[nitems]->values, items[nitems]->nulls);
+			nitems++;
+		}
 		else
 			counts = row;
 	}
 	if (counts == NULL)			/* cannot happen: the statement always has it */
 		elog(ERROR, "webhook occurrences taken without their counts");
 	*more = webhook_rows_left(counts, desc, TAKE_LOCKED, EXPAND_LOCK_STEP);
-	if (DatumGetBool(SPI_getbinval(counts, desc, TAKE_BATCHING, &isnull)))
-		return false;
-	qsort_arg(items, nitems, sizeof(HeapTuple), compare_taken, desc);
+	qsort(items, nitems, sizeof(TakenRow *), compare_taken);
+
+	hash_ctl.keysize = sizeof(BatchKey);
+	hash_ctl.entrysize = sizeof(NewBatchItems);
+	hash_ctl.hcxt = CurrentMemoryContext;
+	x.batches = hash_create("webhook batches of an expansion", 16, &hash_ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	/* one call of webhook._render's code per item; its cache lasts the step */
 	MemSet(&render_info, 0, sizeof(render_info));
@@ -593,29 +851,26 @@ expand_single(Datum *args, bool *more)
 
 	/*
 	 * Rows read for the envelopes (parents, linked rows) are read as of now,
-	 * as in expand_sql, whose statement's snapshot saw the queue rows: not as
-	 * of the step's start, before these rows were committed, maybe.
+	 * when the queue rows are seen: not as of the step's start, before these
+	 * rows were committed, maybe.
 	 */
 	PushActiveSnapshot(GetTransactionSnapshot());
 
 	/* a queue row's items: for each of its rows in turn, one per binding */
 	for (int first = 0, last; first < nitems; first = last)
 	{
-		HeapTuple	row = items[first];
-		int64		occurrence = DatumGetInt64(SPI_getbinval(row, desc, TAKE_OCCURRENCE, &isnull));
-		char	   *seed = TextDatumGetCString(SPI_getbinval(row, desc, TAKE_ID_SEED, &isnull));
-		Datum		value;
+		TakenRow   *row = items[first];
+		int64		occurrence = DatumGetInt64(TAKEN(row, TAKE_OCCURRENCE));
+		char	   *seed = TextDatumGetCString(TAKEN(row, TAKE_ID_SEED));
 		List	   *new_rows;
 		List	   *old_rows;
 		int			nrows;
 
 		for (last = first + 1; last < nitems; last++)
-			if (DatumGetInt64(SPI_getbinval(items[last], desc, TAKE_OCCURRENCE, &isnull)) != occurrence)
+			if (DatumGetInt64(TAKEN(items[last], TAKE_OCCURRENCE)) != occurrence)
 				break;
-		value = SPI_getbinval(row, desc, TAKE_NEW_ROWS, &isnull);
-		new_rows = json_array_texts(value, isnull);
-		value = SPI_getbinval(row, desc, TAKE_OLD_ROWS, &isnull);
-		old_rows = json_array_texts(value, isnull);
+		new_rows = json_array_texts(TAKEN(row, TAKE_NEW_ROWS), TAKEN_NULL(row, TAKE_NEW_ROWS));
+		old_rows = json_array_texts(TAKEN(row, TAKE_OLD_ROWS), TAKEN_NULL(row, TAKE_OLD_ROWS));
 		nrows = Max(list_length(new_rows), list_length(old_rows));
 		for (int ord = 1; ord <= nrows; ord++)
 		{
@@ -626,30 +881,19 @@ expand_single(Datum *args, bool *more)
 
 			CHECK_FOR_INTERRUPTS();
 			for (int i = first; i < last; i++)
-				add_item(&out, render, item_cxt, items[i], desc, seed, ord,
+				add_item(&x, render, item_cxt, items[i], seed, ord,
 						 old_row, no_old, new_row, no_new);
 		}
 	}
 	PopActiveSnapshot();
 
-	if (out.count > 0)
+	if (x.batch_order != NIL)
 	{
-		Oid			insert_types[6] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONARRAYOID,
-		TIMESTAMPTZARRAYOID, TEXTARRAYOID};
-		Datum		insert_args[6];
-		SPIPlanPtr	plan = webhook_keep_plan(&insert_plan, expand_insert_sql, 6, insert_types,
-											 false);
-
-		insert_args[0] = makeArrayResult(out.profile_ids, CurrentMemoryContext);
-		insert_args[1] = makeArrayResult(out.webhook_ids, CurrentMemoryContext);
-		insert_args[2] = makeArrayResult(out.events, CurrentMemoryContext);
-		insert_args[3] = makeArrayResult(out.bodies, CurrentMemoryContext);
-		insert_args[4] = makeArrayResult(out.captured_at, CurrentMemoryContext);
-		insert_args[5] = makeArrayResult(out.errors, CurrentMemoryContext);
-		if (SPI_execute_plan(plan, insert_args, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not insert webhook deliveries");
+		find_open_batches(&x);
+		foreach(lc, x.batch_order)
+			place_batch_items(&x, lfirst(lc));
 	}
-	return true;
+	write_expansion(&x);
 }
 
 /*
@@ -744,30 +988,11 @@ webhook_expand_retry_at(void)
 		due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPAND_RETRY_MS);
 	return due;
 }
-
 typedef struct ExpandStep
 {
 	int			limit;
 	bool		more;
 } ExpandStep;
-
-/* The last expansion saw a profile that batches: expand_sql goes first. */
-static bool profiles_batch = true;
-
-/* Run expand_sql; true when rows were left for another step. */
-static bool
-expand_all(Datum *args)
-{
-	Oid			types[2] = {INT4OID, OIDARRAYOID};
-	bool		isnull;
-
-	if (SPI_execute_plan(webhook_keep_plan(&expand_plan, expand_sql, 2, types, false),
-						 args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not expand webhook occurrences");
-	profiles_batch = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3,
-												&isnull));
-	return webhook_rows_left(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, EXPAND_LOCK_STEP);
-}
 
 static void
 expand_step(void *arg)
@@ -777,9 +1002,7 @@ expand_step(void *arg)
 
 	args[0] = Int32GetDatum(step->limit);
 	args[1] = deferred_table_array();
-	if (!profiles_batch && expand_single(args, &step->more))
-		return;
-	step->more = expand_all(args);
+	expand_changes(args, &step->more);
 }
 
 /*

@@ -10,12 +10,14 @@
  *	sender.c	its sender: the HTTP side, in a process of its own
  *	channel.c	the shared-memory queues between the two
  *	queue.c		the worker's transactions: claim, record, purge; a status's owner
- *	expand.c	queued occurrences made into deliveries
- *	dispatch.c	per-profile shares of the work in hand, both sides
+ *	expand.c	queued occurrences made into deliveries and batches
+ *	claims.c	the worker's per-profile claims, and where each got to
+ *	dispatch.c	the sender's per-profile shares of the requests on the wire
  *	http.c		libcurl multi interface driven by the worker's wait loop
  *	capture.c	the capture trigger that enqueues occurrences
  *	envelope.c	the JSON sent for one occurrence, for each payload kind
  *	rowjson.c	row snapshots: fields, table shapes, values as receivers want
+ *	rowwrite.c	rows written as JSON by the capture, as row_to_json writes them
  *	linked.c	rows read when a payload is made: parents, foreign keys
  *	sign.c		Standard Webhooks signatures, secrets, Basic credentials
  *	network.c	webhook.blocked_networks
@@ -32,7 +34,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
-#define WEBHOOK_VERSION "0.4"
+#define WEBHOOK_VERSION "0.5"
 #define WEBHOOK_EXTENSION_NAME "webhook"
 #define WEBHOOK_SCHEMA_NAME "webhook"
 
