@@ -77,7 +77,10 @@
  * A batch not put together yet is pending, or held with no due time, so
  * the due time alone finds it; a condition on the status would let the
  * planner take the index of every due delivery instead of the one of
- * these few, and read the whole backlog at each step.
+ * these few, and read the whole backlog at each step.  The batches to
+ * change are an array, looked up by key, here and in the purge: a table
+ * that was empty when last analyzed would otherwise be joined to them row
+ * by row.
  */
 static const char *assemble_sql =
 "WITH locked AS ("
@@ -96,9 +99,11 @@ static const char *assemble_sql =
 "         body = (SELECT pg_catalog.json_agg(i.envelope ORDER BY i.item_no)"
 "                   FROM webhook.batch_item i WHERE i.delivery_id = d.delivery_id)"
 "    FROM due WHERE d.delivery_id = due.delivery_id"
+"     AND d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM due))"
 "  RETURNING d.delivery_id"
 "), gone AS ("
-"  DELETE FROM webhook.batch_item i WHERE i.delivery_id IN (SELECT delivery_id FROM assembled)"
+"  DELETE FROM webhook.batch_item i"
+"   WHERE i.delivery_id = ANY (ARRAY(SELECT delivery_id FROM assembled))"
 ")"
 "SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM assembled)";
 
@@ -229,9 +234,9 @@ static const char *purge_sql =
 "     AND created_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
 "   ORDER BY created_at LIMIT $2"
 "), gone AS ("
-"  DELETE FROM webhook.attempt WHERE delivery_id IN (SELECT delivery_id FROM old)"
+"  DELETE FROM webhook.attempt WHERE delivery_id = ANY (ARRAY(SELECT delivery_id FROM old))"
 ")"
-"DELETE FROM webhook.delivery WHERE delivery_id IN (SELECT delivery_id FROM old)";
+"DELETE FROM webhook.delivery WHERE delivery_id = ANY (ARRAY(SELECT delivery_id FROM old))";
 
 static SPIPlanPtr assemble_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
