@@ -19,6 +19,8 @@
  * before the worker ends with an error and is started again.
  */
 #include "webhook.h"
+
+#include <malloc.h>
 #include "channel.h"
 #include "claims.h"
 #include "http.h"
@@ -334,6 +336,8 @@ webhook_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
+	mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
 
 	if (!worker_attach(dboid))
 		proc_exit(0);
