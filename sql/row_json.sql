@@ -41,6 +41,29 @@ SET LOCAL extra_float_digits = 1;
 SELECT e.id, (SELECT o.new_rows -> (e.id - 1) FROM webhook.occurrence o
                WHERE o.table_oid = 'every_type'::regclass)::text = row_to_json(e)::text AS as_row_to_json
   FROM every_type e ORDER BY e.id;
+-- and a payload made of it has every column, whatever its key or value
+SELECT e.id,
+       (SELECT array_agg(k COLLATE "C" ORDER BY k COLLATE "C") FROM jsonb_object_keys(p.object) AS k)
+       = (SELECT array_agg(a.attname::text COLLATE "C" ORDER BY a.attname::text COLLATE "C")
+            FROM pg_attribute a
+           WHERE a.attrelid = 'every_type'::regclass AND a.attnum > 0 AND NOT a.attisdropped)
+         AS every_column,
+       p.object -> 'we"ird key' AS weird_key, left((p.object -> 't')::text, 30) AS t, p.object -> 'arr2' AS arr2,
+       p.object -> 'j' AS j, p.object -> 'p' AS p
+  FROM every_type e,
+       LATERAL (SELECT webhook.preview('every type', 'every.created', e.id::text) -> 'body' -> 'every'
+                  AS object) AS p
+ ORDER BY e.id;
+-- a parent read by its key is the row, though a column is named t
+CREATE TABLE box (id int PRIMARY KEY, t text);
+CREATE TABLE box_item (id int PRIMARY KEY, box_id int REFERENCES box);
+INSERT INTO box VALUES (1, 'the t column'), (2, NULL);
+INSERT INTO box_item VALUES (1, 1), (2, 2);
+SELECT webhook.define_event('box_item.created', 'box_item', 'insert',
+                            parent => '{"object": "box", "table": "box", "column": "box_id"}') > 0 AS defined;
+SELECT webhook.add_event('every type', 'box_item.created');
+SELECT i.id, webhook.preview('every type', 'box_item.created', i.id::text) -> 'body' -> 'box' AS box
+  FROM box_item i ORDER BY i.id;
 -- a type's cast to json is used, and a cast dropped is seen at once
 CREATE TYPE level AS ENUM ('low', 'high');
 CREATE FUNCTION level_json(level) RETURNS json LANGUAGE sql AS $$ SELECT json_build_object('level', $1::text) $$;

@@ -113,9 +113,10 @@ qualified_operator(Oid opno)
 }
 
 /*
- * SELECT row_to_json(t) FROM <table> t WHERE t.<col> = $1 AND ..., every
+ * SELECT row_to_json(t.*) FROM <table> t WHERE t.<col> = $1 AND ..., every
  * name qualified and each equality the type's own operator, so that no
- * search_path can change what it runs.
+ * search_path can change what it runs; t.*, the row, even when the table
+ * has a column named t.
  */
 static char *
 lookup_sql(Oid relid, int ncolumns, char **columns, Oid *types)
@@ -123,7 +124,7 @@ lookup_sql(Oid relid, int ncolumns, char **columns, Oid *types)
 	StringInfoData sql;
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT pg_catalog.row_to_json(t) FROM %s.%s AS t WHERE ",
+	appendStringInfo(&sql, "SELECT pg_catalog.row_to_json(t.*) FROM %s.%s AS t WHERE ",
 					 quote_identifier(get_namespace_name(get_rel_namespace(relid))),
 					 quote_identifier(get_rel_name(relid)));
 	for (int i = 0; i < ncolumns; i++)
