@@ -387,9 +387,39 @@ append_utc_timestamp(StringInfo out, TimestampTz ts)
 		appendStringInfoString(out, "null");
 		return;
 	}
-	appendStringInfo(out, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"",
-					 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-					 (int) fsec);
+	if (tm.tm_year < 0 || tm.tm_year > 9999)
+	{
+		appendStringInfo(out, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"",
+						 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+						 (int) fsec);
+		return;
+	}
+	/* the same, written digit by digit: this runs for every change */
+	{
+		char		buf[sizeof("\"0000-00-00T00:00:00.000000Z\"")];
+		char	   *p = buf;
+		const struct
+		{
+			int			value;
+			int			width;
+			char		after;
+		}			parts[] = {
+			{tm.tm_year, 4, '-'}, {tm.tm_mon, 2, '-'}, {tm.tm_mday, 2, 'T'},
+			{tm.tm_hour, 2, ':'}, {tm.tm_min, 2, ':'}, {tm.tm_sec, 2, '.'},
+			{(int) fsec, 6, 'Z'},
+		};
+
+		*p++ = '"';
+		for (size_t i = 0; i < lengthof(parts); i++)
+		{
+			for (int d = parts[i].width - 1, v = parts[i].value; d >= 0; d--, v /= 10)
+				p[d] = '0' + v % 10;
+			p += parts[i].width;
+			*p++ = parts[i].after;
+		}
+		*p++ = '"';
+		appendBinaryStringInfo(out, buf, p - buf);
+	}
 }
 
 static char *
@@ -470,7 +500,11 @@ webhook_render(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(RENDER_BINDING))
 		appendStringInfoString(&out, "null");
 	else
-		appendStringInfo(&out, INT64_FORMAT, PG_GETARG_INT64(RENDER_BINDING));
+	{
+		char		digits[MAXINT8LEN + 1];
+
+		appendBinaryStringInfo(&out, digits, pg_lltoa(PG_GETARG_INT64(RENDER_BINDING), digits));
+	}
 	appendStringInfoString(&out, ", \"event\" : ");
 	append_text_or_null(&out, fcinfo, RENDER_EVENT);
 	appendStringInfoString(&out, ", \"title\" : ");

@@ -240,10 +240,26 @@ json_array_texts(Datum array, bool isnull)
 	ArraySplit	split = {0};
 	JsonSemAction sem = {0};
 	JsonParseErrorType result;
+	List	   *spans;
+	ListCell   *lc;
 
 	if (isnull)
 		return NIL;
 	json = DatumGetTextPP(array);
+	/* a json value is valid JSON: a scan finds its elements, or the parser */
+	if (webhook_scan_json_array(VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json), &spans))
+	{
+		foreach(lc, spans)
+		{
+			JsonField  *span = lfirst(lc);
+
+			split.elements = lappend(split.elements,
+									 cstring_to_text_with_len(span->value, span->len));
+		}
+		list_free_deep(spans);
+		return split.elements;
+	}
+	list_free_deep(spans);
 	split.lex = makeJsonLexContextCstringLen(VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json),
 											 GetDatabaseEncoding(), false);
 	sem.semstate = &split;

@@ -233,6 +233,44 @@ scan_fields(const char *json, int len, List **fields)
 }
 
 /*
+ * The elements of a JSON array known to be valid, as spans of its text
+ * (JsonField with no key); false when the text is not an array, or not
+ * what the scan expects: the caller then asks the parser.
+ */
+bool
+webhook_scan_json_array(const char *json, int len, List **elements)
+{
+	const char *end = json + len;
+	const char *p = skip_space(json, end);
+
+	*elements = NIL;
+	if (p == end || *p != '[')
+		return false;
+	p = skip_space(p + 1, end);
+	if (p < end && *p == ']')
+		return skip_space(p + 1, end) == end;
+	while (p < end)
+	{
+		JsonField  *element = palloc(sizeof(JsonField));
+
+		element->key = NULL;
+		element->value = p;
+		p = skip_value(p, end);
+		if (p == NULL || p == element->value)
+			return false;
+		element->len = p - element->value;
+		*elements = lappend(*elements, element);
+		p = skip_space(p, end);
+		if (p < end && *p == ']')
+			return skip_space(p + 1, end) == end;
+		if (p == end || *p != ',')
+			return false;
+		p = skip_space(p + 1, end);
+	}
+	return false;
+}
+
+/*
  * The top-level fields of a JSON object, in order (none for a non-object).
  * The values are the JSON as written: a \u0000 or a lone surrogate in a
  * writer's json column passes through to the receiver unchanged.

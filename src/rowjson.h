@@ -21,6 +21,7 @@ typedef struct JsonField
 } JsonField;
 
 extern List *webhook_json_fields(const char *json, int len);
+extern bool webhook_scan_json_array(const char *json, int len, List **elements);
 extern JsonField *webhook_find_field(List *fields, const char *key);
 extern char *webhook_json_scalar_text(const char *value, int len);
 

@@ -95,7 +95,7 @@ my $got = $receiver->wait_for(2, sub { ($_[0]{body} // '') =~ /behind the broken
 is(scalar(@$got), 2, 'the ticket behind it was delivered');
 is(worker_pid($node, 'postgres'), $pid, 'the worker never stopped');
 
-# the same when no profile batches: the worker then makes the payloads in C
+# the same when no profile batches
 $node->safe_psql('postgres', q{SELECT webhook.alter_profile('batched', batching => 'none')});
 my $before = $node->safe_psql('postgres', 'SELECT max(delivery_id) FROM webhook.delivery');
 ($ret, $out, $err) = as_role('writer', q{
