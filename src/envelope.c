@@ -67,6 +67,9 @@ typedef struct BindingPlan
 	int			nfields;
 	CustomField *fields;
 	bool		needs_parent;	/* small, full, or a custom field of it */
+	/* the envelope's part from profile to title, and what it was made of */
+	StringInfoData names;
+	text	   *names_of[3];	/* profile, event, title; NULL for a null */
 	struct BindingPlan *next;
 } BindingPlan;
 
@@ -203,6 +206,59 @@ binding_plan(FunctionCallInfo fcinfo)
 	cache->bindings = bp;
 	MemoryContextSwitchTo(old);
 	return bp;
+}
+
+static void append_text_or_null(StringInfo out, FunctionCallInfo fcinfo, int arg);
+
+/* Whether an argument is the text kept (both NULL, or equal). */
+static bool
+same_text(FunctionCallInfo fcinfo, int arg, text *kept)
+{
+	text	   *t;
+
+	if (PG_ARGISNULL(arg) || kept == NULL)
+		return PG_ARGISNULL(arg) && kept == NULL;
+	t = PG_GETARG_TEXT_PP(arg);
+	return VARSIZE_ANY_EXHDR(t) == VARSIZE_ANY_EXHDR(kept) &&
+		memcmp(VARDATA_ANY(t), VARDATA_ANY(kept), VARSIZE_ANY_EXHDR(t)) == 0;
+}
+
+/*
+ * The envelope's profile, binding_id, event and title: the same for every
+ * change of a binding, written once for it (and again should they differ).
+ */
+static void
+append_names(StringInfo out, BindingPlan *bp, FunctionCallInfo fcinfo)
+{
+	static const int args[3] = {RENDER_PROFILE, RENDER_EVENT, RENDER_TITLE};
+	bool		same = bp->names.data != NULL;
+
+	for (int i = 0; i < 3 && same; i++)
+		same = same_text(fcinfo, args[i], bp->names_of[i]);
+	if (!same)
+	{
+		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		if (bp->names.data == NULL)
+			initStringInfo(&bp->names);
+		resetStringInfo(&bp->names);
+		appendStringInfoString(&bp->names, ", \"profile\" : ");
+		append_text_or_null(&bp->names, fcinfo, RENDER_PROFILE);
+		appendStringInfoString(&bp->names, ", \"binding_id\" : ");
+		if (PG_ARGISNULL(RENDER_BINDING))
+			appendStringInfoString(&bp->names, "null");
+		else
+			appendStringInfo(&bp->names, INT64_FORMAT, PG_GETARG_INT64(RENDER_BINDING));
+		appendStringInfoString(&bp->names, ", \"event\" : ");
+		append_text_or_null(&bp->names, fcinfo, RENDER_EVENT);
+		appendStringInfoString(&bp->names, ", \"title\" : ");
+		append_text_or_null(&bp->names, fcinfo, RENDER_TITLE);
+		for (int i = 0; i < 3; i++)
+			bp->names_of[i] = PG_ARGISNULL(args[i]) ? NULL
+				: DatumGetTextPCopy(PG_GETARG_DATUM(args[i]));
+		MemoryContextSwitchTo(old);
+	}
+	appendBinaryStringInfo(out, bp->names.data, bp->names.len);
 }
 
 static List *
@@ -494,21 +550,7 @@ webhook_render(PG_FUNCTION_ARGS)
 	initStringInfo(&out);
 	appendStringInfoString(&out, "{\"id\" : ");
 	append_text_or_null(&out, fcinfo, RENDER_ID);
-	appendStringInfoString(&out, ", \"profile\" : ");
-	append_text_or_null(&out, fcinfo, RENDER_PROFILE);
-	appendStringInfoString(&out, ", \"binding_id\" : ");
-	if (PG_ARGISNULL(RENDER_BINDING))
-		appendStringInfoString(&out, "null");
-	else
-	{
-		char		digits[MAXINT8LEN + 1];
-
-		appendBinaryStringInfo(&out, digits, pg_lltoa(PG_GETARG_INT64(RENDER_BINDING), digits));
-	}
-	appendStringInfoString(&out, ", \"event\" : ");
-	append_text_or_null(&out, fcinfo, RENDER_EVENT);
-	appendStringInfoString(&out, ", \"title\" : ");
-	append_text_or_null(&out, fcinfo, RENDER_TITLE);
+	append_names(&out, bp, fcinfo);
 	appendStringInfoString(&out, ", \"object_id\" : ");
 	if (PG_ARGISNULL(RENDER_KEY_COLUMNS))
 		appendStringInfoString(&out, "null");
