@@ -190,6 +190,30 @@ skip_value(const char *p, const char *end)
 	return depth == 0 ? p : NULL;
 }
 
+/*
+ * At a member's value (an object's, after its key, or an array's element):
+ * its extent into *f, and *pp past the comma after it.  1: another member
+ * follows; 0: the text ends with close after it; -1: not what was expected.
+ */
+static int
+scan_member(const char **pp, const char *end, char close, JsonField *f)
+{
+	const char *p = *pp;
+
+	f->value = p;
+	p = skip_value(p, end);
+	if (p == NULL || p == f->value)
+		return -1;
+	f->len = p - f->value;
+	p = skip_space(p, end);
+	if (p < end && *p == close)
+		return skip_space(p + 1, end) == end ? 0 : -1;
+	if (p == end || *p != ',')
+		return -1;
+	*pp = skip_space(p + 1, end);
+	return 1;
+}
+
 static bool
 scan_fields(const char *json, int len, List **fields)
 {
@@ -207,6 +231,7 @@ scan_fields(const char *json, int len, List **fields)
 		const char *key = p + 1;
 		const char *key_end = skip_string(p, end);
 		JsonField  *f;
+		int			more;
 
 		if (key_end == NULL || memchr(key, '\\', key_end - 1 - key) != NULL)
 			return false;
@@ -216,18 +241,12 @@ scan_fields(const char *json, int len, List **fields)
 		p = skip_space(p + 1, end);
 		f = palloc(sizeof(JsonField));
 		f->key = pnstrdup(key, key_end - 1 - key);
-		f->value = p;
-		p = skip_value(p, end);
-		if (p == NULL || p == f->value)
+		more = scan_member(&p, end, '}', f);
+		if (more < 0)
 			return false;
-		f->len = p - f->value;
 		*fields = lappend(*fields, f);
-		p = skip_space(p, end);
-		if (p < end && *p == '}')
-			return skip_space(p + 1, end) == end;
-		if (p == end || *p != ',')
-			return false;
-		p = skip_space(p + 1, end);
+		if (more == 0)
+			return true;
 	}
 	return false;
 }
@@ -252,20 +271,15 @@ webhook_scan_json_array(const char *json, int len, List **elements)
 	while (p < end)
 	{
 		JsonField  *element = palloc(sizeof(JsonField));
+		int			more;
 
 		element->key = NULL;
-		element->value = p;
-		p = skip_value(p, end);
-		if (p == NULL || p == element->value)
+		more = scan_member(&p, end, ']', element);
+		if (more < 0)
 			return false;
-		element->len = p - element->value;
 		*elements = lappend(*elements, element);
-		p = skip_space(p, end);
-		if (p < end && *p == ']')
-			return skip_space(p + 1, end) == end;
-		if (p == end || *p != ',')
-			return false;
-		p = skip_space(p + 1, end);
+		if (more == 0)
+			return true;
 	}
 	return false;
 }
