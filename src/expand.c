@@ -775,27 +775,46 @@ write_expansion(Expansion *x)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr write_batches_plan = NULL;
-	Oid			types[17] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-		JSONARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, BOOLARRAYOID,
-	INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, JSONARRAYOID};
-	ArrayBuildState **columns[17] = {&x->profile_ids, &x->webhook_ids, &x->events, &x->items,
-		&x->bodies, &x->due_at, &x->captured_at, &x->errors, &x->batch_keys,
-		&x->grown_ids, &x->grown_last_nos, &x->grown_events, &x->grown_full,
-	&x->filed_ids, &x->filed_webhook_ids, &x->filed_nos, &x->filed_envelopes};
-	Oid			element_types[17] = {INT8OID, TEXTOID, TEXTOID, INT4OID, JSONOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, INT8OID, INT4OID, TEXTOID, BOOLOID,
-	INT8OID, TEXTOID, INT4OID, JSONOID};
-	Datum		args[17];
+	/* the parameters, in order: insert_sql's nine, then write_batches_sql's */
+	const struct
+	{
+		ArrayBuildState **values;
+		Oid			element_type;
+		Oid			array_type;
+	}			columns[] = {
+		{&x->profile_ids, INT8OID, INT8ARRAYOID},
+		{&x->webhook_ids, TEXTOID, TEXTARRAYOID},
+		{&x->events, TEXTOID, TEXTARRAYOID},
+		{&x->items, INT4OID, INT4ARRAYOID},
+		{&x->bodies, JSONOID, JSONARRAYOID},
+		{&x->due_at, TIMESTAMPTZOID, TIMESTAMPTZARRAYOID},
+		{&x->captured_at, TIMESTAMPTZOID, TIMESTAMPTZARRAYOID},
+		{&x->errors, TEXTOID, TEXTARRAYOID},
+		{&x->batch_keys, TEXTOID, TEXTARRAYOID},
+		{&x->grown_ids, INT8OID, INT8ARRAYOID},
+		{&x->grown_last_nos, INT4OID, INT4ARRAYOID},
+		{&x->grown_events, TEXTOID, TEXTARRAYOID},
+		{&x->grown_full, BOOLOID, BOOLARRAYOID},
+		{&x->filed_ids, INT8OID, INT8ARRAYOID},
+		{&x->filed_webhook_ids, TEXTOID, TEXTARRAYOID},
+		{&x->filed_nos, INT4OID, INT4ARRAYOID},
+		{&x->filed_envelopes, JSONOID, JSONARRAYOID},
+	};
+	Oid			types[lengthof(columns)];
+	Datum		args[lengthof(columns)];
 	bool		batches = x->grown > 0 || x->filed > 0;
-	int			nargs = batches ? 17 : 9;
+	int			nargs = batches ? lengthof(columns) : 9;
 	SPIPlanPtr	plan;
 
 	if (x->made == 0 && !batches)
 		return;
 	for (int i = 0; i < nargs; i++)
-		args[i] = *columns[i] != NULL ? makeArrayResult(*columns[i], CurrentMemoryContext)
-			: PointerGetDatum(construct_empty_array(element_types[i]));
+	{
+		types[i] = columns[i].array_type;
+		args[i] = *columns[i].values != NULL
+			? makeArrayResult(*columns[i].values, CurrentMemoryContext)
+			: PointerGetDatum(construct_empty_array(columns[i].element_type));
+	}
 	if (batches)
 		plan = webhook_keep_plan(&write_batches_plan, write_batches_sql, nargs, types, false);
 	else

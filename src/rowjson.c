@@ -191,62 +191,53 @@ skip_value(const char *p, const char *end)
 }
 
 /*
- * At a member's value (an object's, after its key, or an array's element):
- * its extent into *f, and *pp past the comma after it.  1: another member
- * follows; 0: the text ends with close after it; -1: not what was expected.
+ * The members of a JSON object (open '{': keys and the extent of their
+ * values) or array (open '[': the extent of each element), in order;
+ * false when the text is not one, or not what the scan expects.
  */
-static int
-scan_member(const char **pp, const char *end, char close, JsonField *f)
-{
-	const char *p = *pp;
-
-	f->value = p;
-	p = skip_value(p, end);
-	if (p == NULL || p == f->value)
-		return -1;
-	f->len = p - f->value;
-	p = skip_space(p, end);
-	if (p < end && *p == close)
-		return skip_space(p + 1, end) == end ? 0 : -1;
-	if (p == end || *p != ',')
-		return -1;
-	*pp = skip_space(p + 1, end);
-	return 1;
-}
-
 static bool
-scan_fields(const char *json, int len, List **fields)
+scan_members(const char *json, int len, char open, List **members)
 {
 	const char *end = json + len;
 	const char *p = skip_space(json, end);
+	char		close = open == '{' ? '}' : ']';
 
-	*fields = NIL;
-	if (p == end || *p != '{')
+	*members = NIL;
+	if (p == end || *p != open)
 		return false;
 	p = skip_space(p + 1, end);
-	if (p < end && *p == '}')
+	if (p < end && *p == close)
 		return skip_space(p + 1, end) == end;
-	while (p < end && *p == '"')
+	while (p < end)
 	{
-		const char *key = p + 1;
-		const char *key_end = skip_string(p, end);
-		JsonField  *f;
-		int			more;
+		JsonField  *member = palloc(sizeof(JsonField));
 
-		if (key_end == NULL || memchr(key, '\\', key_end - 1 - key) != NULL)
+		member->key = NULL;
+		if (open == '{')
+		{
+			const char *key = p + 1;
+			const char *key_end = *p == '"' ? skip_string(p, end) : NULL;
+
+			if (key_end == NULL || memchr(key, '\\', key_end - 1 - key) != NULL)
+				return false;
+			p = skip_space(key_end, end);
+			if (p == end || *p != ':')
+				return false;
+			p = skip_space(p + 1, end);
+			member->key = pnstrdup(key, key_end - 1 - key);
+		}
+		member->value = p;
+		p = skip_value(p, end);
+		if (p == NULL || p == member->value)
 			return false;
-		p = skip_space(key_end, end);
-		if (p == end || *p != ':')
+		member->len = p - member->value;
+		*members = lappend(*members, member);
+		p = skip_space(p, end);
+		if (p < end && *p == close)
+			return skip_space(p + 1, end) == end;
+		if (p == end || *p != ',')
 			return false;
 		p = skip_space(p + 1, end);
-		f = palloc(sizeof(JsonField));
-		f->key = pnstrdup(key, key_end - 1 - key);
-		more = scan_member(&p, end, '}', f);
-		if (more < 0)
-			return false;
-		*fields = lappend(*fields, f);
-		if (more == 0)
-			return true;
 	}
 	return false;
 }
@@ -259,29 +250,7 @@ scan_fields(const char *json, int len, List **fields)
 bool
 webhook_scan_json_array(const char *json, int len, List **elements)
 {
-	const char *end = json + len;
-	const char *p = skip_space(json, end);
-
-	*elements = NIL;
-	if (p == end || *p != '[')
-		return false;
-	p = skip_space(p + 1, end);
-	if (p < end && *p == ']')
-		return skip_space(p + 1, end) == end;
-	while (p < end)
-	{
-		JsonField  *element = palloc(sizeof(JsonField));
-		int			more;
-
-		element->key = NULL;
-		more = scan_member(&p, end, ']', element);
-		if (more < 0)
-			return false;
-		*elements = lappend(*elements, element);
-		if (more == 0)
-			return true;
-	}
-	return false;
+	return scan_members(json, len, '[', elements);
 }
 
 /*
@@ -296,7 +265,7 @@ webhook_json_fields(const char *json, int len)
 	List	   *fields;
 	JsonParseErrorType result;
 
-	if (scan_fields(json, len, &fields))
+	if (scan_members(json, len, '{', &fields))
 		return fields;
 	list_free_deep(fields);
 	result = parse_fields(json, len, &lex, &fields);
