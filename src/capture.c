@@ -121,7 +121,7 @@ static TupleDesc matches_desc = NULL;
  * workers (for this database after CREATE EXTENSION, for a new database
  * after CREATE DATABASE; not before, the launcher would not see them).
  */
-static bool wake_at_commit = false;
+static uint32 work_at_commit = 0;	/* WORK_*: wake the worker for it */
 static Oid	start_at_commit[4];
 static int	nstart_at_commit = 0;
 
@@ -134,9 +134,9 @@ capture_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			for (int i = 0; i < nstart_at_commit; i++)
 				webhook_request_worker(start_at_commit[i]);
-			if (wake_at_commit)
-				webhook_wake_worker(MyDatabaseId);
-			wake_at_commit = false;
+			if (work_at_commit != 0)
+				webhook_wake_worker(MyDatabaseId, work_at_commit);
+			work_at_commit = 0;
 			nstart_at_commit = 0;
 			/* a savepoint rolled back may have left it set */
 			kept_buffers_in_use = false;
@@ -156,12 +156,12 @@ capture_xact_callback(XactEvent event, void *arg)
 			webhook_capture_relid = InvalidOid;
 			enqueueing = false;
 			kept_buffers_in_use = false;
-			wake_at_commit = false;
+			work_at_commit = 0;
 			nstart_at_commit = 0;
 			break;
 		case XACT_EVENT_PREPARE:
 			/* COMMIT PREPARED wakes the worker (see init.c) */
-			wake_at_commit = false;
+			work_at_commit = 0;
 			nstart_at_commit = 0;
 			break;
 		default:
@@ -201,7 +201,7 @@ webhook_capture_init(void)
 void
 webhook_wake_on_commit(void)
 {
-	wake_at_commit = true;
+	work_at_commit |= WORK_OTHER;
 }
 
 void
@@ -943,7 +943,7 @@ webhook_capture(PG_FUNCTION_ARGS)
 		/* every binding matches every row: the direct path */
 		queued = capture_direct(trigdata, entry);
 		if (queued > 0)
-			wake_at_commit = true;
+			work_at_commit |= WORK_CHANGES;
 		return PointerGetDatum(NULL);
 	}
 	/* no binding on this table and operation (any more) */
@@ -997,7 +997,7 @@ webhook_capture(PG_FUNCTION_ARGS)
 	}
 
 	if (queued > 0)
-		wake_at_commit = true;
+		work_at_commit |= WORK_CHANGES;
 
 	SPI_finish();
 	return PointerGetDatum(NULL);

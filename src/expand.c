@@ -769,6 +769,9 @@ place_batch_items(Expansion *x, NewBatchItems *batch)
 	}
 }
 
+/* The expansion wrote to batches, one of which may be due now. */
+static bool batches_written = false;
+
 /* Write what the step made: insert_sql, or write_batches_sql. */
 static void
 write_expansion(Expansion *x)
@@ -816,7 +819,10 @@ write_expansion(Expansion *x)
 			: PointerGetDatum(construct_empty_array(columns[i].element_type));
 	}
 	if (batches)
+	{
 		plan = webhook_keep_plan(&write_batches_plan, write_batches_sql, nargs, types, false);
+		batches_written = true;
+	}
 	else
 		plan = webhook_keep_plan(&insert_plan, insert_sql, nargs, types, false);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) < 0)
@@ -1067,10 +1073,11 @@ expand_guarded(int limit, char **error, bool *locked)
  * alone, which is then marked with the error (poison_sql) and expanded into
  * failed deliveries.  A user's table that is locked is not an error of the
  * row: the changes of the table whose payload needed it wait (see
- * DeferredTable), and *deferred asks for another try soon.
+ * DeferredTable), and *deferred asks for another try soon.  *batched says
+ * that batches were written to, and may be due to be put together.
  */
 bool
-webhook_expand(bool *deferred)
+webhook_expand(bool *deferred, bool *batched)
 {
 	Oid			types[2] = {TEXTOID, OIDARRAYOID};
 	Datum		args[2];
@@ -1079,6 +1086,7 @@ webhook_expand(bool *deferred)
 	bool		more;
 
 	*deferred = false;
+	batches_written = false;
 	expire_deferred_tables();
 	for (int limit = EXPAND_STEP;;)
 	{
@@ -1086,6 +1094,7 @@ webhook_expand(bool *deferred)
 		if (error == NULL)
 		{
 			*deferred = deferred_tables != NIL;
+			*batched = batches_written;
 			return more || limit < EXPAND_STEP;
 		}
 		if (locked)
@@ -1097,6 +1106,7 @@ webhook_expand(bool *deferred)
 				continue;
 			}
 			*deferred = true;
+			*batched = batches_written;
 			return false;
 		}
 		if (limit == 1)
@@ -1119,6 +1129,7 @@ webhook_expand(bool *deferred)
 		elog(ERROR, "could not expand webhook occurrences: %s", error);
 	else
 		*deferred = deferred_tables != NIL;
+	*batched = batches_written;
 	return !*deferred;
 }
 

@@ -356,7 +356,7 @@ webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		webhook_wake_on_commit();
 	else if (IsA(stmt, TransactionStmt) &&
 			 ((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
-		webhook_wake_worker(MyDatabaseId);
+		webhook_wake_worker(MyDatabaseId, WORK_CHANGES | WORK_OTHER);
 }
 
 static void

@@ -899,6 +899,7 @@ webhook_queue_step(WebhookStep *step)
 	bool		deferred = false;
 	bool		claim_full = false;
 	bool		assembled = false;
+	bool		batched = false;
 	List	   *full_profiles = NIL;
 
 	step->claimed = NIL;
@@ -931,8 +932,9 @@ webhook_queue_step(WebhookStep *step)
 	}
 
 	if (step->expand)
-		step->more_occurrences = webhook_expand(&deferred);
-	if (step->assemble)
+		step->more_occurrences = webhook_expand(&deferred, &batched);
+	/* a batch the expansion grew to full, or started due, is put together now */
+	if (step->assemble || batched)
 		step->more_batches = assemble_due(&assembled);
 	if (step->claim_limit > 0 && step->sending)
 	{

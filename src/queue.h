@@ -38,7 +38,7 @@ typedef struct WebhookStep
 extern bool webhook_queue_recover(void);
 
 /* expand.c, in a step */
-extern bool webhook_expand(bool *deferred);
+extern bool webhook_expand(bool *deferred, bool *batched);
 extern TimestampTz webhook_expand_retry_at(void);
 
 /* a statement of the worker's, prepared once; the counts it returns */

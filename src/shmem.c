@@ -103,7 +103,7 @@ webhook_request_worker(Oid dboid)
 			{
 				slot = &webhook_shared->slots[i];
 				memset(slot, 0, sizeof(*slot));
-				pg_atomic_init_u32(&slot->work_queued, 1);
+				pg_atomic_init_u32(&slot->work_queued, WORK_CHANGES | WORK_OTHER);
 				slot->dboid = dboid;
 				slot->state = SLOT_DONE;
 				break;
@@ -128,9 +128,9 @@ webhook_request_worker(Oid dboid)
 	wake_launcher();
 }
 
-/* Set the latch of this database's worker, if it runs. */
+/* Ask this database's worker for work (WORK_*), and set its latch if it runs. */
 void
-webhook_wake_worker(Oid dboid)
+webhook_wake_worker(Oid dboid, uint32 work)
 {
 	WebhookDbSlot *slot;
 	Latch	   *latch = NULL;
@@ -142,7 +142,7 @@ webhook_wake_worker(Oid dboid)
 	slot = webhook_slot_find(dboid);
 	if (slot != NULL)
 	{
-		pg_atomic_write_u32(&slot->work_queued, 1);
+		pg_atomic_fetch_or_u32(&slot->work_queued, work);
 		latch = slot->latch;
 	}
 	LWLockRelease(webhook_shared->lock);
@@ -152,13 +152,13 @@ webhook_wake_worker(Oid dboid)
 }
 
 /*
- * Did a commit queue work since the last call?  (The worker's latch is set
- * by its sender too; only this says the queue changed.)
+ * The work (WORK_*) commits asked for since the last call.  (The worker's
+ * latch is set by its sender too; only this says the queue changed.)
  */
-bool
+uint32
 webhook_work_queued(WebhookDbSlot *slot)
 {
-	return pg_atomic_exchange_u32(&slot->work_queued, 0) != 0;
+	return pg_atomic_exchange_u32(&slot->work_queued, 0);
 }
 
 /*

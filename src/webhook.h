@@ -83,6 +83,14 @@ typedef enum WebhookSlotState
 	SLOT_DONE					/* worker ended on purpose (no extension) */
 } WebhookSlotState;
 
+/*
+ * What a commit asks of its database's worker.  New changes only need
+ * expanding; anything else (an operator call, say) may have made
+ * deliveries or batches due, or changed profiles.
+ */
+#define WORK_CHANGES	0x1
+#define WORK_OTHER		0x2
+
 typedef struct WebhookDbSlot
 {
 	Oid			dboid;
@@ -90,8 +98,8 @@ typedef struct WebhookDbSlot
 	pid_t		pid;			/* worker pid, 0 when none */
 	Latch	   *latch;			/* worker's latch, NULL when none */
 	bool		stop_requested; /* the worker must exit soon */
-	pg_atomic_uint32 work_queued;	/* a commit queued work since the worker
-									 * last looked */
+	pg_atomic_uint32 work_queued;	/* WORK_* that commits asked for since
+									 * the worker last looked */
 	TimestampTz restart_at;		/* not before this time (crash backoff) */
 } WebhookDbSlot;
 
@@ -110,8 +118,8 @@ extern void webhook_shmem_request(void);
 extern void webhook_shmem_startup(void);
 extern WebhookDbSlot *webhook_slot_find(Oid dboid);
 extern void webhook_request_worker(Oid dboid);
-extern void webhook_wake_worker(Oid dboid);
-extern bool webhook_work_queued(WebhookDbSlot *slot);
+extern void webhook_wake_worker(Oid dboid, uint32 work);
+extern uint32 webhook_work_queued(WebhookDbSlot *slot);
 extern bool webhook_pause_worker(Oid dboid);
 extern void webhook_unpause_worker(Oid dboid, bool database_gone);
 
@@ -134,7 +142,10 @@ extern char *webhook_signature(const char *secret, const char *msg_id,
 							   const char *timestamp, const char *body);
 extern char *webhook_basic_credentials(const char *username, const char *password);
 
-/* capture.c: wake this database's worker when the transaction commits */
+/*
+ * capture.c: wake this database's worker when the transaction commits, to
+ * look at everything (WORK_OTHER)
+ */
 extern void webhook_wake_on_commit(void);
 extern void webhook_start_on_commit(Oid dboid);
 extern void webhook_capture_init(void);

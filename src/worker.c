@@ -530,13 +530,15 @@ webhook_worker_main(Datum main_arg)
 			/*
 			 * Come due while the step ran (after its now()): take it at once.
 			 * Due before and not claimed: its profile has its share claimed,
-			 * and a record will make room.  Look again in a while all the
-			 * same, so that nothing can keep the queue waiting for long.
+			 * and a record will make room (the next step puts it together,
+			 * should it be a batch).  Look again in a while all the same, so
+			 * that nothing can keep the queue waiting for long.
 			 */
 			if (next_due != 0 && next_due <= GetCurrentTimestamp())
 			{
+				batches_due = true;
 				if (next_due > step.taken_at)
-					work_pending = batches_due = true;
+					work_pending = true;
 				else
 					next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DUE_RECHECK_MS);
 			}
@@ -584,10 +586,16 @@ sleep:
 		{
 			if (events[i].events & WL_LATCH_SET)
 			{
+				uint32		work;
+
 				ResetLatch(MyLatch);
 				/* a commit queued work, or the sender posted outcomes */
-				if (webhook_work_queued(my_slot))
-					work_pending = queue_changed = batches_due = true;
+				work = webhook_work_queued(my_slot);
+				if (work != 0)
+					work_pending = queue_changed = true;
+				/* new changes make no batch due that the expansion does not see */
+				if (work & WORK_OTHER)
+					batches_due = true;
 			}
 		}
 	}
