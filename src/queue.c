@@ -580,9 +580,10 @@ fields_jsonb(HeaderFields *fields)
 
 /*
  * Record the attempts of finished requests, all in one statement, then
- * what they mean for their profiles (runs of failures, 410).
+ * what they mean for their profiles (runs of failures, 410).  True when a
+ * retry was scheduled.
  */
-static void
+static bool
 record_finished(List *requests)
 {
 	enum
@@ -601,6 +602,7 @@ record_finished(List *requests)
 	Oid			outcome_types[4] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID};
 	Datum		outcome_args[4];
 	bool		to_note = false;
+	bool		retrying = false;
 
 	for (int i = 0; i < NCOLS; i++)
 	{
@@ -643,6 +645,8 @@ record_finished(List *requests)
 		char	   *status = TextDatumGetCString(SPI_getbinval(row, desc, 2, &isnull));
 		Datum		response_status = SPI_getbinval(row, desc, 3, &no_status);
 
+		if (strcmp(status, "retrying") == 0)
+			retrying = true;
 		if (strcmp(status, "delivered") != 0 ||
 			(!no_status && DatumGetInt32(response_status) == 410) ||
 			DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)))
@@ -652,13 +656,14 @@ record_finished(List *requests)
 		add_value(&outcome[2], response_status, no_status);
 	}
 	if (!to_note)
-		return;
+		return retrying;
 	for (int i = 0; i < 3; i++)
 		outcome_args[i] = makeArrayResult(outcome[i].state, CurrentMemoryContext);
 	outcome_args[3] = Int32GetDatum(webhook_disable_after_failures);
 	if (SPI_execute_plan(webhook_keep_plan(&outcomes_plan, outcomes_sql, 4, outcome_types, false),
 						 outcome_args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not note webhook outcomes");
+	return retrying;
 }
 
 /*
@@ -884,22 +889,25 @@ assemble_due(bool *assembled)
  * what is due, and find when the next delivery (or batch) is due.  Each of
  * these runs only when it may find something to do: the expansion when a
  * commit queued changes, the assembly when a batch may be due, the search
- * for the next due time when the claim took less than it could.
+ * for the next due time when the claim took less than it could and that
+ * time may have changed.
  *
  * The commit does not wait for the disk.  A crash that loses it loses
  * nothing: a lost record leaves its deliveries "sending", a lost claim
  * leaves them pending, and they are sent again under the same webhook-id
  * (at least once).  A lost expansion leaves its occurrences queued, and
- * expanding them again gives the same webhook-ids (see expand_sql).
+ * expanding them again gives the same webhook-ids (see expand.c).
  */
 void
 webhook_queue_step(WebhookStep *step)
 {
 	bool		isnull;
+	Datum		due;
 	bool		deferred = false;
 	bool		claim_full = false;
 	bool		assembled = false;
 	bool		batched = false;
+	bool		retrying = false;
 	List	   *full_profiles = NIL;
 
 	step->claimed = NIL;
@@ -908,6 +916,7 @@ webhook_queue_step(WebhookStep *step)
 	step->more_occurrences = false;
 	step->more_batches = false;
 	step->next_due = 0;
+	step->next_due_found = false;
 	step->expand_again_at = 0;
 	step->extension_present = begin_step("webhook: step");
 	if (!step->extension_present)
@@ -917,7 +926,7 @@ webhook_queue_step(WebhookStep *step)
 							 GUC_ACTION_LOCAL, true, 0, false);
 
 	if (step->finished != NIL)
-		record_finished(step->finished);
+		retrying = record_finished(step->finished);
 	if (step->unsent != NIL)
 		give_back(step->unsent);
 	if (step->sending)
@@ -949,22 +958,24 @@ webhook_queue_step(WebhookStep *step)
 	}
 
 	/*
-	 * A full claim says that more is due now; otherwise, when.  Not
-	 * read-only: it must see the retries this step has just scheduled.
+	 * A full claim says that more is due now; otherwise, when, should that
+	 * have changed: the worker may say so, and a retry scheduled, a
+	 * delivery given back or a batch written here do.  A step that only
+	 * made deliveries due now, took what it could of them and recorded
+	 * final outcomes leaves it as it was.  Not read-only: it must see the
+	 * retries this step has just scheduled.
 	 */
-	if (step->sending && !claim_full)
+	if (step->sending && !claim_full &&
+		(step->find_next_due || retrying || step->unsent != NIL || batched || assembled))
 	{
 		Oid			types[1] = {INT8ARRAYOID};
 		Datum		args[1] = {int8_array(full_profiles)};
 
 		if (SPI_execute_plan(webhook_keep_plan(&next_due_plan, next_due_sql, 1, types, false),
-							 args, NULL, false, 0) != SPI_OK_SELECT)
+							 args, NULL, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "could not read the next webhook due time");
-	}
-	if (step->sending && !claim_full && SPI_processed > 0)
-	{
-		Datum		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
+		step->next_due_found = true;
+		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (!isnull)
 			step->next_due = DatumGetTimestampTz(due);
 	}

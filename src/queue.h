@@ -20,6 +20,7 @@ typedef struct WebhookStep
 	bool		sending;		/* false: claim nothing, give back what is claimed */
 	bool		expand;			/* new occurrences may be queued */
 	bool		assemble;		/* a batch may be due to be put together */
+	bool		find_next_due;	/* what is due may have changed: look */
 
 	/* out */
 	bool		extension_present;	/* false: the extension was dropped */
@@ -28,8 +29,8 @@ typedef struct WebhookStep
 	List	   *stopped;		/* int64 * profile ids disabled or dropped */
 	bool		more_occurrences;	/* the expansion was cut short */
 	bool		more_batches;	/* putting due batches together was cut short */
-	TimestampTz next_due;		/* earliest waiting delivery or batch, 0: none
-								 * or not looked for (the claim was full) */
+	bool		next_due_found; /* looked for next_due: it is what follows */
+	TimestampTz next_due;		/* earliest waiting delivery or batch, 0: none */
 	TimestampTz expand_again_at;	/* a locked table held up the
 									 * expansion: try again then (0: no) */
 	TimestampTz taken_at;		/* what was due by then was taken (now()) */

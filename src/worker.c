@@ -52,7 +52,10 @@
 #define RECORD_BATCH 64
 #define RECORD_DELAY_MS 20
 
-/* A due delivery the last claim could not take is looked at again after this. */
+/*
+ * A due delivery the last claim could not take is looked at again after
+ * this; and a step looks for the next due time at least this often.
+ */
 #define DUE_RECHECK_MS 1000
 
 /* A step that gave way to a lock is tried again after this. */
@@ -323,6 +326,8 @@ webhook_worker_main(Datum main_arg)
 	bool		batches_due = true; /* a batch may be due to be put together */
 	TimestampTz expand_again_at = 0;	/* the expansion waits for a lock */
 	TimestampTz next_due = 0;
+	bool		next_due_unknown = true;	/* it may have changed: look */
+	TimestampTz next_due_found_at = 0;
 	TimestampTz next_housekeeping = 0;
 	List	   *finished = NIL;	/* outcomes from the sender, not yet recorded */
 	List	   *unsent = NIL;	/* requests the sender gave back unsent */
@@ -393,7 +398,7 @@ webhook_worker_main(Datum main_arg)
 				ereport(LOG,
 						(errmsg("webhook worker for database \"%s\" %s", my_database_name,
 								sending ? "sends again" : "stops sending: webhook.sending is off")));
-				work_pending = true;
+				work_pending = next_due_unknown = true;
 			}
 		}
 		if (stop_requested())
@@ -484,6 +489,8 @@ webhook_worker_main(Datum main_arg)
 			step.sending = sending;
 			step.expand = queue_changed;
 			step.assemble = batches_due;
+			step.find_next_due = next_due_unknown || (next_due != 0 && next_due <= now) ||
+				now >= TimestampTzPlusMilliseconds(next_due_found_at, DUE_RECHECK_MS);
 			if (!give_way_to_locks(queue_step, &step, loop_cxt))
 			{
 				/* nothing happened: the same outcomes wait, in a moment */
@@ -525,7 +532,14 @@ webhook_worker_main(Datum main_arg)
 			batches_due = step.more_batches;
 			work_pending = queue_changed || batches_due ||
 				(step.claim_limit > 0 && list_length(step.claimed) >= step.claim_limit);
-			next_due = step.next_due;
+			if (step.next_due_found)
+			{
+				next_due = step.next_due;
+				next_due_found_at = now;
+				next_due_unknown = false;
+			}
+			else if (step.find_next_due)
+				next_due_unknown = true;	/* the claim was full: look next time */
 
 			/*
 			 * Come due while the step ran (after its now()): take it at once.
@@ -593,9 +607,9 @@ sleep:
 				work = webhook_work_queued(my_slot);
 				if (work != 0)
 					work_pending = queue_changed = true;
-				/* new changes make no batch due that the expansion does not see */
+				/* new changes make nothing due that the step does not see */
 				if (work & WORK_OTHER)
-					batches_due = true;
+					batches_due = next_due_unknown = true;
 			}
 		}
 	}
