@@ -272,6 +272,7 @@ json_array_texts(Datum array, bool isnull)
 		json_ereport_error(result, split.lex);
 	return split.elements;
 }
+
 /*
  * The name-based UUID (RFC 9562, version 8, SHA-256) of the text NAME, as
  * text: what webhook._name_uuid makes of it.

@@ -385,20 +385,16 @@ typedef struct ProfileSettings
 	List	   *redacted;		/* their names that look secret */
 } ProfileSettings;
 
+static Datum int8_array(List *values);
+
 /* Read the settings of the profiles of the claimed deliveries. */
 static List *
 read_profiles(List *profile_ids)
 {
 	Oid			types[1] = {INT8ARRAYOID};
-	Datum		args[1];
-	ArrayBuildState *ids = NULL;
-	ListCell   *lc;
+	Datum		args[1] = {int8_array(profile_ids)};
 	List	   *result = NIL;
 
-	foreach(lc, profile_ids)
-		ids = accumArrayResult(ids, Int64GetDatum(*(int64 *) lfirst(lc)), false, INT8OID,
-							   CurrentMemoryContext);
-	args[0] = makeArrayResult(ids, CurrentMemoryContext);
 	if (SPI_execute_plan(webhook_keep_plan(&profiles_plan, profiles_sql, 1, types, true),
 						 args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read webhook profiles");
