@@ -84,3 +84,16 @@ DELETE FROM webhook.event WHERE name = 'ticket.created';
 DELETE FROM webhook.profile WHERE name = 'refs';
 SELECT count(*) AS orphan_bindings FROM webhook.binding b
  WHERE NOT EXISTS (SELECT 1 FROM webhook.profile p WHERE p.profile_id = b.profile_id);
+
+-- a delivery restored from a dump while it was sending is due again, its
+-- attempt not counted (its request went with the server it was on); only
+-- the worker writes deliveries that stay sending
+BEGIN;
+INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status, attempts,
+                              last_attempt_at, next_attempt_at)
+VALUES (-1, 'restored-1', '{ticket.created}', 1, '{}', 'sending', 2,
+        now() - interval '1 minute', now() - interval '1 minute');
+SELECT status, attempts, next_attempt_at = now() AS due_now
+  FROM webhook.delivery WHERE webhook_id = 'restored-1';
+SELECT webhook._in_worker() AS in_worker;
+ROLLBACK;

@@ -24,6 +24,7 @@
 
 PG_FUNCTION_INFO_V1(webhook_start_worker);
 PG_FUNCTION_INFO_V1(webhook_wake);
+PG_FUNCTION_INFO_V1(webhook_is_worker);
 PG_FUNCTION_INFO_V1(webhook_check_condition);
 PG_FUNCTION_INFO_V1(webhook_capturing);
 PG_FUNCTION_INFO_V1(webhook_capturing_table);
@@ -51,6 +52,17 @@ webhook_wake(PG_FUNCTION_ARGS)
 {
 	webhook_wake_on_commit();
 	PG_RETURN_VOID();
+}
+
+/*
+ * webhook._in_worker(): true in the worker, whose step writes deliveries
+ * already sending (see ClaimAsMade in queue.h); the trigger that makes a
+ * restored delivery pending again leaves those alone.
+ */
+Datum
+webhook_is_worker(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(webhook_in_worker);
 }
 
 /* The error being handled, taken over so that another can be raised. */

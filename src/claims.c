@@ -1,7 +1,7 @@
 /*
  * claims.c
  *		The worker's claims, per profile: how many it has claimed and not
- *		yet recorded, and where its claims have got to in the due order.
+ *		yet answered, and where its claims have got to in the due order.
  *
  * The worker claims deliveries in large groups (one transaction for
  * hundreds) and hands them to its sender.  A claim takes no more than
@@ -34,7 +34,7 @@
 typedef struct ProfileClaims
 {
 	int64		profile_id;		/* hash key */
-	int			count;			/* claimed, not yet recorded */
+	int			count;			/* claimed, not yet answered */
 	bool		cancelled;		/* the sender was told to stop them */
 	bool		marked;			/* the next claim starts after the mark */
 	TimestampTz mark_due_at;
@@ -107,6 +107,15 @@ int
 webhook_claims_count(void)
 {
 	return total;
+}
+
+/* How many deliveries of one profile the worker holds claimed now. */
+int
+webhook_claims_held(int64 profile_id)
+{
+	ProfileClaims *entry = claims ? hash_search(claims, &profile_id, HASH_FIND, NULL) : NULL;
+
+	return entry ? entry->count : 0;
 }
 
 /* How many deliveries of one profile the worker holds claimed at most. */

@@ -1,7 +1,7 @@
 /*
  * claims.h
  *		The worker's claims: per profile, what it has claimed and not yet
- *		recorded, and where in the due order its claims have got to.
+ *		answered, and where in the due order its claims have got to.
  */
 #ifndef WEBHOOK_CLAIMS_H
 #define WEBHOOK_CLAIMS_H
@@ -29,6 +29,7 @@ typedef struct ClaimMark
 extern void webhook_claims_add(int64 profile_id);
 extern void webhook_claims_forget(int64 profile_id);
 extern int	webhook_claims_count(void);
+extern int	webhook_claims_held(int64 profile_id);
 extern int	webhook_claims_allowance(void);
 extern void webhook_claims_loads(List **profile_ids, List **counts, List **marks);
 extern void webhook_claims_marked(List *marks);

@@ -16,6 +16,7 @@
  * change of its status after that is queue.c's.
  */
 #include "webhook.h"
+#include "claims.h"
 #include "envelope.h"
 #include "queue.h"
 #include "rowjson.h"
@@ -81,14 +82,14 @@ static const char *take_sql =
 "SELECT NULL::int8, NULL::timestamptz, NULL::text, NULL::text, NULL::json, NULL::json,"
 "       NULL::int8, NULL::int8, NULL::text, NULL::text, NULL::jsonb, NULL::text, NULL::text,"
 "       NULL::text, NULL::text, NULL::oid, NULL::oid, NULL::text[], NULL::text, NULL::oid,"
-"       NULL::text, NULL::text, NULL::int8, NULL::text, NULL::interval, NULL::int4,"
+"       NULL::text, NULL::text, NULL::int8, NULL::text, NULL::interval, NULL::int4, NULL::bool,"
 "       (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)"
 " UNION ALL "
 "SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed::text, c.new_rows, c.old_rows,"
 "        b.binding_id, p.profile_id, p.name, p.payload, p.payload_fields, e.name, e.title,"
 "        e.object, e.operation, e.table_oid::oid, e.created_by::oid, e.key_columns,"
 "        e.parent_object, e.parent_table::oid, e.parent_column, e.parent_key,"
-"        e.event_id, p.batching, p.batch_wait, p.batch_max_items, NULL, NULL"
+"        e.event_id, p.batching, p.batch_wait, p.batch_max_items, p.enabled, NULL, NULL"
 "   FROM claimed c"
 "   JOIN matched m ON m.occurrence_id = c.occurrence_id"
 "   JOIN webhook.binding b ON b.binding_id = m.binding_id"
@@ -99,40 +100,47 @@ static const char *take_sql =
  * The deliveries made, in order: single items, and batches.  A batch's
  * events arrive as one text, the distinct names joined by commas (an
  * event's name has none), and are kept sorted, as a grown batch's are.
- * No due time is now: a single item or a full batch is due at once.
+ * No due time is now: a single item or a full batch is due at once.  One
+ * claimed as it is made ($10, see ClaimAsMade) is made sending, its first
+ * attempt begun.
  */
 #define INSERT_DELIVERIES \
-"INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status,"\
-"                              next_attempt_at, captured_at, error, batch_key)"\
+"INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status, attempts,"\
+"                              last_attempt_at, next_attempt_at, captured_at, error, batch_key)"\
 "SELECT d.profile_id, d.webhook_id,"\
 "       CASE WHEN pg_catalog.strpos(d.events, ',') = 0 THEN ARRAY[d.events]"\
 "            ELSE ARRAY(SELECT e FROM pg_catalog.unnest(pg_catalog.string_to_array(d.events, ','))"\
 "                         AS e ORDER BY 1) END,"\
-"       d.items, d.body, CASE WHEN d.error IS NULL THEN 'pending' ELSE 'failed' END,"\
+"       d.items, d.body,"\
+"       CASE WHEN d.error IS NOT NULL THEN 'failed' WHEN d.claimed THEN 'sending' ELSE 'pending' END,"\
+"       CASE WHEN d.claimed THEN 1 ELSE 0 END, CASE WHEN d.claimed THEN pg_catalog.now() END,"\
 "       CASE WHEN d.error IS NULL THEN COALESCE(d.due_at, pg_catalog.now()) END,"\
 "       d.captured_at, d.error, d.batch_key"\
 "  FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::text[]),"\
 "                  pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::int4[]),"\
 "                  pg_catalog.unnest($5::json[]), pg_catalog.unnest($6::timestamptz[]),"\
 "                  pg_catalog.unnest($7::timestamptz[]), pg_catalog.unnest($8::text[]),"\
-"                  pg_catalog.unnest($9::text[]))"\
+"                  pg_catalog.unnest($9::text[]), pg_catalog.unnest($10::bool[]))"\
 "       WITH ORDINALITY AS d(profile_id, webhook_id, events, items, body, due_at, captured_at,"\
-"                            error, batch_key, n)"\
-" ORDER BY d.n"
+"                            error, batch_key, claimed, n)"\
+" ORDER BY d.n"\
+" RETURNING delivery_id, webhook_id, status"
 
-static const char *insert_sql = INSERT_DELIVERIES;
+/* The ids of those claimed as made, in the order they were made. */
+static const char *insert_sql =
+"WITH made AS (" INSERT_DELIVERIES ")"
+"SELECT delivery_id, webhook_id FROM made WHERE status = 'sending'";
 
 /*
- * The deliveries made, the open batches that grew ($10 to $13: the last
+ * The deliveries made, the open batches that grew ($11 to $14: the last
  * item's number, the new items' events, whether the batch is full now: it
- * then takes no more, and is due), and the items filed in batch_item ($14
- * to $17), each in an open batch by its id or in a new one by its
- * webhook-id.
+ * then takes no more, and is due), and the items filed in batch_item ($15
+ * to $18), each in an open batch by its id or in a new one by its
+ * webhook-id; then, as insert_sql, those claimed as made.
  */
 static const char *write_batches_sql =
 "WITH made AS ("
 INSERT_DELIVERIES
-"  RETURNING delivery_id, webhook_id"
 "), grown AS ("
 "  UPDATE webhook.delivery d"
 "     SET items = g.last_no,"
@@ -141,19 +149,19 @@ INSERT_DELIVERIES
 "         batch_key = CASE WHEN g.now_full THEN NULL ELSE d.batch_key END,"
 "         next_attempt_at = CASE WHEN g.now_full AND d.status = 'pending' THEN pg_catalog.now()"
 "                                ELSE d.next_attempt_at END"
-"    FROM ROWS FROM (pg_catalog.unnest($10::int8[]), pg_catalog.unnest($11::int4[]),"
-"                    pg_catalog.unnest($12::text[]), pg_catalog.unnest($13::bool[]))"
+"    FROM ROWS FROM (pg_catalog.unnest($11::int8[]), pg_catalog.unnest($12::int4[]),"
+"                    pg_catalog.unnest($13::text[]), pg_catalog.unnest($14::bool[]))"
 "         AS g(delivery_id, last_no, events, now_full)"
-"   WHERE d.delivery_id = g.delivery_id AND d.delivery_id = ANY ($10)"
+"   WHERE d.delivery_id = g.delivery_id AND d.delivery_id = ANY ($11)"
 "), filed AS ("
 "  INSERT INTO webhook.batch_item (delivery_id, item_no, envelope)"
 "  SELECT COALESCE(i.delivery_id, m.delivery_id), i.item_no, i.envelope"
-"    FROM ROWS FROM (pg_catalog.unnest($14::int8[]), pg_catalog.unnest($15::text[]),"
-"                    pg_catalog.unnest($16::int4[]), pg_catalog.unnest($17::json[]))"
+"    FROM ROWS FROM (pg_catalog.unnest($15::int8[]), pg_catalog.unnest($16::text[]),"
+"                    pg_catalog.unnest($17::int4[]), pg_catalog.unnest($18::json[]))"
 "         AS i(delivery_id, webhook_id, item_no, envelope)"
 "    LEFT JOIN made m ON m.webhook_id = i.webhook_id"
 ")"
-"SELECT pg_catalog.count(*) FROM made";
+"SELECT delivery_id, webhook_id FROM made WHERE status = 'sending'";
 
 /*
  * The open batches of the profiles that have items to place: the newest of
@@ -357,6 +365,7 @@ enum
 	TAKE_BATCHING,
 	TAKE_BATCH_WAIT,
 	TAKE_BATCH_MAX_ITEMS,
+	TAKE_ENABLED,
 	TAKE_LOCKED,
 	TAKE_TAKEN					/* the column after TAKE_LOCKED: see webhook_rows_left */
 };
@@ -414,7 +423,9 @@ typedef struct Expansion
 	ArrayBuildState *captured_at;
 	ArrayBuildState *errors;
 	ArrayBuildState *batch_keys;
+	ArrayBuildState *claimed;
 	int			made;
+	ClaimAsMade *claim;			/* NULL: none is claimed as it is made */
 	/* open batches that grew */
 	ArrayBuildState *grown_ids;
 	ArrayBuildState *grown_last_nos;
@@ -444,12 +455,53 @@ add_text(ArrayBuildState **state, const char *value)
 	add_column(state, value ? CStringGetTextDatum(value) : (Datum) 0, value == NULL, TEXTOID);
 }
 
+/*
+ * Whether a delivery due at once, of an enabled profile, is claimed as it
+ * is made: while there is room, and its profile has not its allowance
+ * claimed.  All of them are made oldest first, so these are the oldest.
+ */
+static bool
+claim_as_made(Expansion *x, int64 profile_id, const char *webhook_id, Datum body)
+{
+	ClaimAsMade *claim = x->claim;
+	int			held = webhook_claims_held(profile_id);
+	ListCell   *lc;
+	MadeClaim  *m;
+
+	foreach(lc, claim->made)
+		if (((MadeClaim *) lfirst(lc))->profile_id == profile_id)
+			held++;
+	if (list_length(claim->made) >= claim->room || held >= webhook_claims_allowance())
+	{
+		claim->all_taken = false;
+		return false;
+	}
+	m = palloc(sizeof(MadeClaim));
+	m->delivery_id = 0;			/* known once it is written */
+	m->profile_id = profile_id;
+	m->webhook_id = pstrdup(webhook_id);
+	m->body = TextDatumGetCString(body);
+	claim->made = lappend(claim->made, m);
+	return true;
+}
+
 static void
 add_delivery(Expansion *x, Datum profile_id, const char *webhook_id, const char *events,
 			 int items, Datum body, bool no_body, Datum due_at, bool no_due_at,
 			 Datum captured_at, bool no_captured_at, Datum error, bool no_error,
-			 const char *batch_key)
+			 const char *batch_key, bool claimable)
 {
+	bool		claimed = false;
+
+	/* one due at once that is not claimed here is left for the claim */
+	if (x->claim != NULL && no_due_at && no_error)
+	{
+		if (claimable)
+			claimed = claim_as_made(x, DatumGetInt64(profile_id), webhook_id, body);
+		else
+			x->claim->all_taken = false;
+	}
+	add_column(&x->claimed, BoolGetDatum(claimed), false, BOOLOID);
 	add_column(&x->profile_ids, profile_id, false, INT8OID);
 	add_text(&x->webhook_ids, webhook_id);
 	add_text(&x->events, events);
@@ -568,7 +620,9 @@ add_item(Expansion *x, FunctionCallInfo render, MemoryContext item_cxt,
 					 1, envelope, false, (Datum) 0, true,
 					 args[RENDER_CAPTURED_AT].value, args[RENDER_CAPTURED_AT].isnull,
 					 TAKEN(binding, TAKE_CAPTURE_ERROR), TAKEN_NULL(binding, TAKE_CAPTURE_ERROR),
-					 NULL);
+					 NULL,
+					 TAKEN_NULL(binding, TAKE_CAPTURE_ERROR) &&
+					 DatumGetBool(TAKEN(binding, TAKE_ENABLED)));
 	}
 	/* what is kept was copied: what making this one took goes */
 	MemoryContextReset(item_cxt);
@@ -750,7 +804,7 @@ place_batch_items(Expansion *x, NewBatchItems *batch)
 				add_delivery(x, Int64GetDatum(batch->key.profile_id), webhook_id, events, last_no,
 							 PointerGetDatum(cstring_to_text_with_len(body.data, body.len)), false,
 							 (Datum) 0, true, first_captured, no_first_captured,
-							 (Datum) 0, true, NULL);
+							 (Datum) 0, true, NULL, false);
 				pfree(body.data);
 			}
 			else
@@ -761,7 +815,8 @@ place_batch_items(Expansion *x, NewBatchItems *batch)
 					due_at = DirectFunctionCall2(timestamptz_pl_interval, first_captured, batch->wait);
 				add_delivery(x, Int64GetDatum(batch->key.profile_id), webhook_id, events, last_no,
 							 (Datum) 0, true, due_at, no_first_captured,
-							 first_captured, no_first_captured, (Datum) 0, true, batch->key.key);
+							 first_captured, no_first_captured, (Datum) 0, true, batch->key.key,
+							 false);
 				for (int i = first; i < last; i++)
 					file_item(x, 0, webhook_id, (open_items + i) % max + 1,
 							  ((BatchedItem *) list_nth(batch->items, i))->envelope);
@@ -779,7 +834,7 @@ write_expansion(Expansion *x)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr write_batches_plan = NULL;
-	/* the parameters, in order: insert_sql's nine, then write_batches_sql's */
+	/* the parameters, in order: insert_sql's ten, then write_batches_sql's */
 	const struct
 	{
 		ArrayBuildState **values;
@@ -795,6 +850,7 @@ write_expansion(Expansion *x)
 		{&x->captured_at, TIMESTAMPTZOID, TIMESTAMPTZARRAYOID},
 		{&x->errors, TEXTOID, TEXTARRAYOID},
 		{&x->batch_keys, TEXTOID, TEXTARRAYOID},
+		{&x->claimed, BOOLOID, BOOLARRAYOID},
 		{&x->grown_ids, INT8OID, INT8ARRAYOID},
 		{&x->grown_last_nos, INT4OID, INT4ARRAYOID},
 		{&x->grown_events, TEXTOID, TEXTARRAYOID},
@@ -807,7 +863,7 @@ write_expansion(Expansion *x)
 	Oid			types[lengthof(columns)];
 	Datum		args[lengthof(columns)];
 	bool		batches = x->grown > 0 || x->filed > 0;
-	int			nargs = batches ? lengthof(columns) : 9;
+	int			nargs = batches ? lengthof(columns) : 10;
 	SPIPlanPtr	plan;
 
 	if (x->made == 0 && !batches)
@@ -826,8 +882,26 @@ write_expansion(Expansion *x)
 	}
 	else
 		plan = webhook_keep_plan(&insert_plan, insert_sql, nargs, types, false);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) < 0)
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not insert webhook deliveries");
+
+	/* the ids of those claimed as made, which come back in the order made */
+	if (x->claim == NULL)
+		return;
+	if (SPI_processed != (uint64) list_length(x->claim->made))
+		elog(ERROR, "webhook deliveries claimed as made: %llu written of %d",
+			 (unsigned long long) SPI_processed, list_length(x->claim->made));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MadeClaim  *m = list_nth(x->claim->made, i);
+		HeapTuple	row = SPI_tuptable->vals[i];
+		bool		isnull;
+		char	   *webhook_id = SPI_getvalue(row, SPI_tuptable->tupdesc, 2);
+
+		if (strcmp(webhook_id, m->webhook_id) != 0)
+			elog(ERROR, "webhook deliveries claimed as made came back out of order");
+		m->delivery_id = DatumGetInt64(SPI_getbinval(row, SPI_tuptable->tupdesc, 1, &isnull));
+	}
 }
 
 /*
@@ -835,7 +909,7 @@ write_expansion(Expansion *x)
  * step.
  */
 static void
-expand_changes(Datum *args, bool *more)
+expand_changes(Datum *args, bool *more, ClaimAsMade *claim)
 {
 	Oid			types[2] = {INT4OID, OIDARRAYOID};
 	static SPIPlanPtr take_plan = NULL;
@@ -876,6 +950,7 @@ expand_changes(Datum *args, bool *more)
 		elog(ERROR, "webhook occurrences taken without their counts");
 	*more = webhook_rows_left(counts, desc, TAKE_LOCKED, EXPAND_LOCK_STEP);
 	qsort(items, nitems, sizeof(TakenRow *), compare_taken);
+	x.claim = claim;
 
 	hash_ctl.keysize = sizeof(BatchKey);
 	hash_ctl.entrysize = sizeof(NewBatchItems);
@@ -1033,6 +1108,7 @@ webhook_expand_retry_at(void)
 typedef struct ExpandStep
 {
 	int			limit;
+	ClaimAsMade *claim;
 	bool		more;
 } ExpandStep;
 
@@ -1044,7 +1120,7 @@ expand_step(void *arg)
 
 	args[0] = Int32GetDatum(step->limit);
 	args[1] = deferred_table_array();
-	expand_changes(args, &step->more);
+	expand_changes(args, &step->more, step->claim);
 }
 
 /*
@@ -1053,13 +1129,24 @@ expand_step(void *arg)
  * for.
  */
 static bool
-expand_guarded(int limit, char **error, bool *locked)
+expand_guarded(int limit, ClaimAsMade *claim, char **error, bool *locked)
 {
-	ExpandStep	step = {limit, false};
+	ExpandStep	step = {limit, claim, false};
 	ErrorData  *edata;
 
 	webhook_rendering_table = InvalidOid;
+	/* what a try claimed is rolled back with it, should it fail */
+	if (claim != NULL)
+	{
+		claim->made = NIL;
+		claim->all_taken = true;
+	}
 	edata = webhook_in_subtransaction(expand_step, &step);
+	if (edata != NULL && claim != NULL)
+	{
+		claim->made = NIL;
+		claim->all_taken = false;
+	}
 	*error = edata ? edata->message : NULL;
 	*locked = edata && edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 	return step.more;
@@ -1078,7 +1165,7 @@ expand_guarded(int limit, char **error, bool *locked)
  * that batches were written to, and may be due to be put together.
  */
 bool
-webhook_expand(bool *deferred, bool *batched)
+webhook_expand(bool *deferred, bool *batched, ClaimAsMade *claim)
 {
 	Oid			types[2] = {TEXTOID, OIDARRAYOID};
 	Datum		args[2];
@@ -1091,7 +1178,7 @@ webhook_expand(bool *deferred, bool *batched)
 	expire_deferred_tables();
 	for (int limit = EXPAND_STEP;;)
 	{
-		more = expand_guarded(limit, &error, &locked);
+		more = expand_guarded(limit, claim, &error, &locked);
 		if (error == NULL)
 		{
 			*deferred = deferred_tables != NIL;
@@ -1123,7 +1210,7 @@ webhook_expand(bool *deferred, bool *batched)
 	if (SPI_execute_plan(webhook_keep_plan(&poison_plan, poison_sql, 2, types, false),
 						 args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not mark a webhook occurrence that cannot be expanded");
-	(void) expand_guarded(1, &error, &locked);
+	(void) expand_guarded(1, claim, &error, &locked);
 	if (error != NULL && locked)
 		*deferred = true;
 	else if (error != NULL)

@@ -30,7 +30,9 @@
  * only, so nothing made meanwhile can miss the change; a delivery claimed
  * just before its profile was disabled is given back unsent (find_stopped).
  * Outside this file, deliveries are made, pending (or failed, with the
- * capture's error), by the expansion (expand.c); made pending by
+ * capture's error; or sending, when nothing else is due and the step
+ * claims them as they are made: see ClaimAsMade), by the expansion
+ * (expand.c); made pending by
  * webhook._resend (redeliver, replay) and send_test; have their batch's due
  * time moved or are cut by the batching settings' trigger
  * (_batching_changed); are deleted by drop_profile; and one restored in
@@ -723,10 +725,11 @@ typedef struct ProfileTaken
  * allowance: after each profile's mark (see claims.c), or from the oldest
  * due when after_marks is false.  Sets *marks to the last delivery taken of
  * each profile (ClaimMark *), and *full to the ids of the profiles that
- * have their allowance claimed now.
+ * have their allowance claimed now.  made: what this step claimed as it
+ * made it (MadeClaim *), which counts against the allowances too.
  */
 static List *
-claim_due(int limit, bool after_marks, List **marks, List **full)
+claim_due(int limit, bool after_marks, List *made, List **marks, List **full)
 {
 	Oid			types[6] = {INT4OID, INT4OID, INT8ARRAYOID, INT4ARRAYOID,
 	TIMESTAMPTZARRAYOID, INT8ARRAYOID};
@@ -739,6 +742,7 @@ claim_due(int limit, bool after_marks, List **marks, List **full)
 	ArrayColumn after_id = {NULL, INT8OID};
 	ListCell   *lc;
 	ListCell   *lc2;
+	ListCell   *lc3;
 	List	   *taken = NIL;	/* ProfileTaken * */
 	List	   *profile_ids = NIL;
 	List	   *profiles;
@@ -750,6 +754,27 @@ claim_due(int limit, bool after_marks, List **marks, List **full)
 	*marks = NIL;
 	*full = NIL;
 	webhook_claims_loads(&held_ids, &held_counts, &held_marks);
+	foreach(lc, made)
+	{
+		MadeClaim  *m = lfirst(lc);
+		bool		found = false;
+
+		forboth(lc2, held_ids, lc3, held_counts)
+		{
+			if (*(int64 *) lfirst(lc2) == m->profile_id)
+			{
+				lfirst_int(lc3)++;
+				found = true;
+				break;
+			}
+		}
+		if (!found)
+		{
+			held_ids = lappend(held_ids, &m->profile_id);
+			held_counts = lappend_int(held_counts, 1);
+			held_marks = lappend(held_marks, NULL);
+		}
+	}
 	forboth(lc, held_counts, lc2, held_marks)
 	{
 		ClaimMark  *mark = after_marks ? lfirst(lc2) : NULL;
@@ -843,6 +868,47 @@ claim_due(int limit, bool after_marks, List **marks, List **full)
 	return result;
 }
 
+/* The requests of the deliveries the expansion claimed as it made them. */
+static List *
+requests_made(List *made)
+{
+	List	   *profile_ids = NIL;
+	List	   *profiles;
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, made)
+	{
+		MadeClaim  *m = lfirst(lc);
+		ListCell   *seen;
+		bool		found = false;
+
+		foreach(seen, profile_ids)
+			found = found || *(int64 *) lfirst(seen) == m->profile_id;
+		if (!found)
+			profile_ids = lappend(profile_ids, &m->profile_id);
+	}
+	profiles = read_profiles(profile_ids);
+	foreach(lc, made)
+	{
+		MadeClaim  *m = lfirst(lc);
+		ProfileSettings *p = find_profile(profiles, m->profile_id);
+		WebhookRequest *req;
+		MemoryContext old;
+
+		if (p == NULL)			/* cannot happen: the expansion joined it */
+			elog(ERROR, "webhook profile %lld vanished during an expansion",
+				 (long long) m->profile_id);
+		req = new_request(p, m->body, m->webhook_id);
+		req->delivery_id = m->delivery_id;
+		req->attempt = 1;
+		old = MemoryContextSwitchTo(caller_cxt);
+		result = lappend(result, req);
+		MemoryContextSwitchTo(old);
+	}
+	return result;
+}
+
 /*
  * The counts a statement of the step returns in columns locked_column and
  * the next: the rows it locked, at most lock_step, and those of them it
@@ -905,10 +971,13 @@ webhook_queue_step(WebhookStep *step)
 	bool		batched = false;
 	bool		retrying = false;
 	List	   *full_profiles = NIL;
+	ClaimAsMade as_made = {0};
+	bool		claim_as_made;
 
 	step->claimed = NIL;
 	step->claim_marks = NIL;
 	step->stopped = NIL;
+	step->claim_blocked = true;
 	step->more_occurrences = false;
 	step->more_batches = false;
 	step->next_due = 0;
@@ -936,21 +1005,47 @@ webhook_queue_step(WebhookStep *step)
 		MemoryContextSwitchTo(old);
 	}
 
+	/*
+	 * Nothing is due but what this step makes: the deliveries the expansion
+	 * makes are claimed by the statement that makes them, and there is no
+	 * claim besides, unless one was left (no room) or a batch is put
+	 * together.  Giving back, or a look for the next due time, makes
+	 * deliveries due that only the claim finds.
+	 */
+	claim_as_made = step->claim_as_made && step->sending && step->claim_limit > 0 &&
+		step->unsent == NIL && !step->assemble && !step->find_next_due;
+	as_made.room = step->claim_limit;
+	as_made.all_taken = true;
 	if (step->expand)
-		step->more_occurrences = webhook_expand(&deferred, &batched);
+		step->more_occurrences = webhook_expand(&deferred, &batched,
+												claim_as_made ? &as_made : NULL);
 	/* a batch the expansion grew to full, or started due, is put together now */
 	if (step->assemble || batched)
 		step->more_batches = assemble_due(&assembled);
-	if (step->claim_limit > 0 && step->sending)
+	if (as_made.made != NIL)
+		step->claimed = requests_made(as_made.made);
+	if (claim_as_made && as_made.all_taken && !batched && !assembled)
+		step->claim_blocked = false;
+	else if (step->claim_limit > 0 && step->sending)
 	{
 		/*
 		 * A batch put together is due since its first change's time plus
 		 * its wait, which may be before where a claim got to: this claim
 		 * looks from the oldest due.
 		 */
-		step->claimed = claim_due(step->claim_limit, !assembled, &step->claim_marks,
-								  &full_profiles);
+		int			limit = step->claim_limit - list_length(step->claimed);
+
+		if (limit > 0)
+		{
+			List	   *due = claim_due(limit, !assembled, as_made.made, &step->claim_marks,
+										  &full_profiles);
+			MemoryContext old = MemoryContextSwitchTo(caller_cxt);	/* outlives SPI */
+
+			step->claimed = list_concat(step->claimed, due);
+			MemoryContextSwitchTo(old);
+		}
 		claim_full = list_length(step->claimed) >= step->claim_limit;
+		step->claim_blocked = claim_full || full_profiles != NIL;
 	}
 
 	/*

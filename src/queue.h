@@ -21,12 +21,16 @@ typedef struct WebhookStep
 	bool		expand;			/* new occurrences may be queued */
 	bool		assemble;		/* a batch may be due to be put together */
 	bool		find_next_due;	/* what is due may have changed: look */
+	bool		claim_as_made;	/* nothing is due that the last claim did
+								 * not take: claim what the expansion makes
+								 * as it makes it, and no claim besides */
 
 	/* out */
 	bool		extension_present;	/* false: the extension was dropped */
 	List	   *claimed;		/* WebhookRequest *, for the sender */
 	List	   *claim_marks;	/* ClaimMark *: how far the claim got */
 	List	   *stopped;		/* int64 * profile ids disabled or dropped */
+	bool		claim_blocked;	/* a due delivery may be left unclaimed */
 	bool		more_occurrences;	/* the expansion was cut short */
 	bool		more_batches;	/* putting due batches together was cut short */
 	bool		next_due_found; /* looked for next_due: it is what follows */
@@ -38,8 +42,27 @@ typedef struct WebhookStep
 
 extern bool webhook_queue_recover(void);
 
+/*
+ * Deliveries the expansion claims as it makes them: those due at once, of
+ * enabled profiles, within the room given and each profile's allowance.
+ */
+typedef struct MadeClaim
+{
+	int64		delivery_id;
+	int64		profile_id;
+	char	   *webhook_id;
+	char	   *body;
+} MadeClaim;
+
+typedef struct ClaimAsMade
+{
+	int			room;			/* in: how many it may claim in all */
+	List	   *made;			/* out: MadeClaim *, in the order made */
+	bool		all_taken;		/* out: none due at once was left unclaimed */
+} ClaimAsMade;
+
 /* expand.c, in a step */
-extern bool webhook_expand(bool *deferred, bool *batched);
+extern bool webhook_expand(bool *deferred, bool *batched, ClaimAsMade *claim);
 extern TimestampTz webhook_expand_retry_at(void);
 
 /* a statement of the worker's, prepared once; the counts it returns */

@@ -47,10 +47,14 @@
 /*
  * Outcomes are recorded in groups of this many, or after this long.  Small
  * groups keep the sender stocked (a claim rides on each record); waiting
- * keeps a trickle of deliveries from costing a transaction each.
+ * keeps a trickle of deliveries from costing a transaction each.  A step
+ * that runs for other work takes along those that have waited half as
+ * long: recording one outcome costs nearly what recording ten does, so
+ * a trickle of commits, each with its step, does not record at each.
  */
 #define RECORD_BATCH 64
 #define RECORD_DELAY_MS 20
+#define RECORD_RIDE_MS (RECORD_DELAY_MS / 2)
 
 /*
  * A due delivery the last claim could not take is looked at again after
@@ -328,6 +332,7 @@ webhook_worker_main(Datum main_arg)
 	TimestampTz next_due = 0;
 	bool		next_due_unknown = true;	/* it may have changed: look */
 	TimestampTz next_due_found_at = 0;
+	bool		claim_blocked = true;	/* a due delivery may be unclaimed */
 	TimestampTz next_housekeeping = 0;
 	List	   *finished = NIL;	/* outcomes from the sender, not yet recorded */
 	List	   *unsent = NIL;	/* requests the sender gave back unsent */
@@ -433,6 +438,13 @@ webhook_worker_main(Datum main_arg)
 			else
 				unsent = lappend(unsent, msg.request);
 			MemoryContextSwitchTo(old);
+
+			/*
+			 * Off the wire: its place in the profile's allowance is free for
+			 * the next claim.  It stays 'sending' until it is recorded, so
+			 * no claim takes it again.
+			 */
+			webhook_claims_forget(msg.request->profile_id);
 		}
 
 		if (next_due != 0 && next_due <= now)
@@ -448,7 +460,8 @@ webhook_worker_main(Datum main_arg)
 		 */
 		record_now = (finished != NIL || unsent != NIL) &&
 			(list_length(finished) >= RECORD_BATCH || unsent != NIL || stop_by != 0 ||
-			 now >= TimestampTzPlusMilliseconds(first_finished_at, RECORD_DELAY_MS));
+			 now >= TimestampTzPlusMilliseconds(first_finished_at,
+												work_pending ? RECORD_RIDE_MS : RECORD_DELAY_MS));
 
 		/* stopping, and nothing more can come back to record (or no more time) */
 		if (stop_by != 0 &&
@@ -473,16 +486,7 @@ webhook_worker_main(Datum main_arg)
 			WebhookStep step;
 			ListCell   *lc;
 
-			/*
-			 * What this step records is no longer ours: the claim in the same
-			 * step may take its place.  (Should the step fail, the worker
-			 * exits, and its successor starts from the database.)
-			 */
-			foreach(lc, finished)
-				webhook_claims_forget(((WebhookRequest *) lfirst(lc))->profile_id);
-			foreach(lc, unsent)
-				webhook_claims_forget(((WebhookRequest *) lfirst(lc))->profile_id);
-			step.finished = finished;
+			step.finished = record_now ? finished : NIL;
 			step.unsent = unsent;
 			step.claim_limit = stop_by != 0 ? 0 :
 				Max(PREFETCH_FACTOR * webhook_max_concurrency - webhook_claims_count(), 0);
@@ -491,13 +495,11 @@ webhook_worker_main(Datum main_arg)
 			step.assemble = batches_due;
 			step.find_next_due = next_due_unknown || (next_due != 0 && next_due <= now) ||
 				now >= TimestampTzPlusMilliseconds(next_due_found_at, DUE_RECHECK_MS);
+			/* the last claim took all that was due, and nothing has come due since */
+			step.claim_as_made = !claim_blocked && !step.find_next_due;
 			if (!give_way_to_locks(queue_step, &step, loop_cxt))
 			{
 				/* nothing happened: the same outcomes wait, in a moment */
-				foreach(lc, finished)
-					webhook_claims_add(((WebhookRequest *) lfirst(lc))->profile_id);
-				foreach(lc, unsent)
-					webhook_claims_add(((WebhookRequest *) lfirst(lc))->profile_id);
 				work_pending = true;
 				step_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STEP_RETRY_MS);
 				goto sleep;
@@ -505,13 +507,16 @@ webhook_worker_main(Datum main_arg)
 			if (!step.extension_present)
 				leave(LOG, "the extension was dropped");
 
-			foreach(lc, finished)
+			foreach(lc, step.finished)
 				webhook_request_free(lfirst(lc));
 			foreach(lc, unsent)
 				webhook_request_free(lfirst(lc));
-			list_free(finished);
+			if (step.finished != NIL)
+			{
+				list_free(finished);
+				finished = NIL;
+			}
 			list_free(unsent);
-			finished = NIL;
 			unsent = NIL;
 			foreach(lc, step.claimed)
 			{
@@ -523,6 +528,7 @@ webhook_worker_main(Datum main_arg)
 			}
 			/* committed: the next claim of each profile starts after this one */
 			webhook_claims_marked(step.claim_marks);
+			claim_blocked = step.claim_blocked;
 			cancel_claims(channel, step.stopped);
 
 			/* a full claim or a cut-short expansion or assembly: more is waiting */

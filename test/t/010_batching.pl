@@ -119,11 +119,12 @@ is(scalar(keys %item_ids), 4 + 4 + 4, 'each item keeps an id of its own');
 my %batch_ids = map { $_->{headers}{'webhook-id'} => 1 } @all;
 is(scalar(keys %batch_ids), scalar(@all), 'each batch has a webhook-id of its own');
 ok(!grep({ $item_ids{ $_->{headers}{'webhook-id'} } } @all), 'which is none of its items\' ids');
-is($node->safe_psql('postgres', q{
+# (the outcomes are recorded a moment after the receiver has read them)
+ok($node->poll_query_until('postgres', q{
 	SELECT string_agg(p.name || ':' || d.items || ':' || d.status, ' ' ORDER BY p.name, d.items)
-	  FROM webhook.delivery d JOIN webhook.profile p USING (profile_id)}),
+	  FROM webhook.delivery d JOIN webhook.profile p USING (profile_id)},
 	'any:1:delivered any:3:delivered binding:1:delivered binding:1:delivered binding:2:delivered '
-	  . 'event:1:delivered event:3:delivered',
+	  . 'event:1:delivered event:3:delivered'),
 	'the deliveries count their items');
 
 # A backlog: the changes of one statement fill many batches at once.
