@@ -82,14 +82,14 @@ static const char *take_sql =
 "SELECT NULL::int8, NULL::timestamptz, NULL::text, NULL::text, NULL::json, NULL::json,"
 "       NULL::int8, NULL::int8, NULL::text, NULL::text, NULL::jsonb, NULL::text, NULL::text,"
 "       NULL::text, NULL::text, NULL::oid, NULL::oid, NULL::text[], NULL::text, NULL::oid,"
-"       NULL::text, NULL::text, NULL::int8, NULL::text, NULL::interval, NULL::int4, NULL::bool,"
+"       NULL::text, NULL::text, NULL::int8, NULL::text, NULL::interval, NULL::int4, NULL::bool, NULL::xid,"
 "       (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)"
 " UNION ALL "
 "SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed::text, c.new_rows, c.old_rows,"
 "        b.binding_id, p.profile_id, p.name, p.payload, p.payload_fields, e.name, e.title,"
 "        e.object, e.operation, e.table_oid::oid, e.created_by::oid, e.key_columns,"
 "        e.parent_object, e.parent_table::oid, e.parent_column, e.parent_key,"
-"        e.event_id, p.batching, p.batch_wait, p.batch_max_items, p.enabled, NULL, NULL"
+"        e.event_id, p.batching, p.batch_wait, p.batch_max_items, p.enabled, p.xmin, NULL, NULL"
 "   FROM claimed c"
 "   JOIN matched m ON m.occurrence_id = c.occurrence_id"
 "   JOIN webhook.binding b ON b.binding_id = m.binding_id"
@@ -366,6 +366,7 @@ enum
 	TAKE_BATCH_WAIT,
 	TAKE_BATCH_MAX_ITEMS,
 	TAKE_ENABLED,
+	TAKE_PROFILE_VERSION,		/* the profile row's xmin: see MadeClaim */
 	TAKE_LOCKED,
 	TAKE_TAKEN					/* the column after TAKE_LOCKED: see webhook_rows_left */
 };
@@ -461,8 +462,9 @@ add_text(ArrayBuildState **state, const char *value)
  * claimed.  All of them are made oldest first, so these are the oldest.
  */
 static bool
-claim_as_made(Expansion *x, int64 profile_id, const char *webhook_id, Datum body)
+claim_as_made(Expansion *x, TakenRow *item_of, const char *webhook_id, Datum body)
 {
+	int64		profile_id = DatumGetInt64(TAKEN(item_of, TAKE_PROFILE_ID));
 	ClaimAsMade *claim = x->claim;
 	int			held = webhook_claims_held(profile_id);
 	ListCell   *lc;
@@ -479,25 +481,27 @@ claim_as_made(Expansion *x, int64 profile_id, const char *webhook_id, Datum body
 	m = palloc(sizeof(MadeClaim));
 	m->delivery_id = 0;			/* known once it is written */
 	m->profile_id = profile_id;
+	m->profile_version = DatumGetTransactionId(TAKEN(item_of, TAKE_PROFILE_VERSION));
 	m->webhook_id = pstrdup(webhook_id);
 	m->body = TextDatumGetCString(body);
 	claim->made = lappend(claim->made, m);
 	return true;
 }
 
+/* item_of: the take's row of a single item (NULL: a batch) */
 static void
 add_delivery(Expansion *x, Datum profile_id, const char *webhook_id, const char *events,
 			 int items, Datum body, bool no_body, Datum due_at, bool no_due_at,
 			 Datum captured_at, bool no_captured_at, Datum error, bool no_error,
-			 const char *batch_key, bool claimable)
+			 const char *batch_key, TakenRow *item_of)
 {
 	bool		claimed = false;
 
 	/* one due at once that is not claimed here is left for the claim */
 	if (x->claim != NULL && no_due_at && no_error)
 	{
-		if (claimable)
-			claimed = claim_as_made(x, DatumGetInt64(profile_id), webhook_id, body);
+		if (item_of != NULL && DatumGetBool(TAKEN(item_of, TAKE_ENABLED)))
+			claimed = claim_as_made(x, item_of, webhook_id, body);
 		else
 			x->claim->all_taken = false;
 	}
@@ -620,9 +624,7 @@ add_item(Expansion *x, FunctionCallInfo render, MemoryContext item_cxt,
 					 1, envelope, false, (Datum) 0, true,
 					 args[RENDER_CAPTURED_AT].value, args[RENDER_CAPTURED_AT].isnull,
 					 TAKEN(binding, TAKE_CAPTURE_ERROR), TAKEN_NULL(binding, TAKE_CAPTURE_ERROR),
-					 NULL,
-					 TAKEN_NULL(binding, TAKE_CAPTURE_ERROR) &&
-					 DatumGetBool(TAKEN(binding, TAKE_ENABLED)));
+					 NULL, binding);
 	}
 	/* what is kept was copied: what making this one took goes */
 	MemoryContextReset(item_cxt);
@@ -804,7 +806,7 @@ place_batch_items(Expansion *x, NewBatchItems *batch)
 				add_delivery(x, Int64GetDatum(batch->key.profile_id), webhook_id, events, last_no,
 							 PointerGetDatum(cstring_to_text_with_len(body.data, body.len)), false,
 							 (Datum) 0, true, first_captured, no_first_captured,
-							 (Datum) 0, true, NULL, false);
+							 (Datum) 0, true, NULL, NULL);
 				pfree(body.data);
 			}
 			else
@@ -816,7 +818,7 @@ place_batch_items(Expansion *x, NewBatchItems *batch)
 				add_delivery(x, Int64GetDatum(batch->key.profile_id), webhook_id, events, last_no,
 							 (Datum) 0, true, due_at, no_first_captured,
 							 first_captured, no_first_captured, (Datum) 0, true, batch->key.key,
-							 false);
+							 NULL);
 				for (int i = first; i < last; i++)
 					file_item(x, 0, webhook_id, (open_items + i) % max + 1,
 							  ((BatchedItem *) list_nth(batch->items, i))->envelope);

@@ -868,37 +868,135 @@ claim_due(int limit, bool after_marks, List *made, List **marks, List **full)
 	return result;
 }
 
-/* The requests of the deliveries the expansion claimed as it made them. */
+/*
+ * Profile settings kept from step to step for the deliveries claimed as
+ * made, each with the version of its profile row (xmin) it was read for:
+ * a profile that changed since is a row of another version, read again.
+ * (Read in a later statement of the step, the settings may be newer than
+ * that version, never older.)
+ */
+#define KEPT_PROFILES_MAX 256
+
+typedef struct KeptProfile
+{
+	TransactionId version;
+	ProfileSettings *settings;
+} KeptProfile;
+
+static MemoryContext kept_cxt = NULL;
+static List *kept_profiles = NIL;	/* KeptProfile *, in kept_cxt */
+
+static List *
+copy_strings(List *strings)
+{
+	List	   *copy = NIL;
+	ListCell   *lc;
+
+	foreach(lc, strings)
+		copy = lappend(copy, pstrdup(lfirst(lc)));
+	return copy;
+}
+
+static ProfileSettings *
+kept_profile(int64 profile_id, TransactionId version)
+{
+	ListCell   *lc;
+
+	foreach(lc, kept_profiles)
+	{
+		KeptProfile *k = lfirst(lc);
+
+		if (k->settings->profile_id == profile_id && k->version == version)
+			return k->settings;
+	}
+	return NULL;
+}
+
+static void
+keep_profile(ProfileSettings *p, TransactionId version)
+{
+	MemoryContext old;
+	KeptProfile *k;
+	ProfileSettings *copy;
+
+	if (kept_cxt == NULL)
+		kept_cxt = AllocSetContextCreate(TopMemoryContext, "webhook profile settings",
+										 ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(kept_cxt);
+	copy = palloc(sizeof(ProfileSettings));
+	copy->profile_id = p->profile_id;
+	copy->url = pstrdup(p->url);
+	copy->method = pstrdup(p->method);
+	copy->auth = pstrdup(p->auth);
+	copy->username = copy_or_null(p->username);
+	copy->password = copy_or_null(p->password);
+	copy->secret = copy_or_null(p->secret);
+	copy->timeout_ms = p->timeout_ms;
+	copy->headers = copy_strings(p->headers);
+	copy->redacted = copy_strings(p->redacted);
+	k = palloc(sizeof(KeptProfile));
+	k->version = version;
+	k->settings = copy;
+	kept_profiles = lappend(kept_profiles, k);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * The requests of the deliveries the expansion claimed as it made them,
+ * with the settings of their profiles as kept, or read now.
+ */
 static List *
 requests_made(List *made)
 {
-	List	   *profile_ids = NIL;
-	List	   *profiles;
+	List	   *to_read = NIL;	/* MadeClaim *, one per profile to read */
 	List	   *result = NIL;
 	ListCell   *lc;
 
+	/* old versions and dropped profiles are let go now and then */
+	if (list_length(kept_profiles) >= KEPT_PROFILES_MAX && kept_cxt != NULL)
+	{
+		MemoryContextReset(kept_cxt);
+		kept_profiles = NIL;
+	}
 	foreach(lc, made)
 	{
 		MadeClaim  *m = lfirst(lc);
 		ListCell   *seen;
-		bool		found = false;
+		bool		found = kept_profile(m->profile_id, m->profile_version) != NULL;
 
-		foreach(seen, profile_ids)
-			found = found || *(int64 *) lfirst(seen) == m->profile_id;
+		foreach(seen, to_read)
+			found = found || ((MadeClaim *) lfirst(seen))->profile_id == m->profile_id;
 		if (!found)
-			profile_ids = lappend(profile_ids, &m->profile_id);
+			to_read = lappend(to_read, m);
 	}
-	profiles = read_profiles(profile_ids);
+	if (to_read != NIL)
+	{
+		List	   *ids = NIL;
+		List	   *profiles;
+
+		foreach(lc, to_read)
+			ids = lappend(ids, &((MadeClaim *) lfirst(lc))->profile_id);
+		profiles = read_profiles(ids);
+		foreach(lc, to_read)
+		{
+			MadeClaim  *m = lfirst(lc);
+			ProfileSettings *p = find_profile(profiles, m->profile_id);
+
+			if (p == NULL)		/* cannot happen: the expansion joined it */
+				elog(ERROR, "webhook profile %lld vanished during an expansion",
+					 (long long) m->profile_id);
+			keep_profile(p, m->profile_version);
+		}
+	}
 	foreach(lc, made)
 	{
 		MadeClaim  *m = lfirst(lc);
-		ProfileSettings *p = find_profile(profiles, m->profile_id);
+		ProfileSettings *p = kept_profile(m->profile_id, m->profile_version);
 		WebhookRequest *req;
 		MemoryContext old;
 
-		if (p == NULL)			/* cannot happen: the expansion joined it */
-			elog(ERROR, "webhook profile %lld vanished during an expansion",
-				 (long long) m->profile_id);
+		if (p == NULL)			/* cannot happen: kept above */
+			elog(ERROR, "webhook profile %lld has no settings", (long long) m->profile_id);
 		req = new_request(p, m->body, m->webhook_id);
 		req->delivery_id = m->delivery_id;
 		req->attempt = 1;

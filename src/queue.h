@@ -50,6 +50,9 @@ typedef struct MadeClaim
 {
 	int64		delivery_id;
 	int64		profile_id;
+	TransactionId profile_version;	/* its profile row's xmin, as the step
+									 * saw it: what the settings kept from
+									 * earlier steps are checked against */
 	char	   *webhook_id;
 	char	   *body;
 } MadeClaim;

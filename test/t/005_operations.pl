@@ -84,6 +84,29 @@ $seen{ $_->{json}{ticket}{summary} }++ for @{ $slow_ones->() };
 is(scalar(keys %seen), 10, 'each ticket arrived');
 is(scalar(grep { $_ > 1 } values %seen), 0, 'and none twice');
 
+# a profile's new settings go with its next delivery (the worker keeps a
+# profile's settings between deliveries, by the version of its row)
+my ($before, $after) = map { $receiver->url($_) } ('/before', '/after');
+$node->safe_psql('postgres', qq{
+	SELECT webhook.create_profile('changing', '$before', ARRAY['ticket.created'],
+	                              auth => 'bearer', password => 'token-1', headers => '{"X-Version": "1"}');
+	INSERT INTO tickets (summary, status_id) VALUES ('before the change', 1);
+});
+my $at = sub { my ($path) = @_; [ grep { $_->{path} eq $path } @{ $receiver->requests } ] };
+ok(wait_until(sub { @{ $at->('/before') } == 1 }), 'a delivery with the first settings');
+$node->safe_psql('postgres', qq{
+	SELECT webhook.alter_profile('changing', url => '$after', password => 'token-2',
+	                             headers => '{"X-Version": "2"}');
+	INSERT INTO tickets (summary, status_id) VALUES ('after the change', 1);
+});
+ok(wait_until(sub { @{ $at->('/after') } == 1 }), 'the next goes to the new URL');
+my ($first, $second) = ($at->('/before')->[0], $at->('/after')->[0]);
+is_deeply([ map { [ $_->{json}{ticket}{summary}, $_->{headers}{'x-version'}, $_->{headers}{authorization} ] }
+		($first, $second) ],
+	[ [ 'before the change', '1', 'Bearer token-1' ], [ 'after the change', '2', 'Bearer token-2' ] ],
+	'with the new headers and credentials');
+is(scalar @{ $at->('/before') }, 1, 'and nothing more to the old URL');
+
 $receiver->stop;
 $node->stop;
 done_testing();
