@@ -873,9 +873,11 @@ claim_due(int limit, bool after_marks, List *made, List **marks, List **full)
  * made, each with the version of its profile row (xmin) it was read for:
  * a profile that changed since is a row of another version, read again.
  * (Read in a later statement of the step, the settings may be newer than
- * that version, never older.)
+ * that version, never older.)  All are let go now and then, so that an
+ * xmin is never compared with one from 2^32 transactions before.
  */
 #define KEPT_PROFILES_MAX 256
+#define KEPT_PROFILES_MS (10 * 60 * 1000)
 
 typedef struct KeptProfile
 {
@@ -885,6 +887,7 @@ typedef struct KeptProfile
 
 static MemoryContext kept_cxt = NULL;
 static List *kept_profiles = NIL;	/* KeptProfile *, in kept_cxt */
+static TimestampTz kept_since = 0;
 
 static List *
 copy_strings(List *strings)
@@ -953,11 +956,15 @@ requests_made(List *made)
 	ListCell   *lc;
 
 	/* old versions and dropped profiles are let go now and then */
-	if (list_length(kept_profiles) >= KEPT_PROFILES_MAX && kept_cxt != NULL)
+	if (kept_cxt != NULL &&
+		(list_length(kept_profiles) >= KEPT_PROFILES_MAX ||
+		 TimestampDifferenceExceeds(kept_since, GetCurrentTimestamp(), KEPT_PROFILES_MS)))
 	{
 		MemoryContextReset(kept_cxt);
 		kept_profiles = NIL;
 	}
+	if (kept_profiles == NIL)
+		kept_since = GetCurrentTimestamp();
 	foreach(lc, made)
 	{
 		MadeClaim  *m = lfirst(lc);
