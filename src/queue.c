@@ -1114,8 +1114,10 @@ webhook_queue_step(WebhookStep *step)
 	 * Nothing is due but what this step makes: the deliveries the expansion
 	 * makes are claimed by the statement that makes them, and there is no
 	 * claim besides, unless one was left (no room) or a batch is put
-	 * together.  Giving back, or a look for the next due time, makes
-	 * deliveries due that only the claim finds.
+	 * together.  Something may have come due since the last claim when
+	 * deliveries are given back, a batch may be due, or the next due time
+	 * is to be looked for (it was reached, an operator called, or a second
+	 * passed): then only the claim finds it.
 	 */
 	claim_as_made = step->claim_as_made && step->sending && step->claim_limit > 0 &&
 		step->unsent == NIL && !step->assemble && !step->find_next_due;

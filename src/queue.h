@@ -21,9 +21,10 @@ typedef struct WebhookStep
 	bool		expand;			/* new occurrences may be queued */
 	bool		assemble;		/* a batch may be due to be put together */
 	bool		find_next_due;	/* what is due may have changed: look */
-	bool		claim_as_made;	/* nothing is due that the last claim did
-								 * not take: claim what the expansion makes
-								 * as it makes it, and no claim besides */
+	bool		claim_as_made;	/* the last claim took all that was due:
+								 * unless something came due since, claim
+								 * what the expansion makes as it makes it,
+								 * and no claim besides */
 
 	/* out */
 	bool		extension_present;	/* false: the extension was dropped */

@@ -495,8 +495,7 @@ webhook_worker_main(Datum main_arg)
 			step.assemble = batches_due;
 			step.find_next_due = next_due_unknown || (next_due != 0 && next_due <= now) ||
 				now >= TimestampTzPlusMilliseconds(next_due_found_at, DUE_RECHECK_MS);
-			/* the last claim took all that was due, and nothing has come due since */
-			step.claim_as_made = !claim_blocked && !step.find_next_due;
+			step.claim_as_made = !claim_blocked;
 			if (!give_way_to_locks(queue_step, &step, loop_cxt))
 			{
 				/* nothing happened: the same outcomes wait, in a moment */
