@@ -19,10 +19,15 @@
  *	fallback	every binding, no condition: run with the error when the
  *				query fails (it runs conditions); see webhook_capture()
  *
+ * When no binding calls users' SQL, the query's conditions are compiled
+ * here instead (conditions.c) and the rows that match are queued by the
+ * direct path, without the query.
+ *
  * A change of bindings replaces the trigger, so a new trigger OID means a
  * new plan; plans are cached by trigger OID.
  */
 #include "webhook.h"
+#include "conditions.h"
 #include "rowjson.h"
 
 #include "access/table.h"
@@ -75,6 +80,8 @@ typedef struct CaptureEntry
 	SPIPlanPtr	fallback_plan;
 	Datum		bindings;		/* direct path: the bindings, an int8[] */
 	RowWriter  *writer;			/* direct path: how its rows become JSON */
+	BindingConditions *conditions;	/* the query's conditions, evaluated here */
+	MemoryContext conditions_cxt;
 	int			in_use;			/* executions on the stack */
 	bool		stale;			/* the table changed: prepare again */
 } CaptureEntry;
@@ -191,11 +198,38 @@ capture_relcache_callback(Datum arg, Oid relid)
 	}
 }
 
+/*
+ * Conditions compiled here hold the functions and domains they call, folded
+ * and inlined as a plan would: a change of one is a new plan, as it would be
+ * for the query.
+ */
+static void
+capture_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	HASH_SEQ_STATUS seq;
+	CaptureEntry *entry;
+
+	if (capture_cache == NULL)
+		return;
+	hash_seq_init(&seq, capture_cache);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		if (!entry->stale && entry->conditions != NULL &&
+			webhook_conditions_depend_on(entry->conditions, cacheid, hashvalue))
+		{
+			entry->stale = true;
+			stale_entries++;
+		}
+	}
+}
+
 void
 webhook_capture_init(void)
 {
 	RegisterXactCallback(capture_xact_callback, NULL);
 	CacheRegisterRelcacheCallback(capture_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, capture_syscache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(TYPEOID, capture_syscache_callback, (Datum) 0);
 }
 
 void
@@ -240,6 +274,8 @@ sweep_stale_entries(void)
 				pfree(entry->operation);
 			if (entry->writer)
 				webhook_retire_row_writer(entry->writer);
+			if (entry->conditions_cxt)
+				MemoryContextDelete(entry->conditions_cxt);
 			hash_search(capture_cache, &entry->tgoid, HASH_REMOVE, NULL);
 			stale_entries--;
 		}
@@ -324,6 +360,8 @@ capture_entry(Trigger *trigger, Oid relid)
 		entry->fallback_plan = NULL;
 		entry->bindings = (Datum) 0;
 		entry->writer = NULL;
+		entry->conditions = NULL;
+		entry->conditions_cxt = NULL;
 		entry->in_use = 0;
 		entry->stale = false;
 	}
@@ -407,6 +445,90 @@ keep_bindings(const char *text)
 	return result;
 }
 
+/* The bindings' conditions, read to be compiled here (see conditions.c). */
+typedef struct ConditionsLoad
+{
+	CaptureEntry *entry;
+	Relation	rel;
+	int			nbindings;		/* 0: the query runs them */
+	int64	   *binding_ids;
+	char	  **conditions;		/* NULL: the binding matches every row */
+} ConditionsLoad;
+
+/*
+ * Read what each binding asks of a row, as the query's plan was read; none
+ * if one of them calls users' SQL (it takes the capture key, which only the
+ * query passes), or from a version of the extension without them.
+ */
+static void
+read_conditions(ConditionsLoad *load, Datum *args)
+{
+	Oid			argtypes[2] = {REGCLASSOID, TEXTOID};
+	Oid			fn = LookupFuncName(list_make2(makeString(WEBHOOK_SCHEMA_NAME),
+											   makeString("_capture_conditions")),
+									2, argtypes, true);
+	int			rc;
+
+	if (!OidIsValid(fn))
+		return;
+	rc = SPI_execute_with_args("SELECT binding_id, condition, user_sql"
+							   "  FROM webhook._capture_conditions($1, $2)",
+							   2, argtypes, args, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the capture conditions of table %u", load->entry->relid);
+	load->binding_ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	load->conditions = palloc(sizeof(char *) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(tuple, desc, 3, &isnull)) || isnull)
+			return;
+		load->binding_ids[i] = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		load->conditions[i] = SPI_getvalue(tuple, desc, 2);
+	}
+	load->nbindings = SPI_processed;
+}
+
+static void
+compile_step(void *arg)
+{
+	ConditionsLoad *load = arg;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "webhook capture conditions",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	BindingConditions *conds = webhook_conditions_compile(load->rel, load->nbindings,
+														  load->binding_ids, load->conditions);
+
+	MemoryContextSwitchTo(old);
+	if (conds == NULL)
+	{
+		MemoryContextDelete(cxt);
+		return;
+	}
+	MemoryContextSetParent(cxt, TopMemoryContext);
+	load->entry->conditions = conds;
+	load->entry->conditions_cxt = cxt;
+}
+
+/*
+ * Compile the conditions as the writer, with names resolved as in the
+ * capture query.  One that fails to (a column dropped since it was saved)
+ * leaves them to the query, whose failure is kept with the change.
+ */
+static void
+compile_conditions(ConditionsLoad *load)
+{
+	int			level = pin_search_path();
+	ErrorData  *error = webhook_in_subtransaction(compile_step, load);
+
+	AtEOXact_GUC(true, level);
+	if (error != NULL)
+		FreeErrorData(error);
+}
+
 /*
  * What a trigger captures: the query, its fallback, or the bindings that
  * every row matches (the direct path).  They come from the extension's own
@@ -430,6 +552,7 @@ load_capture(CaptureEntry *entry, TriggerData *trigdata)
 	entry->operation = MemoryContextStrdup(TopMemoryContext, operation);
 	if (OidIsValid(plan_fn))
 	{
+		ConditionsLoad load = {entry, trigdata->tg_relation, 0, NULL, NULL};
 		Datum		args[2];
 		Oid			save_userid;
 		int			save_sec_context;
@@ -451,9 +574,6 @@ load_capture(CaptureEntry *entry, TriggerData *trigdata)
 		rc = SPI_execute_with_args("SELECT query, fallback, bindings::pg_catalog.text"
 								   "  FROM webhook._capture_plan($1, $2)",
 								   2, argtypes, args, NULL, true, 1);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		AtEOXact_GUC(true, level);
-		PopActiveSnapshot();
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not read the capture plan of table %u", entry->relid);
 		if (SPI_processed > 0)
@@ -468,6 +588,13 @@ load_capture(CaptureEntry *entry, TriggerData *trigdata)
 			if (bindings != NULL)
 				entry->bindings = keep_bindings(bindings);
 		}
+		if (entry->query != NULL)
+			read_conditions(&load, args);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		AtEOXact_GUC(true, level);
+		PopActiveSnapshot();
+		if (load.nbindings > 0)
+			compile_conditions(&load);
 	}
 	else if (trigger->tgnargs >= 2 && trigger->tgnargs <= 4)
 	{
@@ -695,7 +822,8 @@ finish_rows(StringInfo rows)
 	return PointerGetDatum(rows->data);
 }
 
-typedef struct QueueChunk
+/* Where a statement's queue rows go. */
+typedef struct QueueTarget
 {
 	Relation	queue;
 	Oid			seq_relid;
@@ -704,12 +832,18 @@ typedef struct QueueChunk
 	TupleTableSlot *slot;
 	Datum		table_oid;
 	Datum		operation;
-	Datum		bindings;
 	RowWriter  *writer;
-	StringInfo	new_rows;		/* "[row,row" while open */
-	StringInfo	old_rows;
 	bool		has_new;
 	bool		has_old;
+} QueueTarget;
+
+/* The rows of one statement that matched the same bindings, being built. */
+typedef struct QueueChunk
+{
+	Datum		bindings;		/* an int8[] */
+	bool	   *matched;		/* with conditions: which of them */
+	StringInfo	new_rows;		/* "[row,row" while open */
+	StringInfo	old_rows;
 	int			count;
 } QueueChunk;
 
@@ -751,25 +885,25 @@ new_id_seed(void)
 }
 
 static void
-flush_chunk(QueueChunk *chunk)
+flush_chunk(QueueTarget *target, QueueChunk *chunk)
 {
-	TupleTableSlot *out = chunk->slot;
+	TupleTableSlot *out = target->slot;
 
 	if (chunk->count == 0)
 		return;
 
 	ExecClearTuple(out);
 	memset(out->tts_isnull, false, Q_NATTS * sizeof(bool));
-	out->tts_values[Q_OCCURRENCE_ID] = Int64GetDatum(nextval_internal(chunk->seq_relid, false));
+	out->tts_values[Q_OCCURRENCE_ID] = Int64GetDatum(nextval_internal(target->seq_relid, false));
 	out->tts_values[Q_CAPTURED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
-	out->tts_values[Q_TABLE_OID] = chunk->table_oid;
-	out->tts_values[Q_OPERATION] = chunk->operation;
+	out->tts_values[Q_TABLE_OID] = target->table_oid;
+	out->tts_values[Q_OPERATION] = target->operation;
 	out->tts_values[Q_BINDINGS] = chunk->bindings;
-	if (chunk->has_new)
+	if (target->has_new)
 		out->tts_values[Q_NEW_ROWS] = finish_rows(chunk->new_rows);
 	else
 		out->tts_isnull[Q_NEW_ROWS] = true;
-	if (chunk->has_old)
+	if (target->has_old)
 		out->tts_values[Q_OLD_ROWS] = finish_rows(chunk->old_rows);
 	else
 		out->tts_isnull[Q_OLD_ROWS] = true;
@@ -778,34 +912,124 @@ flush_chunk(QueueChunk *chunk)
 	out->tts_values[Q_ID_SEED] = new_id_seed();
 	ExecStoreVirtualTuple(out);
 
-	table_tuple_insert(chunk->queue, out, GetCurrentCommandId(true), 0, NULL);
-	ExecInsertIndexTuples(chunk->rri, out, chunk->estate, false, false, NULL, NIL);
+	table_tuple_insert(target->queue, out, GetCurrentCommandId(true), 0, NULL);
+	ExecInsertIndexTuples(target->rri, out, target->estate, false, false, NULL, NIL);
 	ExecClearTuple(out);
 	chunk->count = 0;
 }
 
-static uint64
-capture_direct(TriggerData *trigdata, CaptureEntry *entry)
+/*
+ * A new chunk: the first of the statement builds in the kept buffers
+ * unless a capture that is running already does.
+ */
+static QueueChunk *
+new_chunk(Datum bindings, const bool *matched, int nbindings)
 {
-	QueueChunk	chunk;
+	QueueChunk *chunk = palloc0(sizeof(QueueChunk));
+
+	chunk->bindings = bindings;
+	if (matched != NULL)
+		chunk->matched = memcpy(palloc(nbindings * sizeof(bool)), matched, nbindings * sizeof(bool));
+	if (!kept_buffers_in_use)
+	{
+		kept_buffers_in_use = true;
+		chunk->new_rows = &new_rows_buf;
+		chunk->old_rows = &old_rows_buf;
+	}
+	else
+	{
+		chunk->new_rows = makeStringInfo();
+		chunk->old_rows = makeStringInfo();
+	}
+	return chunk;
+}
+
+static void
+free_chunk(QueueChunk *chunk)
+{
+	if (chunk->new_rows == &new_rows_buf)
+	{
+		release_rows(chunk->new_rows);
+		release_rows(chunk->old_rows);
+		kept_buffers_in_use = false;
+	}
+	else
+	{
+		pfree(chunk->new_rows->data);
+		pfree(chunk->old_rows->data);
+	}
+}
+
+/* The chunk of the rows that matched these bindings, made when first met. */
+static QueueChunk *
+chunk_for(List **chunks, BindingConditions *conds, const bool *matched)
+{
+	int			nbindings = webhook_conditions_count(conds);
+	Datum	   *ids;
+	int			nids = 0;
+	ListCell   *lc;
+	QueueChunk *chunk;
+
+	foreach(lc, *chunks)
+	{
+		chunk = lfirst(lc);
+		if (memcmp(chunk->matched, matched, nbindings * sizeof(bool)) == 0)
+			return chunk;
+	}
+	ids = palloc(nbindings * sizeof(Datum));
+	for (int i = 0; i < nbindings; i++)
+		if (matched[i])
+			ids[nids++] = Int64GetDatum(webhook_conditions_binding(conds, i));
+	chunk = new_chunk(PointerGetDatum(construct_array(ids, nids, INT8OID, sizeof(int64),
+													  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+					  matched, nbindings);
+	*chunks = lappend(*chunks, chunk);
+	return chunk;
+}
+
+/* A slot holding a row of nulls: the old row of an insert, the new of a delete. */
+static TupleTableSlot *
+null_row(TupleDesc desc)
+{
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
+
+	return ExecStoreAllNullTuple(slot);
+}
+
+/*
+ * Queue the changed rows of a statement: every row for the entry's
+ * bindings (the direct path), or, with conditions, each row for the
+ * bindings it matches, in one queue row per set of bindings.  Returns the
+ * number of rows queued.
+ */
+static uint64
+capture_rows(TriggerData *trigdata, CaptureEntry *entry, BindingConditions *conds)
+{
+	QueueTarget target;
+	List	   *chunks = NIL;
+	QueueChunk *all = NULL;
 	TupleTableSlot *new_slot;
 	TupleTableSlot *old_slot;
+	TupleTableSlot *new_or_null = NULL;
+	TupleTableSlot *old_or_null = NULL;
+	ExprContext *econtext = NULL;
+	bool	   *matched = NULL;
 	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
 	int			render_level;
 	uint64		queued = 0;
+	ListCell   *lc;
 
-	memset(&chunk, 0, sizeof(chunk));
-	chunk.queue = table_open(queue_relid(&chunk.seq_relid), RowExclusiveLock);
-	if (RelationGetDescr(chunk.queue)->natts != Q_NATTS)
+	memset(&target, 0, sizeof(target));
+	target.queue = table_open(queue_relid(&target.seq_relid), RowExclusiveLock);
+	if (RelationGetDescr(target.queue)->natts != Q_NATTS)
 		elog(ERROR, "webhook.occurrence does not have the expected columns");
-	chunk.estate = CreateExecutorState();
-	chunk.rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(chunk.rri, chunk.queue, 1, NULL, 0);
-	ExecOpenIndices(chunk.rri, false);
-	chunk.slot = MakeSingleTupleTableSlot(RelationGetDescr(chunk.queue), &TTSOpsVirtual);
-	chunk.table_oid = ObjectIdGetDatum(RelationGetRelid(trigdata->tg_relation));
-	chunk.operation = CStringGetTextDatum(entry->operation);
-	chunk.bindings = entry->bindings;
+	target.estate = CreateExecutorState();
+	target.rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(target.rri, target.queue, 1, NULL, 0);
+	ExecOpenIndices(target.rri, false);
+	target.slot = MakeSingleTupleTableSlot(RelationGetDescr(target.queue), &TTSOpsVirtual);
+	target.table_oid = ObjectIdGetDatum(RelationGetRelid(trigdata->tg_relation));
+	target.operation = CStringGetTextDatum(entry->operation);
 	if (entry->writer != NULL && !webhook_row_writer_current(entry->writer, desc))
 	{
 		webhook_retire_row_writer(entry->writer);
@@ -814,22 +1038,24 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 	if (entry->writer == NULL)
 		entry->writer = webhook_row_writer(desc);
 	/* this call's own: a nested capture may replace the entry's */
-	chunk.writer = entry->writer;
-	if (!kept_buffers_in_use)
+	target.writer = entry->writer;
+	new_slot = transition_reader(trigdata->tg_newtable, desc);
+	old_slot = transition_reader(trigdata->tg_oldtable, desc);
+	target.has_new = new_slot != NULL;
+	target.has_old = old_slot != NULL;
+
+	if (conds == NULL)
 	{
-		kept_buffers_in_use = true;
-		chunk.new_rows = &new_rows_buf;
-		chunk.old_rows = &old_rows_buf;
+		all = new_chunk(entry->bindings, NULL, 0);
+		chunks = list_make1(all);
 	}
 	else
 	{
-		chunk.new_rows = makeStringInfo();
-		chunk.old_rows = makeStringInfo();
+		econtext = GetPerTupleExprContext(target.estate);
+		matched = palloc(webhook_conditions_count(conds) * sizeof(bool));
+		new_or_null = new_slot ? new_slot : null_row(desc);
+		old_or_null = old_slot ? old_slot : null_row(desc);
 	}
-	new_slot = transition_reader(trigdata->tg_newtable, desc);
-	old_slot = transition_reader(trigdata->tg_oldtable, desc);
-	chunk.has_new = new_slot != NULL;
-	chunk.has_old = old_slot != NULL;
 
 	render_level = webhook_render_begin();
 
@@ -839,6 +1065,7 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 			tuplestore_gettupleslot(trigdata->tg_newtable, true, false, new_slot);
 		bool		have_old = old_slot &&
 			tuplestore_gettupleslot(trigdata->tg_oldtable, true, false, old_slot);
+		QueueChunk *chunk = all;
 
 		if (!have_new && !have_old)
 			break;
@@ -846,46 +1073,47 @@ capture_direct(TriggerData *trigdata, CaptureEntry *entry)
 		if ((new_slot && !have_new) || (old_slot && !have_old))
 			elog(ERROR, "the old and new rows of the statement do not pair up");
 
+		if (conds != NULL)
+		{
+			if (webhook_conditions_match(conds, econtext, new_or_null, old_or_null, matched) == 0)
+				continue;
+			chunk = chunk_for(&chunks, conds, matched);
+		}
 		if (have_new)
-			append_row(chunk.writer, chunk.new_rows, new_slot, chunk.count);
+			append_row(target.writer, chunk->new_rows, new_slot, chunk->count);
 		if (have_old)
-			append_row(chunk.writer, chunk.old_rows, old_slot, chunk.count);
-		chunk.count++;
+			append_row(target.writer, chunk->old_rows, old_slot, chunk->count);
+		chunk->count++;
 		queued++;
-		if (chunk.count >= CHUNK_ROWS ||
-			(have_new ? chunk.new_rows->len : 0) + (have_old ? chunk.old_rows->len : 0) >= CHUNK_BYTES)
-			flush_chunk(&chunk);
+		if (chunk->count >= CHUNK_ROWS ||
+			(have_new ? chunk->new_rows->len : 0) + (have_old ? chunk->old_rows->len : 0) >= CHUNK_BYTES)
+			flush_chunk(&target, chunk);
 	}
-	flush_chunk(&chunk);
+	foreach(lc, chunks)
+		flush_chunk(&target, lfirst(lc));
 
 	webhook_render_end(render_level);
+	foreach(lc, chunks)
+		free_chunk(lfirst(lc));
+	if (new_or_null && new_or_null != new_slot)
+		ExecDropSingleTupleTableSlot(new_or_null);
+	if (old_or_null && old_or_null != old_slot)
+		ExecDropSingleTupleTableSlot(old_or_null);
 	if (new_slot)
 		ExecDropSingleTupleTableSlot(new_slot);
 	if (old_slot)
 		ExecDropSingleTupleTableSlot(old_slot);
-	ExecDropSingleTupleTableSlot(chunk.slot);
-	if (chunk.new_rows == &new_rows_buf)
-	{
-		release_rows(chunk.new_rows);
-		release_rows(chunk.old_rows);
-		kept_buffers_in_use = false;
-	}
-	else
-	{
-		pfree(chunk.new_rows->data);
-		pfree(chunk.old_rows->data);
-	}
-	ExecCloseIndices(chunk.rri);
-	FreeExecutorState(chunk.estate);
-	table_close(chunk.queue, NoLock);
+	ExecDropSingleTupleTableSlot(target.slot);
+	ExecCloseIndices(target.rri);
+	FreeExecutorState(target.estate);
+	table_close(target.queue, NoLock);
 	return queued;
 }
 
 typedef struct CaptureRun
 {
 	CaptureEntry *entry;
-	Trigger    *trigger;
-	Oid			relid;
+	TriggerData *trigdata;
 	uint64		queued;
 } CaptureRun;
 
@@ -895,10 +1123,81 @@ run_conditional_query(void *arg)
 {
 	CaptureRun *run = arg;
 	CaptureEntry *entry = run->entry;
+	Trigger    *trigger = run->trigdata->tg_trigger;
 
 	if (entry->plan == NULL)
-		entry->plan = prepare_capture_query(entry, run->trigger, entry->query, false);
-	run->queued = run_capture_query(entry, entry->plan, entry->query, run->trigger, run->relid, NULL);
+		entry->plan = prepare_capture_query(entry, trigger, entry->query, false);
+	run->queued = run_capture_query(entry, entry->plan, entry->query, trigger,
+									RelationGetRelid(run->trigdata->tg_relation), NULL);
+}
+
+/* The conditions compiled here, over the statement's rows. */
+static void
+run_conditions(void *arg)
+{
+	CaptureRun *run = arg;
+
+	run->queued = capture_rows(run->trigdata, run->entry, run->entry->conditions);
+}
+
+/*
+ * A condition failed: the change must not fail with it.  Keep it, and
+ * queue it for every binding with the error, to be recorded as failed
+ * deliveries.  SPI is connected, with the transition tables registered.
+ */
+static uint64
+queue_failed(CaptureEntry *entry, TriggerData *trigdata, ErrorData *error)
+{
+	Trigger    *trigger = trigdata->tg_trigger;
+
+	ereport(WARNING,
+			(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+			 errmsg("a webhook condition on table \"%s\" failed: %s",
+					RelationGetRelationName(trigdata->tg_relation), error->message),
+			 errdetail("The change is kept; its occurrences are recorded as failed deliveries."),
+			 errhint("Correct the condition; webhook.deliveries shows the error.")));
+	if (entry->fallback_plan == NULL)
+		entry->fallback_plan = prepare_capture_query(entry, trigger, entry->fallback, true);
+	return run_capture_query(entry, entry->fallback_plan, entry->fallback, trigger,
+							 RelationGetRelid(trigdata->tg_relation),
+							 psprintf("a condition failed when the change was captured: %s",
+									  error->message));
+}
+
+/*
+ * Run fn, which may fail on a condition, in a subtransaction; its error,
+ * with the state it left restored.
+ */
+static ErrorData *
+run_guarded(void (*fn) (void *arg), CaptureRun *run)
+{
+	CaptureEntry *entry = run->entry;
+	int			in_use = entry->in_use;
+	int			depth = webhook_capture_depth;
+	Oid			capturing = webhook_capture_relid;
+	bool		kept_in_use = kept_buffers_in_use;
+	ErrorData  *error;
+
+	/* a nested capture must not free the entry's conditions under us */
+	entry->in_use++;
+	error = webhook_in_subtransaction(fn, run);
+	entry->in_use = in_use;
+	if (error != NULL)
+	{
+		webhook_capture_depth = depth;
+		webhook_capture_relid = capturing;
+		kept_buffers_in_use = kept_in_use;
+	}
+	return error;
+}
+
+static void
+connect_with_rows(TriggerData *trigdata)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "could not register the transition tables");
 }
 
 Datum
@@ -906,9 +1205,10 @@ webhook_capture(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Trigger    *trigger;
-	Oid			relid;
 	CaptureEntry *entry;
-	volatile uint64 queued = 0;
+	CaptureRun	run;
+	ErrorData  *error;
+	uint64		queued = 0;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -927,9 +1227,7 @@ webhook_capture(PG_FUNCTION_ARGS)
 		(trigdata->tg_oldtable == NULL || tuplestore_tuple_count(trigdata->tg_oldtable) == 0))
 		return PointerGetDatum(NULL);
 
-	relid = RelationGetRelid(trigdata->tg_relation);
-
-	entry = capture_entry(trigger, relid);
+	entry = capture_entry(trigger, RelationGetRelid(trigdata->tg_relation));
 	if (!entry->loaded)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -937,69 +1235,57 @@ webhook_capture(PG_FUNCTION_ARGS)
 		load_capture(entry, trigdata);
 		SPI_finish();
 	}
+	run.entry = entry;
+	run.trigdata = trigdata;
+	run.queued = 0;
 
 	if (entry->bindings != (Datum) 0)
 	{
 		/* every binding matches every row: the direct path */
-		queued = capture_direct(trigdata, entry);
-		if (queued > 0)
-			work_at_commit |= WORK_CHANGES;
-		return PointerGetDatum(NULL);
+		queued = capture_rows(trigdata, entry, NULL);
 	}
-	/* no binding on this table and operation (any more) */
-	if (entry->query == NULL)
-		return PointerGetDatum(NULL);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
-		elog(ERROR, "could not register the transition tables");
-
-	if (entry->fallback == NULL)
+	else if (entry->query == NULL)
+	{
+		/* no binding on this table and operation (any more) */
+	}
+	else if (entry->conditions != NULL)
+	{
+		/* the conditions evaluated here, the matching rows queued directly */
+		error = run_guarded(run_conditions, &run);
+		queued = run.queued;
+		if (error != NULL)
+		{
+			connect_with_rows(trigdata);
+			queued = queue_failed(entry, trigdata, error);
+			SPI_finish();
+		}
+	}
+	else if (entry->fallback == NULL)
 	{
 		/* no condition: nothing in the query can fail */
+		connect_with_rows(trigdata);
 		if (entry->plan == NULL)
 			entry->plan = prepare_capture_query(entry, trigger, entry->query, false);
-		queued = run_capture_query(entry, entry->plan, entry->query, trigger, relid, NULL);
+		queued = run_capture_query(entry, entry->plan, entry->query, trigger,
+								   RelationGetRelid(trigdata->tg_relation), NULL);
+		SPI_finish();
 	}
 	else
 	{
 		/*
 		 * The query may fail: it runs SQL written by users (condition,
-		 * condition_sql), and a column it names may have been dropped.  The
-		 * change must not fail with it: keep it, and queue it for every
-		 * binding with the error, to be recorded as failed deliveries.
+		 * condition_sql), and a column it names may have been dropped.
 		 */
-		CaptureRun	run = {entry, trigger, relid, 0};
-		int			in_use = entry->in_use;
-		int			depth = webhook_capture_depth;
-		Oid			capturing = webhook_capture_relid;
-		ErrorData  *error = webhook_in_subtransaction(run_conditional_query, &run);
-
+		connect_with_rows(trigdata);
+		error = run_guarded(run_conditional_query, &run);
 		queued = run.queued;
 		if (error != NULL)
-		{
-			entry->in_use = in_use;
-			webhook_capture_depth = depth;
-			webhook_capture_relid = capturing;
-			ereport(WARNING,
-					(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
-					 errmsg("a webhook condition on table \"%s\" failed: %s",
-							RelationGetRelationName(trigdata->tg_relation), error->message),
-					 errdetail("The change is kept; its occurrences are recorded as failed deliveries."),
-					 errhint("Correct the condition; webhook.deliveries shows the error.")));
-			if (entry->fallback_plan == NULL)
-				entry->fallback_plan = prepare_capture_query(entry, trigger, entry->fallback, true);
-			queued = run_capture_query(entry, entry->fallback_plan, entry->fallback, trigger,
-									   relid, psprintf("a condition failed when the change was captured: %s",
-													   error->message));
-		}
+			queued = queue_failed(entry, trigdata, error);
+		SPI_finish();
 	}
 
 	if (queued > 0)
 		work_at_commit |= WORK_CHANGES;
-
-	SPI_finish();
 	return PointerGetDatum(NULL);
 }
 

@@ -34,7 +34,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
-#define WEBHOOK_VERSION "0.7"
+#define WEBHOOK_VERSION "0.8"
 #define WEBHOOK_EXTENSION_NAME "webhook"
 #define WEBHOOK_SCHEMA_NAME "webhook"
 
