@@ -1,10 +1,11 @@
 /*
  * channel.c
- *		The two message queues between a database's worker and its sender,
+ *		The two message queues between a database's worker and the sender,
  *		and the messages on them.
  *
  * The worker creates a dynamic shared memory segment with two shm_mq rings
- * (one each way) and passes its handle to the sender it starts.  Neither
+ * (one each way) and publishes its handle in its slot, where the sender
+ * finds it.  Neither
  * side ever waits on the other: messages are sent without blocking, and
  * what does not fit waits in the sender's own list until the other side
  * has read some (it sets our latch when it does).
@@ -179,15 +180,7 @@ webhook_channel_handle(WebhookChannel *channel)
 	return dsm_segment_handle(channel->seg);
 }
 
-/* Once the sender is registered: its failing to start detaches the rings. */
-void
-webhook_channel_set_handle(WebhookChannel *channel, BackgroundWorkerHandle *handle)
-{
-	shm_mq_set_handle(channel->out, handle);
-	shm_mq_set_handle(channel->in, handle);
-}
-
-/* The sender's end. */
+/* The sender's end; NULL when the worker is gone already. */
 WebhookChannel *
 webhook_channel_attach(dsm_handle handle)
 {
@@ -197,9 +190,7 @@ webhook_channel_attach(dsm_handle handle)
 	shm_mq	   *to_worker;
 
 	if (seg == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("could not map the webhook worker's shared memory segment")));
+		return NULL;
 	dsm_pin_mapping(seg);
 	base = dsm_segment_address(seg);
 	to_sender = (shm_mq *) base;
@@ -207,6 +198,24 @@ webhook_channel_attach(dsm_handle handle)
 	shm_mq_set_receiver(to_sender, MyProc);
 	shm_mq_set_sender(to_worker, MyProc);
 	return channel_new(seg, to_worker, to_sender);
+}
+
+/* The sender lets go of a worker's channel (the worker has gone). */
+void
+webhook_channel_detach(WebhookChannel *channel)
+{
+	ListCell   *lc;
+
+	foreach(lc, channel->unflushed)
+	{
+		StringInfo	buf = lfirst(lc);
+
+		pfree(buf->data);
+		pfree(buf);
+	}
+	list_free(channel->unflushed);
+	dsm_detach(channel->seg);
+	pfree(channel);
 }
 
 /* posting */

@@ -1,6 +1,6 @@
 /*
  * channel.h
- *		The two message queues between a database's worker and its sender.
+ *		The two message queues between a database's worker and the sender.
  *
  * The worker (database side) posts requests to send and cancellations; the
  * sender (HTTP side) posts back each request's result, or the request
@@ -39,8 +39,8 @@ typedef struct WebhookChannel WebhookChannel;
 
 extern WebhookChannel *webhook_channel_create(void);
 extern dsm_handle webhook_channel_handle(WebhookChannel *channel);
-extern void webhook_channel_set_handle(WebhookChannel *channel, BackgroundWorkerHandle *handle);
 extern WebhookChannel *webhook_channel_attach(dsm_handle handle);
+extern void webhook_channel_detach(WebhookChannel *channel);
 
 extern void webhook_channel_post_request(WebhookChannel *channel, struct WebhookRequest *req);
 extern void webhook_channel_post_cancel(WebhookChannel *channel, int64 profile_id);

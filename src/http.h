@@ -41,6 +41,7 @@ typedef struct WebhookRequest
 	dlist_node	node;
 
 	/* what to send */
+	uint32		origin;			/* in the sender: the channel it came on */
 	int64		delivery_id;
 	int32		attempt;
 	int64		profile_id;

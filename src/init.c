@@ -37,6 +37,8 @@ int			webhook_retention = 30 * 24 * 3600;
 int			webhook_max_concurrency = 64;
 int			webhook_disable_after_failures = 100;
 int			webhook_max_per_profile = 32;
+int			webhook_max_workers = 4;
+int			webhook_worker_idle_timeout = 60;
 /* for SHOW only: the worker reads the setting with webhook_queue_sending */
 static bool webhook_sending = true;
 char	   *webhook_user_agent = NULL;
@@ -397,6 +399,21 @@ define_gucs(void)
 							&webhook_max_concurrency,
 							64, 1, 10000,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("webhook.max_workers",
+							"Sets how many databases' workers run at once.",
+							"A database's worker runs while it has work; others wait their turn. "
+							"Each takes a background worker slot; the launcher and the sender one each.",
+							&webhook_max_workers,
+							4, 1, WEBHOOK_MAX_DATABASES,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("webhook.worker_idle_timeout",
+							"Sets how long a database's worker stays without work.",
+							"It is started again when work comes or comes due.",
+							&webhook_worker_idle_timeout,
+							60, 1, 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("webhook.max_per_profile",
 							"Sets how many HTTP requests of one profile are in flight at most.",

@@ -4,7 +4,8 @@
  *
  * One slot per database that has (or may have) the extension.  Backends ask
  * for a worker (CREATE EXTENSION), wake it (a commit that queued work), or
- * pause it (DROP DATABASE); the launcher starts what is requested.
+ * pause it (DROP DATABASE); the launcher starts what is requested.  A
+ * worker publishes its channel in its slot, for the sender to attach.
  */
 #include "webhook.h"
 
@@ -24,8 +25,7 @@ WebhookShared *webhook_shared = NULL;
 static int
 slot_count(void)
 {
-	/* a worker needs a background worker slot, so more is never useful */
-	return Max(max_worker_processes, 8);
+	return WEBHOOK_MAX_DATABASES;
 }
 
 static Size
@@ -54,6 +54,7 @@ webhook_shmem_startup(void)
 		memset(webhook_shared, 0, shared_size());
 		webhook_shared->lock = &(GetNamedLWLockTranche("webhook"))->lock;
 		webhook_shared->nslots = slot_count();
+		pg_atomic_init_u32(&webhook_shared->channels_changed, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -105,7 +106,7 @@ webhook_request_worker(Oid dboid)
 				memset(slot, 0, sizeof(*slot));
 				pg_atomic_init_u32(&slot->work_queued, WORK_CHANGES | WORK_OTHER);
 				slot->dboid = dboid;
-				slot->state = SLOT_DONE;
+				slot->state = SLOT_IDLE;
 				break;
 			}
 		}
@@ -115,11 +116,11 @@ webhook_request_worker(Oid dboid)
 		LWLockRelease(webhook_shared->lock);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("no webhook worker slot is free for database %u", dboid),
-				 errhint("Increase max_worker_processes and restart the server.")));
+				 errmsg("webhook serves at most %d databases", WEBHOOK_MAX_DATABASES),
+				 errdetail("Database %u gets no worker.", dboid)));
 		return;
 	}
-	if (slot->state == SLOT_DONE)
+	if (slot->state == SLOT_IDLE)
 	{
 		slot->state = SLOT_REQUESTED;
 		slot->restart_at = 0;
@@ -128,7 +129,10 @@ webhook_request_worker(Oid dboid)
 	wake_launcher();
 }
 
-/* Ask this database's worker for work (WORK_*), and set its latch if it runs. */
+/*
+ * Ask this database's worker for work (WORK_*), and set its latch if it
+ * runs; if none does, the launcher starts one.
+ */
 void
 webhook_wake_worker(Oid dboid, uint32 work)
 {
@@ -144,6 +148,8 @@ webhook_wake_worker(Oid dboid, uint32 work)
 	{
 		pg_atomic_fetch_or_u32(&slot->work_queued, work);
 		latch = slot->latch;
+		if (slot->state == SLOT_IDLE)
+			latch = webhook_shared->launcher_latch;
 	}
 	LWLockRelease(webhook_shared->lock);
 
@@ -180,7 +186,7 @@ webhook_pause_worker(Oid dboid)
 
 	LWLockAcquire(webhook_shared->lock, LW_EXCLUSIVE);
 	slot = webhook_slot_find(dboid);
-	if (slot != NULL && slot->state != SLOT_DONE && slot->state != SLOT_PAUSED)
+	if (slot != NULL && slot->state != SLOT_PAUSED)
 	{
 		slot->state = SLOT_PAUSED;
 		slot->stop_requested = true;
@@ -233,4 +239,22 @@ webhook_unpause_worker(Oid dboid, bool database_gone)
 	}
 	LWLockRelease(webhook_shared->lock);
 	wake_launcher();
+}
+
+/*
+ * Publish this worker's channel (0: withdraw it) and tell the sender,
+ * which attaches to every channel it finds published.
+ */
+void
+webhook_publish_channel(WebhookDbSlot *slot, dsm_handle channel)
+{
+	Latch	   *latch;
+
+	LWLockAcquire(webhook_shared->lock, LW_EXCLUSIVE);
+	slot->channel = channel;
+	latch = webhook_shared->sender_latch;
+	LWLockRelease(webhook_shared->lock);
+	pg_atomic_fetch_add_u32(&webhook_shared->channels_changed, 1);
+	if (latch)
+		SetLatch(latch);
 }

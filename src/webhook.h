@@ -5,14 +5,14 @@
  * One file per responsibility:
  *	init.c		_PG_init, GUCs, the utility hook and the commit callback
  *	shmem.c		shared state: the launcher's latch and one slot per database
- *	launcher.c	the launcher: starts and supervises one worker per database
+ *	launcher.c	the launcher: starts the sender, and databases' workers in turn
  *	worker.c	the per-database worker: the database side of sending
- *	sender.c	its sender: the HTTP side, in a process of its own
- *	channel.c	the shared-memory queues between the two
+ *	sender.c	the sender: the HTTP side of every worker, one for the server
+ *	channel.c	the shared-memory queues between a worker and the sender
  *	queue.c		the worker's transactions: claim, record, purge; a status's owner
  *	expand.c	queued occurrences made into deliveries and batches
  *	claims.c	the worker's per-profile claims, and where each got to
- *	dispatch.c	the sender's per-profile shares of the requests on the wire
+ *	dispatch.c	the sender's per-database, per-profile shares of the wire
  *	http.c		libcurl multi interface driven by the worker's wait loop
  *	capture.c	the capture trigger that enqueues occurrences
  *	envelope.c	the JSON sent for one occurrence, for each payload kind
@@ -31,6 +31,7 @@
 
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
+#include "storage/dsm.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
@@ -44,6 +45,8 @@ extern int	webhook_connect_timeout;	/* ms */
 extern int	webhook_max_response_size;	/* bytes */
 extern int	webhook_retention;	/* seconds */
 extern int	webhook_max_concurrency;
+extern int	webhook_max_workers;
+extern int	webhook_worker_idle_timeout;
 extern int	webhook_disable_after_failures;
 extern int	webhook_max_per_profile;
 extern char *webhook_user_agent;
@@ -72,6 +75,12 @@ extern bool webhook_address_blocked(const struct sockaddr *sa);
  * A slot belongs to one database.  Only cross-process state lives here: the
  * database OID, the worker's pid and latch (a PGPROC latch, valid in every
  * process), and flags.  The launcher owns the slot's life cycle.
+ *
+ * A database's worker runs while it has work: it leaves when it has had
+ * none for webhook.worker_idle_timeout (sooner when other databases wait
+ * for one of the webhook.max_workers places), saying when its next
+ * delivery comes due; the launcher starts it again then, or when a commit
+ * asks for it.
  */
 typedef enum WebhookSlotState
 {
@@ -80,8 +89,11 @@ typedef enum WebhookSlotState
 	SLOT_STARTING,				/* registered, not yet attached */
 	SLOT_RUNNING,				/* worker attached */
 	SLOT_PAUSED,				/* stopped while a DROP/ALTER DATABASE runs */
-	SLOT_DONE					/* worker ended on purpose (no extension) */
+	SLOT_IDLE					/* no worker: one starts for work or at wake_at */
 } WebhookSlotState;
+
+/* Databases with the extension that one server serves. */
+#define WEBHOOK_MAX_DATABASES 1024
 
 /*
  * What a commit asks of its database's worker.  New changes only need
@@ -101,6 +113,9 @@ typedef struct WebhookDbSlot
 	pg_atomic_uint32 work_queued;	/* WORK_* that commits asked for since
 									 * the worker last looked */
 	TimestampTz restart_at;		/* not before this time (crash backoff) */
+	TimestampTz wake_at;		/* IDLE: start a worker then (0: on work only) */
+	dsm_handle	channel;		/* the worker's channel to the sender, 0: none */
+	TimestampTz served_at;		/* when a worker last started: who is next */
 } WebhookDbSlot;
 
 typedef struct WebhookShared
@@ -108,6 +123,10 @@ typedef struct WebhookShared
 	LWLock	   *lock;
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
+	pid_t		sender_pid;		/* the sender, 0 when none runs */
+	Latch	   *sender_latch;
+	pg_atomic_uint32 channels_changed;	/* a worker opened a channel */
+	int			databases_waiting;	/* for a worker, with every place taken */
 	int			nslots;
 	WebhookDbSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } WebhookShared;
@@ -122,6 +141,7 @@ extern void webhook_wake_worker(Oid dboid, uint32 work);
 extern uint32 webhook_work_queued(WebhookDbSlot *slot);
 extern bool webhook_pause_worker(Oid dboid);
 extern void webhook_unpause_worker(Oid dboid, bool database_gone);
+extern void webhook_publish_channel(WebhookDbSlot *slot, dsm_handle channel);
 
 /* launcher.c */
 extern void webhook_register_launcher(void);

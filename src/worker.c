@@ -3,9 +3,9 @@
  *		The per-database worker: claims due deliveries, hands them to its
  *		sender, records what happened.
  *
- * The worker does the database side; its sender (sender.c), a process it
- * starts, does the HTTP side, and the two talk through a channel of two
- * shared-memory queues (channel.c).  The loop sleeps on its latch, set by
+ * The worker does the database side; the sender (sender.c), one process
+ * for the server, does the HTTP side, and the two talk through a channel
+ * of two shared-memory queues (channel.c) that the worker opens.  The loop sleeps on its latch, set by
  * commits that queued work (see capture.c) and by the sender when it
  * posts outcomes, with a timeout for the earliest of: the next retry or
  * batch due, a group of outcomes waiting to be recorded, and housekeeping.
@@ -17,6 +17,15 @@
  * answered is recorded, and not sent again by the next worker.  A sender
  * that leaves first (stopped alone) has its last outcomes recorded too,
  * before the worker ends with an error and is started again.
+ *
+ * It runs while its database has work.  With nothing on the wire, nothing
+ * to record and nothing due for webhook.worker_idle_timeout, it leaves,
+ * leaving the time its next delivery or batch comes due in its slot; the
+ * launcher starts a worker again then, or when a commit asks for one.
+ * When other databases wait for a place (webhook.max_workers), it leaves
+ * as soon as it has nothing on the wire and nothing due, or, busy, after
+ * WORKER_SLICE_MS: it claims nothing more, records what comes back, and
+ * leaves its place to the next, to come back in its turn.
  */
 #include "webhook.h"
 
@@ -68,12 +77,23 @@
 /* Stopping: the time left, after the requests, to record their outcomes. */
 #define LAST_RECORD_MS 1000
 
+/* Others wait for a place: a busy worker gives its own up after this. */
+#define WORKER_SLICE_MS 2000
+
+/* An idle worker whose next delivery is due sooner than this stays. */
+#define IDLE_MIN_SLEEP_MS 1000
+
+/* An idle database's worker comes back at least this often, to purge. */
+#define IDLE_HOUSEKEEPING_MS (3600 * 1000)
+
 bool		webhook_in_worker = false;
 
 static WebhookDbSlot *my_slot = NULL;
 
-/* Set before a deliberate exit: the launcher must not restart us. */
+/* Set before a deliberate exit: what the slot becomes, and when to wake. */
 static bool exit_on_purpose = false;
+static WebhookSlotState state_on_exit = SLOT_FREE;
+static TimestampTz wake_at_on_exit = 0;
 
 static void
 worker_detach(int code, Datum arg)
@@ -85,10 +105,16 @@ worker_detach(int code, Datum arg)
 	{
 		my_slot->pid = 0;
 		my_slot->latch = NULL;
+		my_slot->channel = 0;
 		if (my_slot->state == SLOT_RUNNING)
 		{
 			if (exit_on_purpose)
-				my_slot->state = SLOT_DONE;
+			{
+				my_slot->state = state_on_exit;
+				/* a commit's wake-up that came as we left is not lost */
+				my_slot->wake_at = pg_atomic_read_u32(&my_slot->work_queued) != 0 ?
+					GetCurrentTimestamp() : wake_at_on_exit;
+			}
 			else
 			{
 				/* an error ended us: the launcher restarts after a pause */
@@ -126,54 +152,46 @@ worker_attach(Oid dboid)
 	return ok;
 }
 
+/* Whether we must stop; and how many databases wait for a worker. */
 static bool
-stop_requested(void)
+stop_requested(int *databases_waiting)
 {
 	bool		stop;
 
 	LWLockAcquire(webhook_shared->lock, LW_SHARED);
 	stop = my_slot->stop_requested;
+	*databases_waiting = webhook_shared->databases_waiting;
 	LWLockRelease(webhook_shared->lock);
 	return stop;
 }
 
 static char *my_database_name = NULL;
 
+/*
+ * Leave on purpose.  The slot becomes "then": free (no extension here),
+ * or idle, for a worker to start again when work comes or at wake_at.
+ */
 static void
-leave(int elevel, const char *why)
+leave(int elevel, WebhookSlotState then, TimestampTz wake_at, const char *why)
 {
 	ereport(elevel, (errmsg("webhook worker for database \"%s\" is stopping: %s",
 							my_database_name, why)));
 	exit_on_purpose = true;
+	state_on_exit = then;
+	wake_at_on_exit = wake_at;
 	proc_exit(0);
 }
 
-/* Start this worker's sender, connected through a new channel. */
+/*
+ * Open this worker's channel to the sender and publish it: the sender
+ * attaches when it sees it (what is posted before waits in the ring).
+ */
 static WebhookChannel *
-start_sender(void)
+open_channel(void)
 {
 	WebhookChannel *channel = webhook_channel_create();
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "webhook");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "webhook_sender_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "webhook sender for database %s", my_database_name);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "webhook sender");
-	worker.bgw_main_arg = UInt32GetDatum(webhook_channel_handle(channel));
-	worker.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("could not start the webhook sender for database \"%s\"",
-						my_database_name),
-				 errhint("Each database with the extension needs two background worker slots; "
-						 "raise max_worker_processes.")));
-	webhook_channel_set_handle(channel, handle);
+	webhook_publish_channel(my_slot, webhook_channel_handle(channel));
 	return channel;
 }
 
@@ -311,6 +329,37 @@ handle_sigterm(SIGNAL_ARGS)
 		SignalHandlerForShutdownRequest(postgres_signal_arg);
 }
 
+/*
+ * Leave the place to others, or leave for want of work (see the header).
+ * due_soon: there is work now, or soon; quiet: nothing is on the wire or
+ * waits to be recorded.
+ */
+static void
+leave_when_idle(bool due_soon, bool quiet, TimestampTz next_due, TimestampTz now,
+				int databases_waiting, bool yielding, TimestampTz *busy_at)
+{
+	TimestampTz wake_at;
+
+	if (due_soon || !quiet)
+		*busy_at = now;
+	if (!quiet)
+		return;
+	/* a commit that came since the latch was last looked at: stay for it */
+	if (pg_atomic_read_u32(&my_slot->work_queued) != 0)
+	{
+		SetLatch(MyLatch);
+		return;
+	}
+	wake_at = TimestampTzPlusMilliseconds(now, IDLE_HOUSEKEEPING_MS);
+	if (next_due != 0 && next_due < wake_at)
+		wake_at = next_due;
+	if (yielding || (databases_waiting > 0 && !due_soon))
+		leave(DEBUG1, SLOT_IDLE, due_soon ? now : wake_at, "other databases wait for a worker");
+	if (!due_soon &&
+		now >= TimestampTzPlusMilliseconds(*busy_at, webhook_worker_idle_timeout * 1000L))
+		leave(DEBUG1, SLOT_IDLE, wake_at, "it has had no work for webhook.worker_idle_timeout");
+}
+
 static long
 ms_until(TimestampTz when, TimestampTz now)
 {
@@ -341,6 +390,10 @@ webhook_worker_main(Datum main_arg)
 	bool		sending;
 	TimestampTz stop_by = 0;	/* asked to stop: leave by then */
 	bool		sender_gone = false;
+	TimestampTz started_at;
+	TimestampTz busy_at;		/* last had work, or something on the wire */
+	int			databases_waiting = 0;	/* for a place, every one taken */
+	bool		yielding = false;	/* they waited long enough: claim no more */
 	WebhookChannel *channel;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -353,6 +406,9 @@ webhook_worker_main(Datum main_arg)
 	if (!worker_attach(dboid))
 		proc_exit(0);
 	webhook_in_worker = true;
+	/* what commits asked for until now, the first step looks at anyway */
+	(void) webhook_work_queued(my_slot);
+	started_at = busy_at = GetCurrentTimestamp();
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("webhook worker");
@@ -364,16 +420,16 @@ webhook_worker_main(Datum main_arg)
 	CommitTransactionCommand();
 
 	if (RecoveryInProgress())
-		leave(LOG, "the server is in recovery");
+		leave(LOG, SLOT_FREE, 0, "the server is in recovery");
 	if (!webhook_queue_recover())
-		leave(DEBUG1, "the extension is not installed in this database");
+		leave(DEBUG1, SLOT_FREE, 0, "the extension is not installed in this database");
 	sending = webhook_queue_sending();
 	if (!sending)
 		ereport(LOG,
 				(errmsg("webhook worker for database \"%s\" does not send: webhook.sending is off",
 						my_database_name)));
 
-	channel = start_sender();
+	channel = open_channel();
 	wait_set = CreateWaitEventSet(TopMemoryContext, 2);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
@@ -406,8 +462,10 @@ webhook_worker_main(Datum main_arg)
 				work_pending = next_due_unknown = true;
 			}
 		}
-		if (stop_requested())
-			leave(LOG, "its database needs to be free of other sessions");
+		if (stop_requested(&databases_waiting))
+			leave(LOG, SLOT_FREE, 0, "its database needs to be free of other sessions");
+		yielding = databases_waiting > 0 &&
+			GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(started_at, WORKER_SLICE_MS);
 		if (ShutdownRequestPending && stop_by == 0)
 		{
 			stop_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -488,7 +546,7 @@ webhook_worker_main(Datum main_arg)
 
 			step.finished = record_now ? finished : NIL;
 			step.unsent = unsent;
-			step.claim_limit = stop_by != 0 ? 0 :
+			step.claim_limit = (stop_by != 0 || yielding) ? 0 :
 				Max(PREFETCH_FACTOR * webhook_max_concurrency - webhook_claims_count(), 0);
 			step.sending = sending;
 			step.expand = queue_changed;
@@ -504,7 +562,7 @@ webhook_worker_main(Datum main_arg)
 				goto sleep;
 			}
 			if (!step.extension_present)
-				leave(LOG, "the extension was dropped");
+				leave(LOG, SLOT_IDLE, 0, "the extension was dropped");
 
 			foreach(lc, step.finished)
 				webhook_request_free(lfirst(lc));
@@ -582,6 +640,13 @@ webhook_worker_main(Datum main_arg)
 				next_housekeeping = TimestampTzPlusMilliseconds(now, HOUSEKEEPING_MS);
 		}
 
+		if (stop_by == 0 && !sender_gone)
+			leave_when_idle(work_pending || expand_again_at != 0 || next_due_unknown ||
+							step_retry_at > now ||
+							(next_due != 0 && next_due <= TimestampTzPlusMilliseconds(now, IDLE_MIN_SLEEP_MS)),
+							finished == NIL && unsent == NIL && webhook_claims_count() == 0,
+							next_due, now, databases_waiting, yielding, &busy_at);
+
 		/* sleep until the latch or the earliest timer */
 sleep:
 		timeout = ms_until(next_housekeeping, now);
@@ -592,6 +657,9 @@ sleep:
 		if (finished != NIL)
 			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(first_finished_at,
 																		RECORD_DELAY_MS), now));
+		if (stop_by == 0 && databases_waiting == 0)
+			timeout = Min(timeout, ms_until(TimestampTzPlusMilliseconds(busy_at,
+																		webhook_worker_idle_timeout * 1000L), now));
 		if (work_pending)
 			timeout = 0;
 		if (step_retry_at > now)

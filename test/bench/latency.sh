@@ -20,29 +20,8 @@ secs=${2:-30}
 source test/bench/lib.sh
 bench_cluster "track_commit_timestamp = on"
 
-# the receiver: one line "epoch-seconds object_id" per request read
-recv_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 - "$recv_port" "$bench_dir/received" <<'PY' &
-import json, sys, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-port, path = int(sys.argv[1]), sys.argv[2]
-out = open(path, "w", buffering=1)
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        now = time.time()
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-        out.write("%.6f %s\n" % (now, json.loads(body)["object_id"]))
-    def log_message(self, *args):
-        pass
-ThreadingHTTPServer.request_queue_size = 128   # not 5: a burst of connections must not wait for SYN retries
-ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
-PY
-bench_pids=$!
-sleep 0.5
+# the receiver: one line "epoch-seconds path object_id" per request read
+bench_timing_receiver "$bench_dir/received"
 
 # the baseline: a client posting {"object_id": -i} at the same rate for 5 s
 python3 - "$recv_port" "$rate" "$bench_dir/sent" <<'PY'
@@ -74,7 +53,7 @@ until [ "$(grep -vc ' -' "$bench_dir/received")" -ge "$committed" ]; do sleep 1;
 worker_cpu=$(( $(cpu_ticks "$worker") - worker_cpu )) sender_cpu=$(( $(cpu_ticks "$sender") - sender_cpu ))
 
 psql <<SQL
-CREATE TEMP TABLE received (at float8, id bigint);
+CREATE TEMP TABLE received (at float8, path text, id bigint);
 CREATE TEMP TABLE sent (at float8, id bigint);
 \copy received FROM '$bench_dir/received' WITH (DELIMITER ' ')
 \copy sent FROM '$bench_dir/sent' WITH (DELIMITER ' ')

@@ -76,10 +76,9 @@ bench_worker_pid() {
     psql -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'webhook worker' AND datname = 'postgres'"
 }
 
-# The pid of that worker's sender: a child of this cluster's postmaster
-# (it has no database connection, so pg_stat_activity does not list it).
+# The pid of the sender, which serves every database.
 bench_sender_pid() {
-    pgrep -P "$(head -1 "$bench_dir/data/postmaster.pid")" -f 'webhook sender for database postgres'
+    psql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhook sender'"
 }
 
 # Until nothing waits to be sent: no queued change, no delivery pending or
@@ -103,4 +102,32 @@ bench_wait_drained() {
 # Until every queued change is a delivery.
 bench_wait_expanded() {
     until [ "$(psql -c "SELECT NOT EXISTS (SELECT 1 FROM webhook.occurrence)")" = t ]; do sleep 1; done
+}
+
+# A receiver on 127.0.0.1 that notes, one line per request read, the time
+# it read it, the last part of its path and the body's object_id, in FILE;
+# sets $recv_port.
+bench_timing_receiver() {
+    recv_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 - "$recv_port" "$1" <<'PY' &
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port, path = int(sys.argv[1]), sys.argv[2]
+out = open(path, "w", buffering=1)
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        now = time.time()
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        out.write("%.6f %s %s\n" % (now, self.path.rsplit("/", 1)[1], json.loads(body)["object_id"]))
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer.request_queue_size = 128   # not 5: a burst of connections must not wait for SYN retries
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+PY
+    bench_pids="${bench_pids:-} $!"
+    sleep 0.5
 }

@@ -42,7 +42,7 @@ declare -A pid idle high
 pid[worker]=$(bench_worker_pid)
 # (the sender has no database connection: it is not in pg_stat_activity)
 # (a child of this cluster's postmaster: other servers may run)
-pid[sender]=$(pgrep -P "$(head -1 "$bench_dir/data/postmaster.pid")" -f 'webhook sender for database postgres *$')
+pid[sender]=$(bench_sender_pid)
 fields="RssAnon RssShmem VmRSS"
 kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/${pid[$1]}/status"; }
 for p in worker sender; do

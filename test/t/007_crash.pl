@@ -49,7 +49,7 @@ is(scalar(grep { keys %{ $ids_of{$_} } > 1 } keys %ids_of), 0,
 	'a ticket sent more than once came under one webhook-id');
 note(sprintf '%d requests were duplicates', $requests - $total);
 
-# The sender stopped (SIGTERM) while deliveries flow: its worker stops
+# The sender stopped (SIGTERM) while deliveries flow: the worker stops
 # too, the launcher starts both again, and what the sender held is sent.
 my $more = 3000;
 my $before = $receiver->count;
@@ -59,7 +59,7 @@ $node->safe_psql('postgres', qq{
 ok(wait_until(sub { $receiver->count >= $before + 300 }, 60), 'the next deliveries are flowing');
 # this node's own sender: a child of its postmaster (other servers may run)
 my $postmaster = PostgreSQL::Test::Utils::slurp_file($node->data_dir . '/postmaster.pid') =~ s/\n.*//sr;
-my $sender = `pgrep -P $postmaster -f 'webhook sender for database postgres *\$'`;
+my $sender = `pgrep -P $postmaster -f 'webhook sender *\$'`;
 chomp $sender;
 ok($sender =~ /^\d+$/, "the sender runs ($sender)");
 kill 'TERM', $sender;

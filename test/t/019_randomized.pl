@@ -72,7 +72,7 @@ sub stop_process
 {
 	my ($name) = @_;
 	my ($postmaster) = split /\n/, slurp_file($node->data_dir . '/postmaster.pid');
-	my ($pid) = `pgrep -P $postmaster -f '$name for database postgres *\$'` =~ /(\d+)/;
+	my ($pid) = `pgrep -P $postmaster -f '$name *\$'` =~ /(\d+)/;
 	kill 'TERM', $pid if $pid;
 }
 
