@@ -21,8 +21,13 @@
 #include "storage/shm_mq.h"
 #include "utils/memutils.h"
 
-/* Each ring; a message longer than this still passes, in pieces. */
-#define CHANNEL_QUEUE_SIZE (4 * 1024 * 1024)
+/*
+ * Each ring; a message longer than this still passes, in pieces, and what
+ * does not fit waits in the sender's list.  A worker makes its channel
+ * each time it starts, and the segment's memory is allocated then: a
+ * megabyte each way holds hundreds of requests, and costs the start little.
+ */
+#define CHANNEL_QUEUE_SIZE (1024 * 1024)
 
 struct WebhookChannel
 {

@@ -116,6 +116,7 @@ typedef struct WebhookDbSlot
 	TimestampTz wake_at;		/* IDLE: start a worker then (0: on work only) */
 	dsm_handle	channel;		/* the worker's channel to the sender, 0: none */
 	TimestampTz served_at;		/* when a worker last started: who is next */
+	TimestampTz purged_at;		/* when a worker last purged all it could */
 } WebhookDbSlot;
 
 typedef struct WebhookShared

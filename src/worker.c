@@ -409,6 +409,11 @@ webhook_worker_main(Datum main_arg)
 	/* what commits asked for until now, the first step looks at anyway */
 	(void) webhook_work_queued(my_slot);
 	started_at = busy_at = GetCurrentTimestamp();
+	/* a worker that left a moment ago purged: not again at each start */
+	LWLockAcquire(webhook_shared->lock, LW_SHARED);
+	if (my_slot->purged_at != 0)
+		next_housekeeping = TimestampTzPlusMilliseconds(my_slot->purged_at, HOUSEKEEPING_MS);
+	LWLockRelease(webhook_shared->lock);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("webhook worker");
@@ -637,7 +642,12 @@ webhook_worker_main(Datum main_arg)
 			if (!give_way_to_locks(queue_purge, &more, loop_cxt) || more)
 				next_housekeeping = TimestampTzPlusMilliseconds(now, 100);
 			else
+			{
 				next_housekeeping = TimestampTzPlusMilliseconds(now, HOUSEKEEPING_MS);
+				LWLockAcquire(webhook_shared->lock, LW_EXCLUSIVE);
+				my_slot->purged_at = now;
+				LWLockRelease(webhook_shared->lock);
+			}
 		}
 
 		if (stop_by == 0 && !sender_gone)

@@ -20,7 +20,9 @@ our @EXPORT = qw(new_webhook_node sample_schema worker_pid wait_until);
 
 our $test_dir = File::Spec->rel2abs(dirname(__FILE__) . '/..');
 
-# A started node that preloads webhook and restarts after a crash.
+# A started node that preloads webhook and restarts after a crash.  Its
+# workers stay while idle (021_databases tests leaving when idle): a test
+# that checks a worker's pid must not see it leave for want of work.
 sub new_webhook_node
 {
 	my ($name, %init) = @_;
@@ -31,6 +33,7 @@ shared_preload_libraries = 'webhook'
 restart_after_crash = on
 log_statement = none
 log_min_messages = info
+webhook.worker_idle_timeout = 1h
 });
 	$node->start;
 	return $node;
