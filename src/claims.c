@@ -4,7 +4,7 @@
  *		yet answered, and where its claims have got to in the due order.
  *
  * The worker claims deliveries in large groups (one transaction for
- * hundreds) and hands them to its sender.  A claim takes no more than
+ * hundreds) and hands them to the sender.  A claim takes no more than
  * PREFETCH_FACTOR times webhook.max_per_profile of one profile, counting
  * what is claimed already: a profile whose receiver hangs does not hold the
  * whole queue.

@@ -159,7 +159,7 @@ webhook_wake_worker(Oid dboid, uint32 work)
 
 /*
  * The work (WORK_*) commits asked for since the last call.  (The worker's
- * latch is set by its sender too; only this says the queue changed.)
+ * latch is set by the sender too; only this says the queue changed.)
  */
 uint32
 webhook_work_queued(WebhookDbSlot *slot)

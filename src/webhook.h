@@ -54,7 +54,7 @@ extern char *webhook_blocked_networks;
 extern bool webhook_handle_interrupts(void);
 
 /*
- * On a fast shutdown, or when stopped alone, the worker and its sender
+ * On a fast shutdown, or when stopped alone, the worker and the sender
  * finish the requests on the wire, or abandon them, within this bound (or
  * webhook.request_timeout, when shorter); the worker records what came
  * back.  An abandoned request is sent again by the next worker.

@@ -534,7 +534,7 @@ webhook_worker_main(Datum main_arg)
 			if (!ShutdownRequestPending)
 				ereport(ERROR,
 						(errcode(ERRCODE_INTERNAL_ERROR),
-						 errmsg("the webhook sender for database \"%s\" stopped", my_database_name)));
+						 errmsg("the webhook sender stopped while serving database \"%s\"", my_database_name)));
 			ereport(FATAL,
 					(errcode(ERRCODE_ADMIN_SHUTDOWN),
 					 errmsg("terminating webhook worker for database \"%s\" due to administrator command",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole server under valgrind (memcheck, every process: the worker,
-# its sender, the backends) through test/sql/valgrind_workload.sql and its
+# the sender, the backends) through test/sql/valgrind_workload.sql and its
 # deliveries to test/receiver.py; then the invalid reads and writes and
 # the uses of uninitialised memory valgrind reported, and where.
 #

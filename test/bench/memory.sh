@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Memory benchmark: the resident memory of the worker and its sender while
+# Memory benchmark: the resident memory of the worker and the sender while
 # they drain a backlog of N deliveries (default 1,000,000) into a local
 # nginx answering 200.
 #

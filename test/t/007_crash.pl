@@ -74,7 +74,7 @@ for my $r (@{ $receiver->requests })
 }
 is(scalar(keys %ids_of), $more, "the receiver got all $more of them");
 is(scalar(grep { keys %{ $ids_of{$_} } > 1 } keys %ids_of), 0, 'each under one webhook-id');
-ok($node->log_contains(qr/the webhook sender for database "postgres" stopped/),
+ok($node->log_contains(qr/the webhook sender stopped while serving database "postgres"/),
 	'the worker said why it stopped');
 
 $receiver->stop;

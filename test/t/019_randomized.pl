@@ -2,7 +2,7 @@
 # rows and 1,000-row statements, inserts and updates) while a driver picks,
 # at random, among disable, enable, alter (url, batching, payload),
 # add_event, remove_event, redeliver, replay, send_test and stopping the
-# worker or its sender; between bursts, sometimes, pg_ctl restart -m fast.
+# worker or the sender; between bursts, sometimes, pg_ctl restart -m fast.
 # Then an oracle: every committed change of every profile arrived under
 # exactly one webhook-id, nothing is stuck, and no operator call failed.
 #
