@@ -63,6 +63,8 @@ SELECT webhook.define_event('action.noted', 'actions', 'insert', object => 'acti
 SET session_replication_role = replica;
 INSERT INTO tickets (ticket_id, summary, status_id, client_id) VALUES (503, 'Lost client', 1, 77);
 RESET session_replication_role;
+-- what is queued from here on (the worker expands what came before, meanwhile)
+SELECT last_value AS occurrences_before FROM webhook.occurrence_occurrence_id_seq \gset
 
 SELECT webhook.create_profile('small', 'http://127.0.0.1:9/small', ARRAY['ticket.created', 'action.noted'],
                               enabled => false) > 0 AS created;
@@ -154,7 +156,7 @@ SELECT p ->> 'method' AS method, p ->> 'url' AS url,
 -- preview sends nothing and queues nothing (the rows were there before the profiles)
 SELECT count(*) AS deliveries FROM webhook.delivery d JOIN webhook.profile p USING (profile_id)
  WHERE p.name IN ('types', 'small', 'full', 'bare', 'chosen', 'notes', 'batched', 'headers');
-SELECT count(*) AS queued FROM webhook.occurrence;
+SELECT last_value = :occurrences_before AS queued_nothing FROM webhook.occurrence_occurrence_id_seq;
 
 -- a composite primary key: row_pk is a JSON object of its columns
 CREATE TABLE pair (a int, b text, v text, PRIMARY KEY (a, b));
