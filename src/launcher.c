@@ -160,31 +160,51 @@ start_worker(int index, Oid dboid)
 static char *
 database_label(Oid dboid)
 {
+	MemoryContext outer = CurrentMemoryContext;
 	char	   *name;
 
 	StartTransactionCommand();
 	name = get_database_name(dboid);
 	if (name != NULL)
-		name = MemoryContextStrdup(TopMemoryContext, name);
+		name = MemoryContextStrdup(outer, name);
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(outer);
 	return name != NULL ? name : psprintf("%u", dboid);
 }
 
 /* When the last "no background worker slot" warning was given. */
 static TimestampTz no_slot_warned_at = 0;
 
+/*
+ * Say, at most once a minute, that the sender (dboid invalid) or a
+ * database's worker could not start.
+ */
 static void
-warn_no_slot(TimestampTz now, const char *what, int running)
+warn_no_slot(TimestampTz now, Oid dboid, int running)
 {
+	char	   *what;
+
 	if (no_slot_warned_at != 0 &&
 		now < TimestampTzPlusMilliseconds(no_slot_warned_at, NO_SLOT_WARN_MS))
 		return;
+	what = OidIsValid(dboid) ?
+		psprintf("a webhook worker for database \"%s\"", database_label(dboid)) :
+		pstrdup("the webhook sender");
 	ereport(WARNING,
 			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("could not start %s: no background worker slot is free", what),
 			 errdetail("%d webhook workers are running.", running),
 			 errhint("Increase max_worker_processes, or lower webhook.max_workers.")));
+	pfree(what);
 	no_slot_warned_at = now;
+}
+
+/* Lower *next, the launcher's next wake-up (0: none), to when. */
+static void
+wake_by(TimestampTz *next, TimestampTz when)
+{
+	if (*next == 0 || when < *next)
+		*next = when;
 }
 
 /* The sender, as this launcher started it. */
@@ -193,8 +213,8 @@ static TimestampTz sender_started_at = 0;
 
 /*
  * Start the sender when none runs: at start, and again after it ended
- * (not sooner than RESTART_DELAY_MS after the last start, should it fail
- * at once).  When it must wait, *next says until when.
+ * (not sooner than SENDER_RESTART_DELAY_MS after the last start, should it
+ * fail at once).  When it must wait, *next says until when.
  */
 static void
 ensure_sender(TimestampTz now, TimestampTz *next, int running)
@@ -214,8 +234,7 @@ ensure_sender(TimestampTz now, TimestampTz *next, int running)
 	not_before = TimestampTzPlusMilliseconds(sender_started_at, SENDER_RESTART_DELAY_MS);
 	if (sender_started_at != 0 && now < not_before)
 	{
-		if (*next == 0 || not_before < *next)
-			*next = not_before;
+		wake_by(next, not_before);
 		return;
 	}
 
@@ -226,10 +245,8 @@ ensure_sender(TimestampTz now, TimestampTz *next, int running)
 	if (!register_process("webhook sender", "webhook_sender_main", (Datum) 0, &sender_handle))
 	{
 		sender_handle = NULL;
-		warn_no_slot(now, "the webhook sender", running);
-		not_before = TimestampTzPlusMilliseconds(now, NO_SLOT_RETRY_MS);
-		if (*next == 0 || not_before < *next)
-			*next = not_before;
+		warn_no_slot(now, InvalidOid, running);
+		wake_by(next, TimestampTzPlusMilliseconds(now, NO_SLOT_RETRY_MS));
 	}
 }
 
@@ -256,8 +273,7 @@ wants_worker(WebhookDbSlot *slot, TimestampTz now, TimestampTz *next)
 		return false;
 	if (when <= now)
 		return true;
-	if (*next == 0 || when < *next)
-		*next = when;
+	wake_by(next, when);
 	return false;
 }
 
@@ -368,8 +384,7 @@ launcher_pass(void)
 		if (!start_worker(next_index, dboid))
 		{
 			/* every background worker slot is taken: when one frees up */
-			warn_no_slot(now, psprintf("a webhook worker for database \"%s\"", database_label(dboid)),
-						 running);
+			warn_no_slot(now, dboid, running);
 			LWLockAcquire(webhook_shared->lock, LW_EXCLUSIVE);
 			if (slot->state == SLOT_STARTING && slot->dboid == dboid)
 			{
@@ -377,8 +392,7 @@ launcher_pass(void)
 				slot->restart_at = TimestampTzPlusMilliseconds(now, NO_SLOT_RETRY_MS);
 			}
 			LWLockRelease(webhook_shared->lock);
-			if (next == 0 || TimestampTzPlusMilliseconds(now, NO_SLOT_RETRY_MS) < next)
-				next = TimestampTzPlusMilliseconds(now, NO_SLOT_RETRY_MS);
+			wake_by(&next, TimestampTzPlusMilliseconds(now, NO_SLOT_RETRY_MS));
 			break;
 		}
 	}

@@ -164,6 +164,17 @@ let_go(ServedChannel *sc)
 	pfree(sc);
 }
 
+/* Let go of the channels whose workers have gone, and of the list. */
+static void
+let_go_all(List *gone)
+{
+	ListCell   *lc;
+
+	foreach(lc, gone)
+		let_go(lfirst(lc));
+	list_free(gone);
+}
+
 /* Take every message the workers posted. */
 static void
 take_messages(void)
@@ -195,9 +206,7 @@ take_messages(void)
 				elog(ERROR, "webhook sender got a message it does not expect (%d)", (int) msg.kind);
 		}
 	}
-	foreach(lc, gone)
-		let_go(lfirst(lc));
-	list_free(gone);
+	let_go_all(gone);
 }
 
 /* Post back the outcome of every request that finished. */
@@ -232,9 +241,7 @@ flush_channels(void)
 		if (!webhook_channel_flush(sc->channel))
 			gone = lappend(gone, sc);
 	}
-	foreach(lc, gone)
-		let_go(lfirst(lc));
-	list_free(gone);
+	let_go_all(gone);
 }
 
 static bool

@@ -5,10 +5,11 @@
  *
  * The worker does the database side; the sender (sender.c), one process
  * for the server, does the HTTP side, and the two talk through a channel
- * of two shared-memory queues (channel.c) that the worker opens.  The loop sleeps on its latch, set by
- * commits that queued work (see capture.c) and by the sender when it
- * posts outcomes, with a timeout for the earliest of: the next retry or
- * batch due, a group of outcomes waiting to be recorded, and housekeeping.
+ * of two shared-memory queues (channel.c) that the worker opens.  The
+ * loop sleeps on its latch, set by commits that queued work (see
+ * capture.c) and by the sender when it posts outcomes, with a timeout for
+ * the earliest of: the next retry or batch due, a group of outcomes
+ * waiting to be recorded, and housekeeping.
  *
  * Asked to stop (SIGTERM: a fast shutdown, or pg_terminate_backend), it
  * claims nothing more, has the sender pass back what it has not started,
@@ -567,7 +568,10 @@ webhook_worker_main(Datum main_arg)
 				goto sleep;
 			}
 			if (!step.extension_present)
+			{
+				/* idle, not free: a CREATE EXTENSION that came meanwhile wakes it */
 				leave(LOG, SLOT_IDLE, 0, "the extension was dropped");
+			}
 
 			foreach(lc, step.finished)
 				webhook_request_free(lfirst(lc));
