@@ -47,7 +47,7 @@ receiver_port=$(cat "$dir/receiver.port")
 psql=(as_pg "$PGBIN/psql" -X -h "$dir" -p "$PGPORT" -d postgres -v ON_ERROR_STOP=1)
 "${psql[@]}" -q < test/sql/sample_schema.sql
 
-echo "== The extension, the standard events, three profiles, and some ticket changes"
+echo "== The extension, the standard events, four profiles, and some ticket changes"
 "${psql[@]}" -e <<SQL
 CREATE EXTENSION webhook;
 SELECT * FROM webhook.define_ticket_events('tickets', 'actions', closed_statuses => '{9}');
@@ -69,6 +69,13 @@ SELECT webhook.set_payload_fields('crm', '[{"name": "summary", "column": "summar
                                            {"name": "agent", "column": "agent_id", "display": "email"},
                                            {"name": "client", "column": "client_id"}]');
 
+-- a receiver written for Halo's own webhooks, which writes back as crm-sync:
+-- Halo's body, and none of the changes it makes itself
+SELECT webhook.create_profile('halo-receiver', 'http://127.0.0.1:$receiver_port/halo-shaped',
+                              ARRAY['ticket.created', 'ticket.status_changed', 'action.added'],
+                              envelope => 'halo', auth => 'basic', username => 'halo', password => 'pa:ss',
+                              ignore_origins => '{crm-sync}');
+
 INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id)
 VALUES ('Printer on fire', 'Third floor, tray 2', 1, 1, 1, 1, 1),
        ('VPN drops every hour', NULL, 1, NULL, 2, 3, 2);
@@ -82,11 +89,16 @@ INSERT INTO actions (ticket_id, agent_id, note)
 SELECT ticket_id, 2, 'Replaced the fuser' FROM tickets WHERE summary = 'Printer on fire';
 UPDATE tickets SET status_id = 9 WHERE summary = 'Printer on fire';
 UPDATE tickets SET details = 'Seen by the network team' WHERE summary = 'VPN drops every hour';
+
+-- the receiver's own write: halo-receiver does not get it back
+SET webhook.origin = 'crm-sync';
+UPDATE tickets SET status_id = 2 WHERE summary = 'VPN drops every hour';
+RESET webhook.origin;
 SQL
 
 # until the batch's two seconds are over and everything is sent
 for _ in $(seq 300); do
-    done=$("${psql[@]}" -Atc "SELECT count(*) FILTER (WHERE status = 'delivered') >= 11
+    done=$("${psql[@]}" -Atc "SELECT count(*) FILTER (WHERE status = 'delivered') >= 15
                                      AND count(*) FILTER (WHERE status IN ('pending', 'sending')) = 0
                                 FROM webhook.deliveries")
     [ "$done" = t ] && break

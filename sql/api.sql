@@ -76,7 +76,7 @@ SELECT webhook.replay('p2''); DROP TABLE tickets; --', now() - interval '1 day')
 SELECT webhook.send_test('p2''); DROP TABLE tickets; --');
 SELECT webhook.drop_profile('p2''); DROP TABLE tickets; --');
 RESET ROLE;
-SELECT has_function_privilege('webhook_nobody', 'webhook.define_event(text, regclass, text, text[], text, text, text, jsonb)', 'EXECUTE') AS nobody_can_define,
+SELECT has_function_privilege('webhook_nobody', 'webhook.define_event(text, regclass, text, text[], text, text, text, jsonb, text)', 'EXECUTE') AS nobody_can_define,
        has_table_privilege('webhook_nobody', 'webhook.delivery', 'SELECT') AS nobody_can_read;
 
 -- an admin role as documented still needs TRIGGER on the table to define an event

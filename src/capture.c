@@ -121,6 +121,7 @@ static Oid	queue_relid_known = InvalidOid;	/* see queue_relid() */
 static Oid	queue_seq_relid_known = InvalidOid;
 static int	stale_entries = 0;
 static SPIPlanPtr enqueue_plan = NULL;
+static bool enqueue_plan_has_origin = false;
 static TupleDesc matches_desc = NULL;
 
 /*
@@ -606,17 +607,28 @@ load_capture(CaptureEntry *entry, TriggerData *trigdata)
 	entry->loaded = true;
 }
 
+/* The session's webhook.origin, as a text datum: false when it has none. */
+static bool
+session_origin(Datum *origin)
+{
+	if (webhook_origin == NULL || webhook_origin[0] == '\0')
+		return false;
+	*origin = CStringGetTextDatum(webhook_origin);
+	return true;
+}
+
 static void
 enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation,
 				const char *capture_error)
 {
 	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
-	Oid			argtypes[3] = {OIDOID, TEXTOID, TEXTOID};
-	Datum		args[3];
-	char		nulls[3] = {' ', ' ', capture_error ? ' ' : 'n'};
+	Oid			argtypes[4] = {OIDOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', capture_error ? ' ' : 'n', ' '};
 	Oid			save_userid;
 	int			save_sec_context;
 	int			rc;
+	bool		has_origin;
 
 	enr->md.name = MATCHES_RELATION;
 	enr->md.reliddesc = InvalidOid;
@@ -627,19 +639,28 @@ enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation,
 	if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
 		elog(ERROR, "could not register the matched rows");
 
+	/* before ALTER EXTENSION webhook UPDATE to 0.9, the queue has no origin */
+	has_origin = get_attnum(queue_relid(NULL), "origin") != InvalidAttrNumber;
+	if (enqueue_plan != NULL && enqueue_plan_has_origin != has_origin)
+	{
+		SPI_freeplan(enqueue_plan);
+		enqueue_plan = NULL;
+	}
 	if (enqueue_plan == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(
-									   "INSERT INTO webhook.occurrence (table_oid, operation, bindings,"
-									   "                                new_rows, old_rows, row_count, capture_error)"
-									   " SELECT $1, $2, g.bindings,"
-									   "        CASE WHEN $2 <> 'delete' THEN pg_catalog.json_agg(g.new_row ORDER BY g.i) END,"
-									   "        CASE WHEN $2 <> 'insert' THEN pg_catalog.json_agg(g.old_row ORDER BY g.i) END,"
-									   "        pg_catalog.count(*), $3"
-									   "   FROM (SELECT pg_catalog.row_number() OVER () AS i, m.* FROM " MATCHES_RELATION " AS m) AS g"
-									   "  GROUP BY g.bindings, (g.i - 1) / " CppAsString2(CHUNK_ROWS),
-									   3, argtypes);
+		SPIPlanPtr	plan = SPI_prepare(psprintf(
+											   "INSERT INTO webhook.occurrence (table_oid, operation, bindings,"
+											   "                                new_rows, old_rows, row_count, capture_error%s)"
+											   " SELECT $1, $2, g.bindings,"
+											   "        CASE WHEN $2 <> 'delete' THEN pg_catalog.json_agg(g.new_row ORDER BY g.i) END,"
+											   "        CASE WHEN $2 <> 'insert' THEN pg_catalog.json_agg(g.old_row ORDER BY g.i) END,"
+											   "        pg_catalog.count(*), $3%s"
+											   "   FROM (SELECT pg_catalog.row_number() OVER () AS i, m.* FROM " MATCHES_RELATION " AS m) AS g"
+											   "  GROUP BY g.bindings, (g.i - 1) / " CppAsString2(CHUNK_ROWS),
+											   has_origin ? ", origin" : "", has_origin ? ", $4" : ""),
+									   has_origin ? 4 : 3, argtypes);
 
+		enqueue_plan_has_origin = has_origin;
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the webhook enqueue statement: %s",
 				 SPI_result_code_string(SPI_result));
@@ -650,6 +671,8 @@ enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation,
 	args[0] = ObjectIdGetDatum(relid);
 	args[1] = CStringGetTextDatum(operation);
 	args[2] = capture_error ? CStringGetTextDatum(capture_error) : (Datum) 0;
+	if (!session_origin(&args[3]))
+		nulls[3] = 'n';
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(queue_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
@@ -767,7 +790,7 @@ transition_reader(Tuplestorestate *rows, TupleDesc desc)
 enum
 {
 	Q_OCCURRENCE_ID, Q_CAPTURED_AT, Q_TABLE_OID, Q_OPERATION, Q_BINDINGS,
-	Q_NEW_ROWS, Q_OLD_ROWS, Q_ROW_COUNT, Q_CAPTURE_ERROR, Q_ID_SEED, Q_NATTS
+	Q_NEW_ROWS, Q_OLD_ROWS, Q_ROW_COUNT, Q_CAPTURE_ERROR, Q_ID_SEED, Q_ORIGIN, Q_NATTS
 };
 
 /*
@@ -835,6 +858,7 @@ typedef struct QueueTarget
 	RowWriter  *writer;
 	bool		has_new;
 	bool		has_old;
+	bool		has_origin;		/* the queue has its origin column */
 } QueueTarget;
 
 /* The rows of one statement that matched the same bindings, being built. */
@@ -893,7 +917,7 @@ flush_chunk(QueueTarget *target, QueueChunk *chunk)
 		return;
 
 	ExecClearTuple(out);
-	memset(out->tts_isnull, false, Q_NATTS * sizeof(bool));
+	memset(out->tts_isnull, false, out->tts_tupleDescriptor->natts * sizeof(bool));
 	out->tts_values[Q_OCCURRENCE_ID] = Int64GetDatum(nextval_internal(target->seq_relid, false));
 	out->tts_values[Q_CAPTURED_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
 	out->tts_values[Q_TABLE_OID] = target->table_oid;
@@ -910,6 +934,8 @@ flush_chunk(QueueTarget *target, QueueChunk *chunk)
 	out->tts_values[Q_ROW_COUNT] = Int32GetDatum(chunk->count);
 	out->tts_isnull[Q_CAPTURE_ERROR] = true;
 	out->tts_values[Q_ID_SEED] = new_id_seed();
+	if (target->has_origin)
+		out->tts_isnull[Q_ORIGIN] = !session_origin(&out->tts_values[Q_ORIGIN]);
 	ExecStoreVirtualTuple(out);
 
 	table_tuple_insert(target->queue, out, GetCurrentCommandId(true), 0, NULL);
@@ -1021,7 +1047,9 @@ capture_rows(TriggerData *trigdata, CaptureEntry *entry, BindingConditions *cond
 
 	memset(&target, 0, sizeof(target));
 	target.queue = table_open(queue_relid(&target.seq_relid), RowExclusiveLock);
-	if (RelationGetDescr(target.queue)->natts != Q_NATTS)
+	/* before ALTER EXTENSION webhook UPDATE to 0.9, the queue has no origin */
+	target.has_origin = RelationGetDescr(target.queue)->natts == Q_NATTS;
+	if (RelationGetDescr(target.queue)->natts != Q_NATTS - (target.has_origin ? 0 : 1))
 		elog(ERROR, "webhook.occurrence does not have the expected columns");
 	target.estate = CreateExecutorState();
 	target.rri = makeNode(ResultRelInfo);

@@ -14,6 +14,14 @@
  *	custom		the object holds the profile's fields only, and changes
  *				only theirs, under the fields' names
  *
+ * A profile with envelope 'halo' gets the shape Halo's own webhooks have,
+ * for receivers written for them (see render_halo):
+ *
+ *	{"id" : ..., "webhook_id" : ..., "notification_id" : ..., "escmsg_id" : ...,
+ *	 "event" : ..., "message" : ..., "object_id" : ..., "agent_id" : ...,
+ *	 "timestamp" : "...0Z", ["<parent>" : {"id" : ..., ...},]
+ *	 "<object>" : {"id" : ..., ...}}
+ *
  * The worker builds one for every change it expands, and preview builds
  * one the same way.  Keys keep this order; snapshots are copied as the
  * capture wrote them except for the values rowjson.c rewrites.
@@ -22,6 +30,7 @@
 #include "envelope.h"
 #include "rowjson.h"
 
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -30,6 +39,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/formatting.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -64,6 +74,7 @@ typedef struct BindingPlan
 {
 	int64		binding_id;
 	PayloadKind kind;
+	bool		halo;			/* envelope 'halo' */
 	int			nfields;
 	CustomField *fields;
 	bool		needs_parent;	/* small, full, or a custom field of it */
@@ -194,7 +205,12 @@ binding_plan(FunctionCallInfo fcinfo)
 	bp->binding_id = binding_id;
 	bp->kind = payload_kind(PG_ARGISNULL(RENDER_PAYLOAD) ? NULL :
 							text_to_cstring(PG_GETARG_TEXT_PP(RENDER_PAYLOAD)));
-	bp->needs_parent = bp->kind == PAYLOAD_SMALL || bp->kind == PAYLOAD_FULL;
+	/* (_render of a schema before 0.9 has none of the halo arguments) */
+	bp->halo = PG_NARGS() == RENDER_NARGS && !PG_ARGISNULL(RENDER_ENVELOPE) &&
+		strcmp(text_to_cstring(PG_GETARG_TEXT_PP(RENDER_ENVELOPE)), "halo") == 0;
+	/* a Halo envelope's agent_id of an action is its ticket's: the parent's */
+	bp->needs_parent = bp->kind == PAYLOAD_SMALL || bp->kind == PAYLOAD_FULL ||
+		(bp->halo && !PG_ARGISNULL(RENDER_AGENT_COLUMN));
 	if (bp->kind == PAYLOAD_CUSTOM)
 		resolve_fields(bp, PG_ARGISNULL(RENDER_FIELDS) ? NULL : PG_GETARG_JSONB_P(RENDER_FIELDS),
 					   PG_ARGISNULL(RENDER_OBJECT) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(RENDER_OBJECT)),
@@ -431,9 +447,12 @@ append_text_or_null(StringInfo out, FunctionCallInfo fcinfo, int arg)
 		escape_json(out, text_to_cstring(PG_GETARG_TEXT_PP(arg)));
 }
 
-/* ISO 8601 in UTC with microseconds: 2026-11-28T18:06:39.123456Z */
+/*
+ * ISO 8601 in UTC with microseconds: 2026-11-28T18:06:39.123456Z, or with
+ * seven fractional digits as .NET writes them (Halo's): ...39.1234560Z
+ */
 static void
-append_utc_timestamp(StringInfo out, TimestampTz ts)
+append_utc_timestamp(StringInfo out, TimestampTz ts, bool seven_digits)
 {
 	struct pg_tm tm;
 	fsec_t		fsec;
@@ -445,14 +464,14 @@ append_utc_timestamp(StringInfo out, TimestampTz ts)
 	}
 	if (tm.tm_year < 0 || tm.tm_year > 9999)
 	{
-		appendStringInfo(out, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"",
+		appendStringInfo(out, "\"%04d-%02d-%02dT%02d:%02d:%02d.%06d%sZ\"",
 						 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-						 (int) fsec);
+						 (int) fsec, seven_digits ? "0" : "");
 		return;
 	}
 	/* the same, written digit by digit: this runs for every change */
 	{
-		char		buf[sizeof("\"0000-00-00T00:00:00.000000Z\"")];
+		char		buf[sizeof("\"0000-00-00T00:00:00.0000000Z\"")];
 		char	   *p = buf;
 		const struct
 		{
@@ -462,7 +481,7 @@ append_utc_timestamp(StringInfo out, TimestampTz ts)
 		}			parts[] = {
 			{tm.tm_year, 4, '-'}, {tm.tm_mon, 2, '-'}, {tm.tm_mday, 2, 'T'},
 			{tm.tm_hour, 2, ':'}, {tm.tm_min, 2, ':'}, {tm.tm_sec, 2, '.'},
-			{(int) fsec, 6, 'Z'},
+			{(int) fsec * (seven_digits ? 10 : 1), seven_digits ? 7 : 6, 'Z'},
 		};
 
 		*p++ = '"';
@@ -499,10 +518,296 @@ render_reader(FunctionCallInfo fcinfo)
 }
 
 /*
+ * A value as a message shows it: strings without their quotes, null as
+ * nothing, padded on the left with zeros to width (after a minus sign).
+ */
+static void
+append_message_value(StringInfo msg, const char *value, int len, int width)
+{
+	char	   *text = value ? webhook_json_scalar_text(value, len) : NULL;
+	int			textlen = text ? strlen(text) : 0;
+	const char *digits = text;
+
+	if (text && text[0] == '-' && width > textlen)
+	{
+		appendStringInfoChar(msg, '-');
+		digits++;
+		textlen--;
+		width--;
+	}
+	for (int i = textlen; i < width; i++)
+		appendStringInfoChar(msg, '0');
+	if (digits)
+		appendBinaryStringInfo(msg, digits, textlen);
+}
+
+/*
+ * An event's message with its placeholders filled in: {column} from the
+ * row, {object_id}, either with :0N for zero padding to N characters;
+ * {{ and }} are braces.  define_event checked the template; a column gone
+ * since shows as nothing, and what is not a placeholder as it is.
+ */
+static void
+append_message(StringInfo out, const char *template, List *row_fields,
+			   const char *object_id, int object_id_len)
+{
+	StringInfoData msg;
+	const char *p = template;
+
+	initStringInfo(&msg);
+	while (*p)
+	{
+		const char *close;
+
+		if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}'))
+		{
+			appendStringInfoChar(&msg, p[0]);
+			p += 2;
+			continue;
+		}
+		close = p[0] == '{' ? strchr(p + 1, '}') : NULL;
+		if (close == NULL || memchr(p + 1, '{', close - p - 1) != NULL)
+		{
+			appendStringInfoChar(&msg, *p++);
+			continue;
+		}
+		{
+			char	   *name = pnstrdup(p + 1, close - p - 1);
+			char	   *colon = strrchr(name, ':');
+			int			width = 0;
+			JsonField  *f;
+
+			if (colon && colon[1] == '0' && strspn(colon + 1, "0123456789") == strlen(colon + 1))
+			{
+				width = atoi(colon + 1);
+				*colon = '\0';
+			}
+			if (strcmp(name, "object_id") == 0)
+				append_message_value(&msg, object_id, object_id_len, width);
+			else if ((f = webhook_find_field(row_fields, name)) != NULL)
+				append_message_value(&msg, f->value, f->len, width);
+			else
+				append_message_value(&msg, NULL, 0, width);
+			pfree(name);
+		}
+		p = close + 1;
+	}
+	escape_json(out, msg.data);
+	pfree(msg.data);
+}
+
+/*
+ * A row's object with an "id" key first, holding the row's key, for
+ * receivers that read ticket.id whatever the key column is called.  An
+ * object that is not one (null) is written as it is.
+ */
+static void
+append_with_id(StringInfo out, const char *object, int len, const char *id, int idlen)
+{
+	int			i = 0;
+	int			j;
+
+	while (i < len && isspace((unsigned char) object[i]))
+		i++;
+	if (id == NULL || i >= len || object[i] != '{')
+	{
+		appendBinaryStringInfo(out, object, len);
+		return;
+	}
+	appendStringInfoString(out, "{\"id\" : ");
+	appendBinaryStringInfo(out, id, idlen);
+	for (j = ++i; j < len && isspace((unsigned char) object[j]); j++)
+		;
+	if (j < len && object[j] != '}')
+		appendStringInfoString(out, ", ");
+	appendBinaryStringInfo(out, object + i, len - i);
+}
+
+/*
+ * The value of a column of a row, as its payload writes it, in a buffer of
+ * its own; NULL when the row has no such column or the column is "id"
+ * (the object has its id already).
+ */
+static char *
+id_value(List *fields, const char *column, TableShape *shape, int *len)
+{
+	JsonField  *f = column ? webhook_find_field(fields, column) : NULL;
+	StringInfoData buf;
+
+	if (f == NULL || strcmp(column, "id") == 0)
+		return NULL;
+	initStringInfo(&buf);
+	webhook_append_fixed(&buf, f->value, f->len, webhook_column_fix(shape, column, -1));
+	*len = buf.len;
+	return buf.data;
+}
+
+/* The single key column of an event's table, or NULL. */
+static char *
+single_key(FunctionCallInfo fcinfo)
+{
+	Datum	   *keys;
+	bool	   *nulls;
+	int			nkeys;
+
+	if (PG_ARGISNULL(RENDER_KEY_COLUMNS))
+		return NULL;
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(RENDER_KEY_COLUMNS), TEXTOID, -1, false, TYPALIGN_INT,
+					  &keys, &nulls, &nkeys);
+	return nkeys == 1 && !nulls[0] ? TextDatumGetCString(keys[0]) : NULL;
+}
+
+/*
+ * The Halo envelope (see the top of this file).  object_id is the ticket's
+ * key: for an event with a parent (an action's), the parent's, read off
+ * the row's parent column; agent_id is the ticket's agent column, the
+ * parent row's when there is one.  No changes, profile or title: Halo's
+ * receivers know none.
+ */
+static StringInfoData
+render_halo(FunctionCallInfo fcinfo, BindingPlan *bp, text *row, List *row_fields,
+			TableShape *shape, const char *parent_object, const char *parent_row,
+			List *parent_fields, Oid reader)
+{
+	StringInfoData out;
+	StringInfoData object_id;
+	StringInfoData object;
+	char	   *parent_column = text_arg(fcinfo, RENDER_PARENT_COLUMN);
+	char	   *agent_column = text_arg(fcinfo, RENDER_AGENT_COLUMN);
+	char	   *key = single_key(fcinfo);
+	char	   *id;
+	int			idlen = 0;
+
+	if (shape == NULL)
+		shape = webhook_table_shape(PG_ARGISNULL(RENDER_TABLE) ? InvalidOid : PG_GETARG_OID(RENDER_TABLE));
+
+	initStringInfo(&object_id);
+	if (parent_object && parent_column)
+	{
+		JsonField  *f = webhook_find_field(row_fields, parent_column);
+
+		if (f)
+			webhook_append_fixed(&object_id, f->value, f->len,
+								 webhook_column_fix(shape, parent_column, -1));
+		else
+			appendStringInfoString(&object_id, "null");
+	}
+	else if (PG_ARGISNULL(RENDER_KEY_COLUMNS))
+		appendStringInfoString(&object_id, "null");
+	else
+		append_object_id(&object_id, row_fields, PG_GETARG_ARRAYTYPE_P(RENDER_KEY_COLUMNS), shape);
+
+	initStringInfo(&out);
+	appendStringInfoString(&out, "{\"id\" : ");
+	append_text_or_null(&out, fcinfo, RENDER_ID);
+	appendStringInfoString(&out, ", \"webhook_id\" : ");
+	append_text_or_null(&out, fcinfo, RENDER_PROFILE_GUID);
+	appendStringInfoString(&out, ", \"notification_id\" : ");
+	if (PG_ARGISNULL(RENDER_BINDING))
+		appendStringInfoString(&out, "null");
+	else
+		appendStringInfo(&out, INT64_FORMAT, PG_GETARG_INT64(RENDER_BINDING));
+	appendStringInfoString(&out, ", \"escmsg_id\" : ");
+	append_text_or_null(&out, fcinfo, RENDER_CHANGE_ID);
+	appendStringInfoString(&out, ", \"event\" : ");
+	if (PG_ARGISNULL(RENDER_TITLE))
+		appendStringInfoString(&out, "null");
+	else
+	{
+		text	   *title = PG_GETARG_TEXT_PP(RENDER_TITLE);
+
+		escape_json(&out, str_tolower(VARDATA_ANY(title), VARSIZE_ANY_EXHDR(title),
+									  DEFAULT_COLLATION_OID));
+	}
+	appendStringInfoString(&out, ", \"message\" : ");
+	if (PG_ARGISNULL(RENDER_MESSAGE))
+		appendStringInfoString(&out, "null");
+	else
+		append_message(&out, text_arg(fcinfo, RENDER_MESSAGE), row_fields,
+					   object_id.data, object_id.len);
+	appendStringInfoString(&out, ", \"object_id\" : ");
+	appendBinaryStringInfo(&out, object_id.data, object_id.len);
+	appendStringInfoString(&out, ", \"agent_id\" : ");
+	{
+		bool		of_parent = parent_object != NULL;
+		JsonField  *agent = agent_column == NULL ? NULL :
+			webhook_find_field(of_parent ? parent_fields : row_fields, agent_column);
+
+		if (agent)
+			webhook_append_fixed(&out, agent->value, agent->len,
+								 webhook_column_fix(of_parent ?
+													webhook_table_shape(PG_GETARG_OID(RENDER_PARENT_TABLE)) : shape,
+													agent_column, -1));
+		else
+			appendStringInfoString(&out, "null");
+	}
+	appendStringInfoString(&out, ", \"timestamp\" : ");
+	if (PG_ARGISNULL(RENDER_CAPTURED_AT))
+		appendStringInfoString(&out, "null");
+	else
+		append_utc_timestamp(&out, PG_GETARG_TIMESTAMPTZ(RENDER_CAPTURED_AT), true);
+
+	if (bp->kind == PAYLOAD_EVENT_ONLY)
+	{
+		appendStringInfoChar(&out, '}');
+		return out;
+	}
+
+	/* the parent first: an action's ticket, then the action */
+	initStringInfo(&object);
+	if (parent_object && bp->kind != PAYLOAD_CUSTOM)
+	{
+		append_field_name(&out, parent_object);
+		if (parent_row == NULL)
+			appendStringInfoString(&out, "null");
+		else
+		{
+			Oid			parent_table = PG_GETARG_OID(RENDER_PARENT_TABLE);
+			char	   *parent_key = text_arg(fcinfo, RENDER_PARENT_KEY);
+
+			if (bp->kind == PAYLOAD_FULL)
+				webhook_append_row(&object, parent_row, strlen(parent_row), parent_fields,
+								   webhook_table_shape(parent_table), reader, true);
+			else
+				appendStringInfoString(&object, parent_row);
+			id = id_value(parent_fields, parent_key, webhook_table_shape(parent_table), &idlen);
+			append_with_id(&out, object.data, object.len, id, idlen);
+			resetStringInfo(&object);
+		}
+	}
+
+	append_field_name(&out, PG_ARGISNULL(RENDER_OBJECT) ? "object" : text_arg(fcinfo, RENDER_OBJECT));
+	if (bp->kind == PAYLOAD_CUSTOM)
+	{
+		bool		has_id = false;
+
+		for (int i = 0; i < bp->nfields; i++)
+			has_id |= strcmp(bp->fields[i].name, "id") == 0;
+		append_custom_object(&object, bp, row_fields, parent_fields, reader);
+		id = has_id ? NULL : id_value(row_fields, key, shape, &idlen);
+	}
+	else if (row == NULL)
+	{
+		appendStringInfoString(&object, "null");
+		id = NULL;
+	}
+	else
+	{
+		webhook_append_row(&object, VARDATA_ANY(row), VARSIZE_ANY_EXHDR(row), row_fields,
+						   shape, reader, bp->kind == PAYLOAD_FULL);
+		id = id_value(row_fields, key, shape, &idlen);
+	}
+	append_with_id(&out, object.data, object.len, id, idlen);
+	appendStringInfoChar(&out, '}');
+	return out;
+}
+
+/*
  * webhook._render(id, profile, payload, fields, binding_id, event, title,
  *				   object, table_oid, key_columns, captured_at, operation,
  *				   row_data, old_row, new_row, parent_object, parent_table,
- *				   parent_column, parent_key, reader) RETURNS json
+ *				   parent_column, parent_key, reader, envelope,
+ *				   profile_guid, change_id, message, agent_column) RETURNS json
  *
  * Not strict: a NULL comes out as null (the worker must never fail on a
  * snapshot), old_row and new_row only matter for an update, the parent
@@ -543,8 +848,16 @@ webhook_render(PG_FUNCTION_ARGS)
 			parent_row = webhook_row_by_key(PG_GETARG_OID(RENDER_PARENT_TABLE),
 											text_arg(fcinfo, RENDER_PARENT_KEY),
 											key->value, key->len, reader);
-		if (parent_row && (bp->kind == PAYLOAD_FULL || bp->kind == PAYLOAD_CUSTOM))
+		if (parent_row && (bp->kind == PAYLOAD_FULL || bp->kind == PAYLOAD_CUSTOM || bp->halo))
 			parent_fields = webhook_json_fields(parent_row, strlen(parent_row));
+	}
+
+	if (bp->halo)
+	{
+		out = render_halo(fcinfo, bp, row, row_fields, shape, parent_object, parent_row,
+						  parent_fields, reader);
+		webhook_rendering_table = InvalidOid;
+		PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 	}
 
 	initStringInfo(&out);
@@ -561,7 +874,7 @@ webhook_render(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(RENDER_CAPTURED_AT))
 		appendStringInfoString(&out, "null");
 	else
-		append_utc_timestamp(&out, PG_GETARG_TIMESTAMPTZ(RENDER_CAPTURED_AT));
+		append_utc_timestamp(&out, PG_GETARG_TIMESTAMPTZ(RENDER_CAPTURED_AT), false);
 	if (bp->kind != PAYLOAD_EVENT_ONLY)
 		append_field_name(&out, PG_ARGISNULL(RENDER_OBJECT) ? "object" : text_arg(fcinfo, RENDER_OBJECT));
 

@@ -21,6 +21,7 @@
 #include "queue.h"
 #include "rowjson.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/cryptohash.h"
 #include "common/jsonapi.h"
@@ -32,6 +33,7 @@
 #include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/jsonfuncs.h"
+#include "utils/lsyscache.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -58,43 +60,58 @@
  * have the planner join them to the queue row by row, in time that grows
  * with the square of the backlog.
  */
+#define TAKE_SQL(origin_filter, halo_columns) \
+"WITH locked AS (" \
+"  SELECT occurrence_id, row_count FROM webhook.occurrence" \
+"   WHERE table_oid <> ALL ($2::oid[])" \
+"   ORDER BY occurrence_id LIMIT " CppAsString2(EXPAND_LOCK_STEP) " FOR UPDATE SKIP LOCKED" \
+"), picked AS (" \
+"  SELECT occurrence_id FROM (" \
+"    SELECT occurrence_id, row_count," \
+"           pg_catalog.sum(row_count) OVER (ORDER BY occurrence_id) AS running FROM locked) AS x" \
+"   WHERE running - row_count < $1" \
+"), claimed AS (" \
+"  DELETE FROM webhook.occurrence" \
+"   WHERE occurrence_id = ANY (ARRAY(SELECT occurrence_id FROM picked))" \
+"  RETURNING *" \
+"), matched AS (" \
+"  SELECT DISTINCT ON (c.occurrence_id, b.profile_id, b.event_id) c.occurrence_id, b.binding_id" \
+"    FROM claimed c" \
+"   CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)" \
+"    JOIN webhook.binding b ON b.binding_id = m.binding_id" \
+"    JOIN webhook.profile p ON p.profile_id = b.profile_id" \
+origin_filter \
+"   ORDER BY c.occurrence_id, b.profile_id, b.event_id, b.binding_id" \
+")" \
+"SELECT NULL::int8, NULL::timestamptz, NULL::text, NULL::text, NULL::json, NULL::json," \
+"       NULL::int8, NULL::int8, NULL::text, NULL::text, NULL::jsonb, NULL::text, NULL::text," \
+"       NULL::text, NULL::text, NULL::oid, NULL::oid, NULL::text[], NULL::text, NULL::oid," \
+"       NULL::text, NULL::text, NULL::int8, NULL::text, NULL::interval, NULL::int4, NULL::bool, NULL::xid," \
+"       NULL::text, NULL::text, NULL::text, NULL::text," \
+"       (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)" \
+" UNION ALL " \
+"SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed::text, c.new_rows, c.old_rows," \
+"        b.binding_id, p.profile_id, p.name, p.payload, p.payload_fields, e.name, e.title," \
+"        e.object, e.operation, e.table_oid::oid, e.created_by::oid, e.key_columns," \
+"        e.parent_object, e.parent_table::oid, e.parent_column, e.parent_key," \
+"        e.event_id, p.batching, p.batch_wait, p.batch_max_items, p.enabled, p.xmin," \
+"        " halo_columns ", NULL, NULL" \
+"   FROM claimed c" \
+"   JOIN matched m ON m.occurrence_id = c.occurrence_id" \
+"   JOIN webhook.binding b ON b.binding_id = m.binding_id" \
+"   JOIN webhook.event e ON e.event_id = b.event_id" \
+"   JOIN webhook.profile p ON p.profile_id = b.profile_id"
+
 static const char *take_sql =
-"WITH locked AS ("
-"  SELECT occurrence_id, row_count FROM webhook.occurrence"
-"   WHERE table_oid <> ALL ($2::oid[])"
-"   ORDER BY occurrence_id LIMIT " CppAsString2(EXPAND_LOCK_STEP) " FOR UPDATE SKIP LOCKED"
-"), picked AS ("
-"  SELECT occurrence_id FROM ("
-"    SELECT occurrence_id, row_count,"
-"           pg_catalog.sum(row_count) OVER (ORDER BY occurrence_id) AS running FROM locked) AS x"
-"   WHERE running - row_count < $1"
-"), claimed AS ("
-"  DELETE FROM webhook.occurrence"
-"   WHERE occurrence_id = ANY (ARRAY(SELECT occurrence_id FROM picked))"
-"  RETURNING *"
-"), matched AS ("
-"  SELECT DISTINCT ON (c.occurrence_id, b.profile_id, b.event_id) c.occurrence_id, b.binding_id"
-"    FROM claimed c"
-"   CROSS JOIN LATERAL pg_catalog.unnest(c.bindings) AS m(binding_id)"
-"    JOIN webhook.binding b ON b.binding_id = m.binding_id"
-"   ORDER BY c.occurrence_id, b.profile_id, b.event_id, b.binding_id"
-")"
-"SELECT NULL::int8, NULL::timestamptz, NULL::text, NULL::text, NULL::json, NULL::json,"
-"       NULL::int8, NULL::int8, NULL::text, NULL::text, NULL::jsonb, NULL::text, NULL::text,"
-"       NULL::text, NULL::text, NULL::oid, NULL::oid, NULL::text[], NULL::text, NULL::oid,"
-"       NULL::text, NULL::text, NULL::int8, NULL::text, NULL::interval, NULL::int4, NULL::bool, NULL::xid,"
-"       (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)"
-" UNION ALL "
-"SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed::text, c.new_rows, c.old_rows,"
-"        b.binding_id, p.profile_id, p.name, p.payload, p.payload_fields, e.name, e.title,"
-"        e.object, e.operation, e.table_oid::oid, e.created_by::oid, e.key_columns,"
-"        e.parent_object, e.parent_table::oid, e.parent_column, e.parent_key,"
-"        e.event_id, p.batching, p.batch_wait, p.batch_max_items, p.enabled, p.xmin, NULL, NULL"
-"   FROM claimed c"
-"   JOIN matched m ON m.occurrence_id = c.occurrence_id"
-"   JOIN webhook.binding b ON b.binding_id = m.binding_id"
-"   JOIN webhook.event e ON e.event_id = b.event_id"
-"   JOIN webhook.profile p ON p.profile_id = b.profile_id";
+TAKE_SQL("   WHERE c.origin IS NULL OR c.origin <> ALL (p.ignore_origins)",
+		 "p.envelope, p.guid::text, e.message, e.agent_column");
+
+/*
+ * The same of a schema before 0.9 (a library installed before ALTER
+ * EXTENSION webhook UPDATE): no origins, the standard envelope.
+ */
+static const char *take_sql_before_0_9 =
+TAKE_SQL("", "'standard'::text, NULL::text, NULL::text, NULL::text");
 
 /*
  * The deliveries made, in order: single items, and batches.  A batch's
@@ -325,6 +342,17 @@ item_id(const char *seed, int64 ord, int64 binding_id)
 	return id;
 }
 
+/* A change's own id, the same for every binding it matched. */
+static char *
+change_id(const char *seed, int64 ord)
+{
+	char	   *name = psprintf("%s/" INT64_FORMAT, seed, ord);
+	char	   *id = name_uuid(name);
+
+	pfree(name);
+	return id;
+}
+
 /* A new batch's webhook-id derives from its first item's: it too is stable. */
 static char *
 batch_id(const char *first_item_id)
@@ -367,6 +395,10 @@ enum
 	TAKE_BATCH_MAX_ITEMS,
 	TAKE_ENABLED,
 	TAKE_PROFILE_VERSION,		/* the profile row's xmin: see MadeClaim */
+	TAKE_ENVELOPE,
+	TAKE_PROFILE_GUID,
+	TAKE_MESSAGE,
+	TAKE_AGENT_COLUMN,
 	TAKE_LOCKED,
 	TAKE_TAKEN					/* the column after TAKE_LOCKED: see webhook_rows_left */
 };
@@ -543,6 +575,14 @@ batch_key_of(TakenRow *binding, BatchKey *key)
 	return true;
 }
 
+static bool
+halo_envelope(TakenRow *binding)
+{
+	text	   *envelope = DatumGetTextPP(TAKEN(binding, TAKE_ENVELOPE));
+
+	return VARSIZE_ANY_EXHDR(envelope) == 4 && memcmp(VARDATA_ANY(envelope), "halo", 4) == 0;
+}
+
 /*
  * The envelope of one item, made by webhook._render's own code: a delivery
  * of its own, or an item kept for its batch.
@@ -567,7 +607,9 @@ add_item(Expansion *x, FunctionCallInfo render, MemoryContext item_cxt,
 		{RENDER_CAPTURED_AT, TAKE_CAPTURED_AT}, {RENDER_OPERATION, TAKE_OPERATION},
 		{RENDER_PARENT_OBJECT, TAKE_PARENT_OBJECT}, {RENDER_PARENT_TABLE, TAKE_PARENT_TABLE},
 		{RENDER_PARENT_COLUMN, TAKE_PARENT_COLUMN}, {RENDER_PARENT_KEY, TAKE_PARENT_KEY},
-		{RENDER_READER, TAKE_READER},
+		{RENDER_READER, TAKE_READER}, {RENDER_ENVELOPE, TAKE_ENVELOPE},
+		{RENDER_PROFILE_GUID, TAKE_PROFILE_GUID}, {RENDER_MESSAGE, TAKE_MESSAGE},
+		{RENDER_AGENT_COLUMN, TAKE_AGENT_COLUMN},
 	};
 	char	   *operation;
 	bool		delete;
@@ -581,6 +623,10 @@ add_item(Expansion *x, FunctionCallInfo render, MemoryContext item_cxt,
 	}
 	args[RENDER_ID].value = CStringGetTextDatum(id);
 	args[RENDER_ID].isnull = false;
+	/* Halo's escmsg_id: one per change, whichever profile it goes to */
+	args[RENDER_CHANGE_ID].isnull = !halo_envelope(binding);
+	if (!args[RENDER_CHANGE_ID].isnull)
+		args[RENDER_CHANGE_ID].value = CStringGetTextDatum(change_id(seed, ord));
 	operation = args[RENDER_OPERATION].isnull ? NULL
 		: TextDatumGetCString(args[RENDER_OPERATION].value);
 	delete = operation && strcmp(operation, "delete") == 0;
@@ -906,6 +952,15 @@ write_expansion(Expansion *x)
 	}
 }
 
+/* Whether the installed schema is older than 0.9 (see take_sql_before_0_9). */
+static bool
+schema_before_0_9(void)
+{
+	Oid			profile = get_relname_relid("profile", get_namespace_oid(WEBHOOK_SCHEMA_NAME, false));
+
+	return get_attnum(profile, "ignore_origins") == InvalidAttrNumber;
+}
+
 /*
  * Expand what take_sql takes; *more says that rows were left for another
  * step.
@@ -915,6 +970,8 @@ expand_changes(Datum *args, bool *more, ClaimAsMade *claim)
 {
 	Oid			types[2] = {INT4OID, OIDARRAYOID};
 	static SPIPlanPtr take_plan = NULL;
+	static SPIPlanPtr take_plan_before_0_9 = NULL;
+	bool		before_0_9 = schema_before_0_9();
 	SPITupleTable *taken_rows;
 	TupleDesc	desc;
 	TakenRow  **items;
@@ -928,7 +985,9 @@ expand_changes(Datum *args, bool *more, ClaimAsMade *claim)
 	ListCell   *lc;
 	LOCAL_FCINFO(render, RENDER_NARGS);
 
-	if (SPI_execute_plan(webhook_keep_plan(&take_plan, take_sql, 2, types, false),
+	if (SPI_execute_plan(before_0_9 ?
+						 webhook_keep_plan(&take_plan_before_0_9, take_sql_before_0_9, 2, types, false) :
+						 webhook_keep_plan(&take_plan, take_sql, 2, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not take webhook occurrences");
 	taken_rows = SPI_tuptable;

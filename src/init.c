@@ -42,6 +42,7 @@ int			webhook_worker_idle_timeout = 60;
 /* for SHOW only: the worker reads the setting with webhook_queue_sending */
 static bool webhook_sending = true;
 char	   *webhook_user_agent = NULL;
+char	   *webhook_origin = NULL;	/* webhook.origin: this session's tag for its changes */
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -184,6 +185,24 @@ check_user_agent(char **newval, void **extra, GucSource source)
 		if ((unsigned char) *c < 0x20 || *c == 0x7f)
 		{
 			GUC_check_errdetail("The User-Agent must not contain control characters.");
+			return false;
+		}
+	return true;
+}
+
+static bool
+check_origin(char **newval, void **extra, GucSource source)
+{
+	if (strlen(*newval) > 64)
+	{
+		GUC_check_errdetail("An origin is at most 64 bytes.");
+		GUC_check_errhint("Name the application that makes the changes, e.g. 'crm-sync'.");
+		return false;
+	}
+	for (const char *c = *newval; *c; c++)
+		if ((unsigned char) *c < 0x20 || *c == 0x7f)
+		{
+			GUC_check_errdetail("An origin must not contain control characters.");
 			return false;
 		}
 	return true;
@@ -455,6 +474,15 @@ define_gucs(void)
 							   "webhook/" WEBHOOK_VERSION,
 							   PGC_SIGHUP, 0,
 							   check_user_agent, NULL, NULL);
+	DefineCustomStringVariable("webhook.origin",
+							   "Tags the changes this session makes with where they come from.",
+							   "A profile whose ignore_origins lists the tag does not send them: "
+							   "a receiver that writes back sets it so as not to hear its own changes. "
+							   "Empty: no tag.",
+							   &webhook_origin,
+							   "",
+							   PGC_USERSET, 0,
+							   check_origin, NULL, NULL);
 	MarkGUCPrefixReserved("webhook");
 }
 

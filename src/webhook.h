@@ -35,7 +35,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
-#define WEBHOOK_VERSION "0.8"
+#define WEBHOOK_VERSION "0.9"
 #define WEBHOOK_EXTENSION_NAME "webhook"
 #define WEBHOOK_SCHEMA_NAME "webhook"
 
@@ -51,6 +51,7 @@ extern int	webhook_disable_after_failures;
 extern int	webhook_max_per_profile;
 extern char *webhook_user_agent;
 extern char *webhook_blocked_networks;
+extern char *webhook_origin;
 extern bool webhook_handle_interrupts(void);
 
 /*

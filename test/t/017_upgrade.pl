@@ -64,8 +64,9 @@ my $waiting = $node->safe_psql('postgres', qq{
 
 # the update, with the worker running
 $node->safe_psql('postgres', 'ALTER EXTENSION webhook UPDATE');
-is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'webhook'}), '0.8',
-	'ALTER EXTENSION webhook UPDATE moves to 0.8');
+my $current = $node->safe_psql('postgres', q{SELECT default_version FROM pg_available_extensions WHERE name = 'webhook'});
+is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'webhook'}), $current,
+	"ALTER EXTENSION webhook UPDATE moves to $current");
 
 # create_profile and alter_profile have a new option: who could call them still can
 is($node->safe_psql('postgres', q{
@@ -135,7 +136,7 @@ $node->safe_psql('fresh', 'CREATE EXTENSION webhook');
 my $upgraded = $node->safe_psql('postgres', $catalogue);
 my $fresh = $node->safe_psql('fresh', $catalogue);
 ok(length($fresh) > 10000, 'the catalogue is read');
-is($upgraded, $fresh, 'the upgraded catalogue equals a fresh install of 0.8');
+is($upgraded, $fresh, "the upgraded catalogue equals a fresh install of $current");
 $node->safe_psql('postgres', 'DROP DATABASE fresh');
 
 # the capture triggers were made anew, and take nothing from arguments
