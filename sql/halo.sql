@@ -1,6 +1,6 @@
--- The halo envelope (Halo's own webhook shape), event messages, and
--- changes tagged with webhook.origin passed over by the profiles that
--- ignore that origin; every new parameter's bad values.
+-- The halo envelope (Halo's own webhook shape), event messages, changes
+-- tagged with webhook.origin passed over by the profiles that ignore that
+-- origin, and light logs; every new parameter's bad values.
 \set SHOW_CONTEXT never
 \set VERBOSITY default
 
@@ -178,6 +178,38 @@ RESET webhook.origin;
 RESET ROLE;
 REVOKE ALL ON desk_case FROM halo_writer;
 DROP ROLE halo_writer;
+
+-- a row with an "id" column of its own that is not its key keeps it, and
+-- gets no second one (a writer's json that cannot be text, \u0000, in a
+-- message: TAP 022_halo)
+CREATE TABLE desk_raw (ref int PRIMARY KEY, id text, doc json);
+INSERT INTO desk_raw VALUES (1, 'EXT-9', '"a \"quoted\" doc"');
+SELECT webhook.define_event('raw.created', 'desk_raw', 'insert', message => 'Doc {doc}, ext {id}') > 0 AS defined;
+SELECT webhook.create_profile('desk-raw', 'http://127.0.0.1:9/raw', ARRAY['raw.created'], envelope => 'halo',
+                              enabled => false) > 0 AS created;
+SELECT webhook.preview('desk-raw', 'raw.created', '1') #>> '{body,message}' AS message,
+       webhook.preview('desk-raw', 'raw.created', '1') #> '{body,raw}' AS raw,
+       webhook.preview('desk-raw', 'raw.created', '1') ->> 'body_text' ~ '"id" :.*"id" :.*"id"' AS three_ids;
+SELECT webhook.drop_profile('desk-raw');
+SELECT webhook.drop_event('raw.created');
+DROP TABLE desk_raw;
+-- origins are printable ASCII
+SET webhook.origin = 'crm-sÿnc';
+SELECT webhook.create_profile('bad', 'http://127.0.0.1:9/', ARRAY['case.opened'], ignore_origins => '{crm-sÿnc}');
+
+-- light logs (what they keep: TAP 023_light_logs)
+SELECT webhook.alter_profile('desk-halo-renamed', log => 'Light');
+SELECT log FROM webhook.profiles WHERE name = 'desk-halo-renamed';
+SELECT webhook.create_profile('bad', 'http://127.0.0.1:9/', ARRAY['case.opened'], log => NULL);
+SELECT webhook.create_profile('bad', 'http://127.0.0.1:9/', ARRAY['case.opened'], log => '');
+SELECT webhook.create_profile('bad', 'http://127.0.0.1:9/', ARRAY['case.opened'], log => 'none');
+SELECT webhook.create_profile('bad', 'http://127.0.0.1:9/', ARRAY['case.opened'], log => 'light''; DROP TABLE desk_case; --');
+SELECT webhook.create_profile('bad', 'http://127.0.0.1:9/', ARRAY['case.opened'], log => repeat('l', 1000000));
+SELECT webhook.create_profile('bad', 'http://127.0.0.1:9/', ARRAY['case.opened'], log => true);
+SELECT webhook.alter_profile('desk-halo-renamed', log => 'verbose');
+SELECT webhook.alter_profile('desk-halo-renamed', log => '');
+SELECT count(*) AS bad_profiles, (SELECT log FROM webhook.profiles WHERE name = 'desk-halo-renamed') AS still
+  FROM webhook.profiles WHERE name = 'bad';
 
 SELECT webhook.drop_profile(name) FROM webhook.profiles WHERE name LIKE 'desk-%' ORDER BY name;
 SELECT webhook.drop_event(event) FROM webhook.events WHERE event LIKE 'case.%' ORDER BY event;

@@ -1,11 +1,12 @@
-/* webhook--0.8--0.9.sql: Halo-shaped payloads, event messages, changes tagged with their origin */
+/* webhook--0.8--0.9.sql: Halo-shaped payloads, event messages, changes tagged with their origin, light logs */
 
 \echo Use "ALTER EXTENSION webhook UPDATE TO '0.9'" to load this file. \quit
 
 /*
  * A profile's envelope (standard, or halo: the shape of Halo's own
  * webhooks), its own GUID (the halo envelope's webhook_id, made with it and
- * never changed), and the origins whose changes it does not send.  An
+ * never changed), the origins whose changes it does not send, and its log
+ * (full, or light: no bodies and no response headers kept).  An
  * event's message (a template, see webhook._check_message) and the column
  * of its ticket's agent (the halo envelope's agent_id).  A queued change's
  * origin: the writer's webhook.origin.
@@ -13,7 +14,9 @@
 ALTER TABLE webhook.profile
     ADD COLUMN envelope text NOT NULL DEFAULT 'standard',
     ADD COLUMN guid uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
-    ADD COLUMN ignore_origins text[] NOT NULL DEFAULT '{}';
+    ADD COLUMN ignore_origins text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN log text NOT NULL DEFAULT 'full',
+    ADD CONSTRAINT profile_guid_key UNIQUE (guid);
 ALTER TABLE webhook.event ADD COLUMN message text, ADD COLUMN agent_column text;
 ALTER TABLE webhook.occurrence ADD COLUMN origin text;
 
@@ -363,10 +366,16 @@ BEGIN
     END IF;
     IF NEW.ignore_origins IS NULL OR cardinality(NEW.ignore_origins) > 100
        OR EXISTS (SELECT 1 FROM unnest(NEW.ignore_origins) AS o
-                   WHERE o IS NULL OR o = '' OR octet_length(o) > 64 OR o ~ '[[:cntrl:]]') THEN
-        RAISE EXCEPTION 'ignore_origins must list at most 100 origins of 1 to 64 bytes'
+                   WHERE o IS NULL OR o = '' OR length(o) > 64 OR o ~ '[^ -~]') THEN
+        RAISE EXCEPTION 'ignore_origins must list at most 100 origins of 1 to 64 printable ASCII characters'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'List the webhook.origin values whose changes this profile does not send, e.g. ''{crm-sync}''; ''{}'' sends every change.';
+    END IF;
+    NEW.log := lower(NEW.log);
+    IF NEW.log IS NULL OR NEW.log NOT IN ('full', 'light') THEN
+        RAISE EXCEPTION 'invalid log %', webhook._quoted(NEW.log)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'log is full (bodies and response headers kept) or light (status, attempts, response code, timing and error only).';
     END IF;
     RETURN NEW;
 END
@@ -377,7 +386,7 @@ $$;
  * before still can.
  */
 CREATE TEMPORARY TABLE changed_function_grants AS
-SELECT p.proname::text AS function, a.grantee
+SELECT p.proname::text AS function, a.grantee, a.is_grantable
   FROM pg_catalog.pg_proc p CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) AS a
  WHERE p.oid IN ('webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[])'::regprocedure,
                  'webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[])'::regprocedure,
@@ -491,6 +500,7 @@ DECLARE
     status_type text;
     closed text;
     v text;
+    defined text[] := '{}';
 BEGIN
     IF tickets IS NULL THEN
         RAISE EXCEPTION 'tickets must not be NULL'
@@ -526,32 +536,38 @@ BEGIN
 
     PERFORM webhook.define_event('ticket.created', tickets, 'insert', title => 'New Ticket Logged',
                                      message => 'A new ticket has been logged with Ticket ID: {object_id:07}.', object => 'ticket');
+    defined := defined || 'ticket.created'::text;
     RETURN NEXT 'ticket.created';
     PERFORM webhook.define_event('ticket.updated', tickets, 'update', title => 'Ticket Updated',
                                      message => 'Ticket ID: {object_id:07} has been updated.', object => 'ticket');
+    defined := defined || 'ticket.updated'::text;
     RETURN NEXT 'ticket.updated';
     IF agent IS NOT NULL THEN
         PERFORM webhook.define_event('ticket.reassigned', tickets, 'update', columns => ARRAY[agent],
                                      title => 'Ticket Reassigned',
                                      message => 'The agent has been changed for Ticket ID: {object_id:07}.', object => 'ticket');
+        defined := defined || 'ticket.reassigned'::text;
         RETURN NEXT 'ticket.reassigned';
     END IF;
     IF team IS NOT NULL THEN
         PERFORM webhook.define_event('ticket.team_changed', tickets, 'update', columns => ARRAY[team],
                                      title => 'Ticket Team Changed',
                                      message => 'The team has been changed for Ticket ID: {object_id:07}.', object => 'ticket');
+        defined := defined || 'ticket.team_changed'::text;
         RETURN NEXT 'ticket.team_changed';
     END IF;
     IF status IS NOT NULL THEN
         PERFORM webhook.define_event('ticket.status_changed', tickets, 'update', columns => ARRAY[status],
                                      title => 'Ticket Status Changed',
                                      message => 'The status has been changed for Ticket ID: {object_id:07}.', object => 'ticket');
+        defined := defined || 'ticket.status_changed'::text;
         RETURN NEXT 'ticket.status_changed';
     END IF;
     IF priority IS NOT NULL THEN
         PERFORM webhook.define_event('ticket.priority_changed', tickets, 'update', columns => ARRAY[priority],
                                      title => 'Ticket Priority Changed',
                                      message => 'The priority has been changed for Ticket ID: {object_id:07}.', object => 'ticket');
+        defined := defined || 'ticket.priority_changed'::text;
         RETURN NEXT 'ticket.priority_changed';
     END IF;
     IF closed IS NOT NULL THEN
@@ -559,11 +575,13 @@ BEGIN
             condition => format('new.%1$I IN (%2$s) AND (old.%1$I IS NULL OR old.%1$I NOT IN (%2$s))', status, closed),
             title => 'Ticket Closed',
                                      message => 'Ticket ID: {object_id:07} has been closed.', object => 'ticket');
+        defined := defined || 'ticket.closed'::text;
         RETURN NEXT 'ticket.closed';
         PERFORM webhook.define_event('ticket.reopened', tickets, 'update', columns => ARRAY[status],
             condition => format('old.%1$I IN (%2$s) AND (new.%1$I IS NULL OR new.%1$I NOT IN (%2$s))', status, closed),
             title => 'Ticket Reopened',
                                      message => 'Ticket ID: {object_id:07} has been reopened.', object => 'ticket');
+        defined := defined || 'ticket.reopened'::text;
         RETURN NEXT 'ticket.reopened';
     ELSE
         RAISE NOTICE 'ticket.closed and ticket.reopened are not defined: closed_statuses is NULL'
@@ -571,20 +589,19 @@ BEGIN
     END IF;
     PERFORM webhook.define_event('ticket.deleted', tickets, 'delete', title => 'Ticket Deleted',
                                      message => 'Ticket ID: {object_id:07} has been deleted.', object => 'ticket');
+    defined := defined || 'ticket.deleted'::text;
     RETURN NEXT 'ticket.deleted';
     IF actions IS NOT NULL THEN
         PERFORM webhook.define_event('action.added', actions, 'insert', title => 'Action Added',
                                      message => 'An action has been added to Ticket ID: {object_id:07}.', object => 'action',
             parent => jsonb_build_object('object', 'ticket', 'table', tickets::text, 'column', action_ticket));
+        defined := defined || 'action.added'::text;
         RETURN NEXT 'action.added';
     END IF;
     -- the halo envelope's agent_id: the ticket's agent, for its actions too
+    -- (of the events defined here only)
     IF agent IS NOT NULL THEN
-        UPDATE webhook.event e SET agent_column = agent
-         WHERE e.table_oid IN (tickets, actions)
-           AND e.name IN ('ticket.created', 'ticket.updated', 'ticket.reassigned', 'ticket.team_changed',
-                          'ticket.status_changed', 'ticket.priority_changed', 'ticket.closed',
-                          'ticket.reopened', 'ticket.deleted', 'action.added');
+        UPDATE webhook.event e SET agent_column = agent WHERE e.name = ANY (defined);
     END IF;
 END
 $$;
@@ -602,7 +619,7 @@ CREATE FUNCTION webhook.create_profile(name text, url text, events text[],
                                        timeout interval DEFAULT NULL,
                                        public_headers text[] DEFAULT '{}',
                                        envelope text DEFAULT 'standard',
-                                       ignore_origins text[] DEFAULT '{}')
+                                       ignore_origins text[] DEFAULT '{}', log text DEFAULT 'full')
     RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id bigint;
@@ -633,11 +650,11 @@ BEGIN
     INSERT INTO webhook.profile (name, url, method, auth, username, password, headers, payload,
                                  batching, batch_wait, batch_max_items, secret, enabled,
                                  disabled_reason, max_attempts, retry_schedule, timeout, public_headers,
-                                 envelope, ignore_origins)
+                                 envelope, ignore_origins, log)
     VALUES (name, url, method, auth, username, password, headers, payload,
             batching, batch_wait, batch_max_items, secret, enabled,
             CASE WHEN NOT enabled THEN 'created disabled' END, max_attempts, retry_schedule, timeout,
-            public_headers, envelope, ignore_origins)
+            public_headers, envelope, ignore_origins, log)
     RETURNING profile_id INTO new_id;
     INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
     SELECT new_id, e.event_id, current_user::regrole, ''
@@ -647,7 +664,7 @@ BEGIN
     RETURN new_id;
 END
 $$;
-COMMENT ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[]) IS
+COMMENT ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[], text) IS
     'Creates a webhook profile that sends the listed events to the URL.';
 
 CREATE FUNCTION webhook.alter_profile(name text, url text DEFAULT NULL, method text DEFAULT NULL,
@@ -662,7 +679,7 @@ CREATE FUNCTION webhook.alter_profile(name text, url text DEFAULT NULL, method t
                                       timeout interval DEFAULT NULL, new_name text DEFAULT NULL,
                                       public_headers text[] DEFAULT NULL,
                                       envelope text DEFAULT NULL,
-                                      ignore_origins text[] DEFAULT NULL)
+                                      ignore_origins text[] DEFAULT NULL, log text DEFAULT NULL)
     RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     id bigint := webhook._profile_id(name);
@@ -692,7 +709,8 @@ BEGIN
                        ELSE coalesce(alter_profile.timeout, p.timeout) END,
         public_headers = coalesce(alter_profile.public_headers, p.public_headers),
         envelope = coalesce(alter_profile.envelope, p.envelope),
-        ignore_origins = coalesce(alter_profile.ignore_origins, p.ignore_origins)
+        ignore_origins = coalesce(alter_profile.ignore_origins, p.ignore_origins),
+        log = coalesce(alter_profile.log, p.log)
      WHERE p.profile_id = id;
     IF enabled THEN
         PERFORM webhook.enable_profile(coalesce(new_name, name));
@@ -701,11 +719,11 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[]) IS
+COMMENT ON FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text) IS
     'Changes a profile; NULL leaves an option as it is. Deliveries not yet sent go out with the new settings.';
 
-REVOKE ALL ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[]),
-                       webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[]),
+REVOKE ALL ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[], text),
+                       webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text),
                        webhook.define_event(text, regclass, text, text[], text, text, text, jsonb, text),
                        webhook._render(text, text, text, jsonb, bigint, text, text, text, oid, text[], timestamptz, text, json, json, json, text, oid, text, text, oid, text, text, text, text, text)
     FROM PUBLIC;
@@ -714,12 +732,38 @@ DECLARE
     g record;
 BEGIN
     FOR g IN SELECT * FROM changed_function_grants LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION webhook.%I TO %s', g.function,
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION webhook.%I TO %s%s', g.function,
                                   CASE WHEN g.grantee = 0 THEN 'PUBLIC'
-                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END);
+                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+                                  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
     END LOOP;
 END $$;
 DROP TABLE changed_function_grants;
+
+/*
+ * The guards check what their caller writes with helpers the caller must
+ * be able to run: whoever could run the oldest of them (an administration
+ * role given every function) can run the newer ones, _check_message and
+ * the _untrusted_reason of 0.2, too.
+ */
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT a.grantee, a.is_grantable, f.helper
+               FROM pg_catalog.aclexplode((SELECT p.proacl FROM pg_catalog.pg_proc p
+                                            WHERE p.oid = 'webhook._require_column(regclass, text, text)'::regprocedure)) AS a
+              CROSS JOIN (VALUES ('webhook._check_message(text, regclass)'),
+                                 ('webhook._untrusted_reason(regclass)')) AS f(helper)
+              WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> 0
+                AND a.grantee <> (SELECT p.proowner FROM pg_catalog.pg_proc p
+                                   WHERE p.oid = 'webhook._require_column(regclass, text, text)'::regprocedure)
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I%s', g.helper,
+                                  pg_catalog.pg_get_userbyid(g.grantee),
+                                  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END $$;
 
 -- the new options, shown
 CREATE OR REPLACE VIEW webhook.profiles AS
@@ -739,7 +783,7 @@ SELECT p.name,
        p.retry_schedule, p.timeout, p.consecutive_failures,
        ARRAY(SELECT e.name FROM webhook.binding b JOIN webhook.event e ON e.event_id = b.event_id
               WHERE b.profile_id = p.profile_id ORDER BY b.binding_id) AS events,
-       p.created_at, p.public_headers, p.envelope, p.guid, p.ignore_origins
+       p.created_at, p.public_headers, p.envelope, p.guid, p.ignore_origins, p.log
   FROM webhook.profile p;
 
 CREATE OR REPLACE VIEW webhook.events AS
@@ -852,5 +896,74 @@ BEGIN
     END IF;
     RETURN webhook._request(p.profile_id, webhook_id, body)::jsonb
            || pg_catalog.jsonb_build_object('body', body::jsonb, 'body_text', body);
+END
+$$;
+
+/*
+ * A delivery of a profile that logs light keeps no body once it is
+ * delivered or failed (JSON null): it cannot be sent again.
+ */
+CREATE OR REPLACE FUNCTION webhook.redeliver(delivery bigint) RETURNS bigint
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    source webhook.delivery;
+    new_id bigint;
+BEGIN
+    SELECT * INTO source FROM webhook.delivery d WHERE d.delivery_id = redeliver.delivery;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'delivery % does not exist', coalesce(delivery::text, 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = 'See webhook.deliveries.';
+    END IF;
+    IF source.body IS NULL THEN
+        RAISE EXCEPTION 'delivery % is a batch that has not been sent yet', delivery
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'It goes out when its batch is due; redeliver it after that.';
+    END IF;
+    IF source.body::text = 'null' THEN
+        RAISE EXCEPTION 'delivery % cannot be sent again: its body was not kept', delivery
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Its profile logs light: a delivery keeps no body once it is delivered or failed.',
+                  HINT = 'Use webhook.alter_profile(..., log => ''full'') for deliveries to come.';
+    END IF;
+    new_id := webhook._resend(source);
+    PERFORM webhook._wake();
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webhook.replay(profile text, since timestamptz, status text DEFAULT 'failed')
+    RETURNS int LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id bigint := webhook._profile_id(profile);
+    n int;
+    unkept bigint;
+BEGIN
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'since must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'For example: now() - interval ''1 day''.';
+    END IF;
+    IF status IS NULL OR status NOT IN ('failed', 'delivered', 'retrying') THEN
+        RAISE EXCEPTION 'invalid status %', webhook._quoted(status)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Replay failed, delivered or retrying deliveries.';
+    END IF;
+    SELECT count(*) INTO unkept
+      FROM webhook.delivery d
+     WHERE d.profile_id = id AND d.status = replay.status AND d.created_at >= since
+       -- (a body kept is not read for this: it is larger)
+       AND CASE WHEN pg_catalog.pg_column_size(d.body) <= 8 THEN d.body::text = 'null' ELSE false END;
+    IF unkept > 0 THEN
+        RAISE EXCEPTION '% of these deliveries cannot be sent again: their bodies were not kept', unkept
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'They were made while the profile logged light: a delivery keeps no body once it is delivered or failed.',
+                  HINT = 'Replay from a later time, or use webhook.alter_profile(..., log => ''full'') for deliveries to come.';
+    END IF;
+    SELECT count(webhook._resend(d)) INTO n
+      FROM webhook.delivery d
+     WHERE d.profile_id = id AND d.status = replay.status AND d.created_at >= since;
+    IF n > 0 THEN
+        PERFORM webhook._wake();
+    END IF;
+    RETURN n;
 END
 $$;

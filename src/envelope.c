@@ -625,8 +625,9 @@ append_with_id(StringInfo out, const char *object, int len, const char *id, int 
 
 /*
  * The value of a column of a row, as its payload writes it, in a buffer of
- * its own; NULL when the row has no such column or the column is "id"
- * (the object has its id already).
+ * its own; NULL when the row has no such column, or a column "id" of its
+ * own (the key itself, or another: a second "id" key would be one too
+ * many).
  */
 static char *
 id_value(List *fields, const char *column, TableShape *shape, int *len)
@@ -634,7 +635,7 @@ id_value(List *fields, const char *column, TableShape *shape, int *len)
 	JsonField  *f = column ? webhook_find_field(fields, column) : NULL;
 	StringInfoData buf;
 
-	if (f == NULL || strcmp(column, "id") == 0)
+	if (f == NULL || webhook_find_field(fields, "id") != NULL)
 		return NULL;
 	initStringInfo(&buf);
 	webhook_append_fixed(&buf, f->value, f->len, webhook_column_fix(shape, column, -1));

@@ -21,7 +21,6 @@
 #include "queue.h"
 #include "rowjson.h"
 
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/cryptohash.h"
 #include "common/jsonapi.h"
@@ -33,7 +32,6 @@
 #include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/jsonfuncs.h"
-#include "utils/lsyscache.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -952,15 +950,6 @@ write_expansion(Expansion *x)
 	}
 }
 
-/* Whether the installed schema is older than 0.9 (see take_sql_before_0_9). */
-static bool
-schema_before_0_9(void)
-{
-	Oid			profile = get_relname_relid("profile", get_namespace_oid(WEBHOOK_SCHEMA_NAME, false));
-
-	return get_attnum(profile, "ignore_origins") == InvalidAttrNumber;
-}
-
 /*
  * Expand what take_sql takes; *more says that rows were left for another
  * step.
@@ -971,7 +960,7 @@ expand_changes(Datum *args, bool *more, ClaimAsMade *claim)
 	Oid			types[2] = {INT4OID, OIDARRAYOID};
 	static SPIPlanPtr take_plan = NULL;
 	static SPIPlanPtr take_plan_before_0_9 = NULL;
-	bool		before_0_9 = schema_before_0_9();
+	bool		before_0_9 = webhook_schema_before_0_9();
 	SPITupleTable *taken_rows;
 	TupleDesc	desc;
 	TakenRow  **items;

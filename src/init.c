@@ -193,18 +193,20 @@ check_user_agent(char **newval, void **extra, GucSource source)
 static bool
 check_origin(char **newval, void **extra, GucSource source)
 {
+	/* printable ASCII: the value is stored whatever the database's encoding */
+	for (const char *c = *newval; *c; c++)
+		if ((unsigned char) *c < 0x20 || (unsigned char) *c > 0x7e)
+		{
+			GUC_check_errdetail("An origin is made of printable ASCII characters.");
+			GUC_check_errhint("Name the application that makes the changes, e.g. 'crm-sync'.");
+			return false;
+		}
 	if (strlen(*newval) > 64)
 	{
-		GUC_check_errdetail("An origin is at most 64 bytes.");
+		GUC_check_errdetail("An origin is at most 64 characters.");
 		GUC_check_errhint("Name the application that makes the changes, e.g. 'crm-sync'.");
 		return false;
 	}
-	for (const char *c = *newval; *c; c++)
-		if ((unsigned char) *c < 0x20 || *c == 0x7f)
-		{
-			GUC_check_errdetail("An origin must not contain control characters.");
-			return false;
-		}
 	return true;
 }
 

@@ -45,6 +45,7 @@
 #include "rowjson.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -180,44 +181,56 @@ static const char *next_due_sql =
 /*
  * Record finished requests: the delivery's new state, then its attempt.
  * A delivery that is gone (its profile was dropped) or no longer ours
- * gets no attempt row.
+ * gets no attempt row.  A profile that logs light ($log: its log) keeps
+ * no response body or headers, and no request body once the delivery is
+ * delivered or failed: JSON null then says the body was not kept.
  */
-static const char *record_sql =
-"WITH r AS ("
-"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::int4[]),"
-"                           pg_catalog.unnest($3::timestamptz[]), pg_catalog.unnest($4::float8[]),"
-"                           pg_catalog.unnest($5::text[]), pg_catalog.unnest($6::int4[]),"
-"                           pg_catalog.unnest($7::jsonb[]), pg_catalog.unnest($8::text[]),"
-"                           pg_catalog.unnest($9::text[]), pg_catalog.unnest($10::jsonb[]))"
-"    AS r(delivery_id, attempt, started_at, duration_ms, outcome, response_status,"
-"         response_headers, response_body, error, request_headers)"
-"), u AS ("
-"  UPDATE webhook.delivery d"
-"     SET status = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN 'delivered'"
-"                       WHEN d.attempts >= p.max_attempts OR r.response_status = 410 THEN 'failed'"
-"                       ELSE 'retrying' END,"
-"         next_attempt_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
-"                                  OR d.attempts >= p.max_attempts OR r.response_status = 410 THEN NULL"
-"                                ELSE pg_catalog.now()"
-"                                     + COALESCE(webhook._retry_after(r.response_headers),"
-"                                                webhook._retry_delay(p.retry_schedule, d.attempts)) END,"
-"         delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299"
-"                             THEN r.started_at + pg_catalog.make_interval(secs => r.duration_ms / 1000) END,"
-"         response_status = r.response_status, duration_ms = r.duration_ms,"
-"         error = r.error, response_body = r.response_body"
-"    FROM r, webhook.profile p"
-"   WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'"
-"  RETURNING d.delivery_id, d.profile_id, d.status, r.response_status,"
-"            p.consecutive_failures > 0 AS in_failure_run"
-"), a AS ("
-"  INSERT INTO webhook.attempt (delivery_id, attempt, started_at, duration_ms, outcome,"
-"                               response_status, response_headers, response_body, error,"
-"                               request_headers)"
-"  SELECT delivery_id, attempt, started_at, duration_ms, outcome, response_status,"
-"         response_headers, response_body, error, request_headers FROM r"
-"   WHERE r.delivery_id IN (SELECT u.delivery_id FROM u)"
-")"
-"SELECT profile_id, status, response_status, in_failure_run FROM u";
+#define RECORD_SQL(log) \
+"WITH r AS (" \
+"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::int4[])," \
+"                           pg_catalog.unnest($3::timestamptz[]), pg_catalog.unnest($4::float8[])," \
+"                           pg_catalog.unnest($5::text[]), pg_catalog.unnest($6::int4[])," \
+"                           pg_catalog.unnest($7::jsonb[]), pg_catalog.unnest($8::text[])," \
+"                           pg_catalog.unnest($9::text[]), pg_catalog.unnest($10::jsonb[]))" \
+"    AS r(delivery_id, attempt, started_at, duration_ms, outcome, response_status," \
+"         response_headers, response_body, error, request_headers)" \
+"), u AS (" \
+"  UPDATE webhook.delivery d" \
+"     SET status = CASE WHEN r.response_status BETWEEN 200 AND 299 THEN 'delivered'" \
+"                       WHEN d.attempts >= p.max_attempts OR r.response_status = 410 THEN 'failed'" \
+"                       ELSE 'retrying' END," \
+"         next_attempt_at = CASE WHEN r.response_status BETWEEN 200 AND 299" \
+"                                  OR d.attempts >= p.max_attempts OR r.response_status = 410 THEN NULL" \
+"                                ELSE pg_catalog.now()" \
+"                                     + COALESCE(webhook._retry_after(r.response_headers)," \
+"                                                webhook._retry_delay(p.retry_schedule, d.attempts)) END," \
+"         delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299" \
+"                             THEN r.started_at + pg_catalog.make_interval(secs => r.duration_ms / 1000) END," \
+"         response_status = r.response_status, duration_ms = r.duration_ms," \
+"         error = r.error," \
+"         response_body = CASE WHEN " log " = 'light' THEN NULL ELSE r.response_body END," \
+"         body = CASE WHEN " log " = 'light' AND (r.response_status BETWEEN 200 AND 299" \
+"                         OR d.attempts >= p.max_attempts OR r.response_status = 410)" \
+"                     THEN 'null'::json ELSE d.body END" \
+"    FROM r, webhook.profile p" \
+"   WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'" \
+"  RETURNING d.delivery_id, d.profile_id, d.status, r.response_status," \
+"            p.consecutive_failures > 0 AS in_failure_run, " log " = 'light' AS light" \
+"), a AS (" \
+"  INSERT INTO webhook.attempt (delivery_id, attempt, started_at, duration_ms, outcome," \
+"                               response_status, response_headers, response_body, error," \
+"                               request_headers)" \
+"  SELECT r.delivery_id, r.attempt, r.started_at, r.duration_ms, r.outcome, r.response_status," \
+"         CASE WHEN u.light THEN NULL ELSE r.response_headers END," \
+"         CASE WHEN u.light THEN NULL ELSE r.response_body END, r.error, r.request_headers" \
+"    FROM r JOIN u ON u.delivery_id = r.delivery_id" \
+")" \
+"SELECT profile_id, status, response_status, in_failure_run FROM u"
+
+static const char *record_sql = RECORD_SQL("p.log");
+
+/* The same of a schema before 0.9, where every profile logs in full. */
+static const char *record_sql_before_0_9 = RECORD_SQL("'full'::text");
 
 static const char *outcomes_sql =
 "SELECT webhook._note_outcomes($1, $2, $3, $4)";
@@ -244,6 +257,7 @@ static SPIPlanPtr assemble_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr record_plan_before_0_9 = NULL;
 static SPIPlanPtr outcomes_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr profiles_plan = NULL;
@@ -325,6 +339,14 @@ end_step(void)
 	MemoryContextSwitchTo(caller_cxt);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+bool
+webhook_schema_before_0_9(void)
+{
+	Oid			profile = get_relname_relid("profile", get_namespace_oid(WEBHOOK_SCHEMA_NAME, false));
+
+	return get_attnum(profile, "ignore_origins") == InvalidAttrNumber;
 }
 
 /* Give the deliveries a dead worker left in flight back to the queue. */
@@ -626,7 +648,9 @@ record_finished(List *requests)
 	for (int i = 0; i < NCOLS; i++)
 		args[i] = makeArrayResult(cols[i].state, CurrentMemoryContext);
 
-	if (SPI_execute_plan(webhook_keep_plan(&record_plan, record_sql, NCOLS, types, false),
+	if (SPI_execute_plan(webhook_schema_before_0_9() ?
+						 webhook_keep_plan(&record_plan_before_0_9, record_sql_before_0_9, NCOLS, types, false) :
+						 webhook_keep_plan(&record_plan, record_sql, NCOLS, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record webhook attempts");
 

@@ -44,6 +44,12 @@ typedef struct WebhookStep
 extern bool webhook_queue_recover(void);
 
 /*
+ * The installed schema is older than 0.9 (the library was installed before
+ * ALTER EXTENSION webhook UPDATE): the worker serves it as it is.
+ */
+extern bool webhook_schema_before_0_9(void);
+
+/*
  * Deliveries the expansion claims as it makes them: those due at once, of
  * enabled profiles, within the room given and each profile's allowance.
  */

@@ -373,6 +373,10 @@ scalar_seen(void *state, char *token, JsonTokenType tokentype)
  * A JSON scalar as the text PostgreSQL reads back with a type's input
  * function: a string without its quotes and escapes, a number or boolean
  * as written; NULL for null.  A key's value in a snapshot is a scalar.
+ * A string that cannot be text (a writer's json holding \u0000, a lone
+ * surrogate, a character the database encoding lacks) comes back as
+ * written between its quotes, escapes and all: one row's value must not
+ * fail the change for every profile.
  */
 char *
 webhook_json_scalar_text(const char *value, int len)
@@ -388,7 +392,8 @@ webhook_json_scalar_text(const char *value, int len)
 	lex = makeJsonLexContextCstringLen((char *) value, len, GetDatabaseEncoding(), true);
 	sem.semstate = &result;
 	sem.scalar = scalar_seen;
-	pg_parse_json_or_ereport(lex, &sem);
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || result == NULL)
+		return len >= 2 ? pnstrdup(value + 1, len - 2) : pstrdup("");
 	return result;
 }
 

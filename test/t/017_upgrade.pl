@@ -30,6 +30,8 @@ $node->safe_psql('postgres', qq{
 	GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA webhook TO upgrade_admin;
 	GRANT USAGE ON ALL SEQUENCES IN SCHEMA webhook TO upgrade_admin;
 	GRANT TRIGGER ON tickets TO upgrade_admin;
+	GRANT TRIGGER ON actions TO upgrade_admin;
+	GRANT SELECT ON tickets TO upgrade_admin;
 });
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'webhook'}), '0.1',
 	'the first release is installed');
@@ -83,15 +85,20 @@ is($node->safe_psql('postgres', q{
 	    PERFORM webhook.add_event('by_admin', 'ticket.updated');
 	    PERFORM webhook.alter_profile('by_admin', batch_max_items => 5, url => 'http://127.0.0.1:9/x');
 	    PERFORM webhook.drop_profile('by_admin');
+	    -- the guards' helpers added since 0.1 are the administration role's too
+	    PERFORM webhook.define_event('action.noted', 'actions', 'insert', message => 'Note on {object_id:05}',
+	                                 parent => '{"object": "ticket", "table": "tickets", "column": "ticket_id"}');
+	    PERFORM webhook.drop_event('action.noted');
 	END $$;
 	RESET ROLE;
 	SELECT 'done';
-}), 'done', 'the administration role granted under 0.1 creates, binds, alters and drops a profile');
+}), 'done', 'the administration role granted under 0.1 creates, binds, alters and drops a profile, and defines an event');
 $node->safe_psql('postgres', q{
 	REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhook FROM upgrade_admin;
 	REVOKE ALL ON ALL TABLES IN SCHEMA webhook FROM upgrade_admin;
 	REVOKE ALL ON ALL SEQUENCES IN SCHEMA webhook FROM upgrade_admin;
 	REVOKE ALL ON tickets FROM upgrade_admin;
+	REVOKE ALL ON actions FROM upgrade_admin;
 	REVOKE ALL ON SCHEMA webhook FROM upgrade_admin;
 	DROP ROLE upgrade_admin;
 });

@@ -130,6 +130,20 @@ my ($standard) = @{ $receiver->wait_for(1, sub { $_[0]{path} eq '/standard' }) }
 ok(exists $standard->{json}{profile} && !exists $standard->{json}{webhook_id},
 	'the standard envelope is unchanged');
 
+# a writer's json that cannot be text (\u0000) in a message is written as
+# it is: the change goes out, to every profile
+$node->safe_psql('postgres', qq{
+	CREATE TABLE raw_doc (ref int PRIMARY KEY, doc json);
+	SELECT webhook.define_event('raw.created', 'raw_doc', 'insert', message => 'Doc {doc}');
+	SELECT webhook.create_profile('raw_halo', '@{[ $receiver->url('/raw_halo') ]}', ARRAY['raw.created'],
+	                              envelope => 'halo');
+	SELECT webhook.create_profile('raw_standard', '@{[ $receiver->url('/raw_standard') ]}', ARRAY['raw.created']);
+	INSERT INTO raw_doc VALUES (1, '"nul \\u0000 here"');
+});
+my ($raw) = @{ $receiver->wait_for(1, sub { $_[0]{path} eq '/raw_halo' }) };
+is($raw->{json}{message}, 'Doc nul \u0000 here', 'a value that cannot be text is written in the message as it is');
+is(scalar @{ $receiver->wait_for(1, sub { $_[0]{path} eq '/raw_standard' }) }, 1, 'and the change goes to every profile');
+
 # the loop guard: a change tagged crm-sync is not sent to the profile that
 # ignores it, and is sent to every other
 $node->safe_psql('postgres', q{
@@ -156,7 +170,7 @@ is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM webhook.deliveries d WHERE d.profile = 'standard' AND 'ticket.status_changed' = ANY (d.events)}), 4,
 	'every other profile sent them');
 my ($err) = ($node->psql('postgres', q{SET webhook.origin = 'crm-sync-with-a-name-that-goes-on-and-on-for-more-than-sixty-four-chars'}))[2];
-like($err, qr/invalid value for parameter "webhook.origin".*at most 64 bytes/s, 'an origin too long is refused');
+like($err, qr/invalid value for parameter "webhook.origin".*at most 64 characters/s, 'an origin too long is refused');
 
 $receiver->stop;
 $node->stop;
