@@ -190,6 +190,12 @@ SELECT webhook.create_profile('desk-raw', 'http://127.0.0.1:9/raw', ARRAY['raw.c
 SELECT webhook.preview('desk-raw', 'raw.created', '1') #>> '{body,message}' AS message,
        webhook.preview('desk-raw', 'raw.created', '1') #> '{body,raw}' AS raw,
        webhook.preview('desk-raw', 'raw.created', '1') ->> 'body_text' ~ '"id" :.*"id" :.*"id"' AS three_ids;
+-- a custom object without the row's own id column gets the key as its id
+SELECT webhook.create_profile('desk-raw-custom', 'http://127.0.0.1:9/raw', ARRAY['raw.created'], envelope => 'halo',
+                              payload => 'custom', enabled => false) > 0 AS created;
+SELECT webhook.set_payload_fields('desk-raw-custom', '[{"name": "doc", "column": "doc"}]');
+SELECT webhook.preview('desk-raw-custom', 'raw.created', '1') #> '{body,raw}' AS custom_raw;
+SELECT webhook.drop_profile('desk-raw-custom');
 SELECT webhook.drop_profile('desk-raw');
 SELECT webhook.drop_event('raw.created');
 DROP TABLE desk_raw;

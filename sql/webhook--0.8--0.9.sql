@@ -947,20 +947,22 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Replay failed, delivered or retrying deliveries.';
     END IF;
-    SELECT count(*) INTO unkept
-      FROM webhook.delivery d
-     WHERE d.profile_id = id AND d.status = replay.status AND d.created_at >= since
-       -- (a body kept is not read for this: it is larger)
-       AND CASE WHEN pg_catalog.pg_column_size(d.body) <= 8 THEN d.body::text = 'null' ELSE false END;
+    -- one statement, one snapshot: a delivery finished meanwhile is either
+    -- seen with its body gone, or not at all; the error undoes the resends
+    SELECT count(*) FILTER (WHERE x.unkept), count(webhook._resend(x.d)) FILTER (WHERE NOT x.unkept)
+      INTO unkept, n
+      FROM (SELECT d,
+                   -- (a body kept is not read for this: it is larger)
+                   CASE WHEN pg_catalog.pg_column_size(d.body) <= 8 THEN d.body::text = 'null'
+                        ELSE false END AS unkept
+              FROM webhook.delivery d
+             WHERE d.profile_id = id AND d.status = replay.status AND d.created_at >= since) AS x;
     IF unkept > 0 THEN
         RAISE EXCEPTION '% of these deliveries cannot be sent again: their bodies were not kept', unkept
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'They were made while the profile logged light: a delivery keeps no body once it is delivered or failed.',
                   HINT = 'Replay from a later time, or use webhook.alter_profile(..., log => ''full'') for deliveries to come.';
     END IF;
-    SELECT count(webhook._resend(d)) INTO n
-      FROM webhook.delivery d
-     WHERE d.profile_id = id AND d.status = replay.status AND d.created_at >= since;
     IF n > 0 THEN
         PERFORM webhook._wake();
     END IF;

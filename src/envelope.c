@@ -625,9 +625,8 @@ append_with_id(StringInfo out, const char *object, int len, const char *id, int 
 
 /*
  * The value of a column of a row, as its payload writes it, in a buffer of
- * its own; NULL when the row has no such column, or a column "id" of its
- * own (the key itself, or another: a second "id" key would be one too
- * many).
+ * its own; NULL when the row has no such column or the column is "id"
+ * (the object has its id already).
  */
 static char *
 id_value(List *fields, const char *column, TableShape *shape, int *len)
@@ -635,12 +634,23 @@ id_value(List *fields, const char *column, TableShape *shape, int *len)
 	JsonField  *f = column ? webhook_find_field(fields, column) : NULL;
 	StringInfoData buf;
 
-	if (f == NULL || webhook_find_field(fields, "id") != NULL)
+	if (f == NULL || strcmp(column, "id") == 0)
 		return NULL;
 	initStringInfo(&buf);
 	webhook_append_fixed(&buf, f->value, f->len, webhook_column_fix(shape, column, -1));
 	*len = buf.len;
 	return buf.data;
+}
+
+/*
+ * Whether a row has a column "id" of its own (its key, or another): its
+ * object, which writes every column, has an "id" then, and a second would
+ * be one too many.
+ */
+static bool
+own_id(List *fields)
+{
+	return webhook_find_field(fields, "id") != NULL;
 }
 
 /* The single key column of an event's table, or NULL. */
@@ -771,7 +781,8 @@ render_halo(FunctionCallInfo fcinfo, BindingPlan *bp, text *row, List *row_field
 								   webhook_table_shape(parent_table), reader, true);
 			else
 				appendStringInfoString(&object, parent_row);
-			id = id_value(parent_fields, parent_key, webhook_table_shape(parent_table), &idlen);
+			id = own_id(parent_fields) ? NULL :
+				id_value(parent_fields, parent_key, webhook_table_shape(parent_table), &idlen);
 			append_with_id(&out, object.data, object.len, id, idlen);
 			resetStringInfo(&object);
 		}
@@ -796,7 +807,7 @@ render_halo(FunctionCallInfo fcinfo, BindingPlan *bp, text *row, List *row_field
 	{
 		webhook_append_row(&object, VARDATA_ANY(row), VARSIZE_ANY_EXHDR(row), row_fields,
 						   shape, reader, bp->kind == PAYLOAD_FULL);
-		id = id_value(row_fields, key, shape, &idlen);
+		id = own_id(row_fields) ? NULL : id_value(row_fields, key, shape, &idlen);
 	}
 	append_with_id(&out, object.data, object.len, id, idlen);
 	appendStringInfoChar(&out, '}');
