@@ -195,7 +195,17 @@ SELECT webhook.create_profile('desk-raw-custom', 'http://127.0.0.1:9/raw', ARRAY
                               payload => 'custom', enabled => false) > 0 AS created;
 SELECT webhook.set_payload_fields('desk-raw-custom', '[{"name": "doc", "column": "doc"}]');
 SELECT webhook.preview('desk-raw-custom', 'raw.created', '1') #> '{body,raw}' AS custom_raw;
-SELECT webhook.drop_profile('desk-raw-custom');
+-- and one of a table keyed on id gets it too
+CREATE TABLE desk_idkey (id int PRIMARY KEY, note text);
+INSERT INTO desk_idkey VALUES (7, 'keyed on id');
+SELECT webhook.define_event('idkey.created', 'desk_idkey', 'insert') > 0 AS defined;
+SELECT webhook.create_profile('desk-idkey', 'http://127.0.0.1:9/idkey', ARRAY['idkey.created'], envelope => 'halo',
+                              payload => 'custom', enabled => false) > 0 AS created;
+SELECT webhook.set_payload_fields('desk-idkey', '[{"name": "note", "column": "note"}]');
+SELECT webhook.preview('desk-idkey', 'idkey.created', '7') #> '{body,idkey}' AS custom_idkey;
+SELECT webhook.drop_profile('desk-idkey');
+SELECT webhook.drop_event('idkey.created');
+DROP TABLE desk_idkey;
 SELECT webhook.drop_profile('desk-raw');
 SELECT webhook.drop_event('raw.created');
 DROP TABLE desk_raw;

@@ -75,6 +75,8 @@ typedef struct BindingPlan
 	int64		binding_id;
 	PayloadKind kind;
 	bool		halo;			/* envelope 'halo' */
+	char	   *halo_key;		/* halo: the table's single key column, or NULL */
+	bool		halo_custom_id; /* halo: a custom field is named "id" */
 	int			nfields;
 	CustomField *fields;
 	bool		needs_parent;	/* small, full, or a custom field of it */
@@ -182,6 +184,25 @@ resolve_fields(BindingPlan *bp, Jsonb *fields, const char *object, Oid table,
 	}
 }
 
+/* The single key column of an event's table, or NULL. */
+static char *
+single_key(FunctionCallInfo fcinfo)
+{
+	Datum	   *keys;
+	bool	   *nulls;
+	int			nkeys;
+	char	   *key;
+
+	if (PG_ARGISNULL(RENDER_KEY_COLUMNS))
+		return NULL;
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(RENDER_KEY_COLUMNS), TEXTOID, -1, false, TYPALIGN_INT,
+					  &keys, &nulls, &nkeys);
+	key = nkeys == 1 && !nulls[0] ? TextDatumGetCString(keys[0]) : NULL;
+	pfree(keys);
+	pfree(nulls);
+	return key;
+}
+
 static BindingPlan *
 binding_plan(FunctionCallInfo fcinfo)
 {
@@ -218,6 +239,12 @@ binding_plan(FunctionCallInfo fcinfo)
 					   PG_ARGISNULL(RENDER_PARENT_OBJECT) ? NULL :
 					   text_to_cstring(PG_GETARG_TEXT_PP(RENDER_PARENT_OBJECT)),
 					   PG_ARGISNULL(RENDER_PARENT_TABLE) ? InvalidOid : PG_GETARG_OID(RENDER_PARENT_TABLE));
+	if (bp->halo)
+	{
+		bp->halo_key = single_key(fcinfo);
+		for (int i = 0; i < bp->nfields; i++)
+			bp->halo_custom_id |= strcmp(bp->fields[i].name, "id") == 0;
+	}
 	bp->next = cache->bindings;
 	cache->bindings = bp;
 	MemoryContextSwitchTo(old);
@@ -625,8 +652,7 @@ append_with_id(StringInfo out, const char *object, int len, const char *id, int 
 
 /*
  * The value of a column of a row, as its payload writes it, in a buffer of
- * its own; NULL when the row has no such column or the column is "id"
- * (the object has its id already).
+ * its own; NULL when the row has no such column.
  */
 static char *
 id_value(List *fields, const char *column, TableShape *shape, int *len)
@@ -634,7 +660,7 @@ id_value(List *fields, const char *column, TableShape *shape, int *len)
 	JsonField  *f = column ? webhook_find_field(fields, column) : NULL;
 	StringInfoData buf;
 
-	if (f == NULL || strcmp(column, "id") == 0)
+	if (f == NULL)
 		return NULL;
 	initStringInfo(&buf);
 	webhook_append_fixed(&buf, f->value, f->len, webhook_column_fix(shape, column, -1));
@@ -653,20 +679,6 @@ own_id(List *fields)
 	return webhook_find_field(fields, "id") != NULL;
 }
 
-/* The single key column of an event's table, or NULL. */
-static char *
-single_key(FunctionCallInfo fcinfo)
-{
-	Datum	   *keys;
-	bool	   *nulls;
-	int			nkeys;
-
-	if (PG_ARGISNULL(RENDER_KEY_COLUMNS))
-		return NULL;
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(RENDER_KEY_COLUMNS), TEXTOID, -1, false, TYPALIGN_INT,
-					  &keys, &nulls, &nkeys);
-	return nkeys == 1 && !nulls[0] ? TextDatumGetCString(keys[0]) : NULL;
-}
 
 /*
  * The Halo envelope (see the top of this file).  object_id is the ticket's
@@ -685,7 +697,8 @@ render_halo(FunctionCallInfo fcinfo, BindingPlan *bp, text *row, List *row_field
 	StringInfoData object;
 	char	   *parent_column = text_arg(fcinfo, RENDER_PARENT_COLUMN);
 	char	   *agent_column = text_arg(fcinfo, RENDER_AGENT_COLUMN);
-	char	   *key = single_key(fcinfo);
+	TableShape *parent_shape = parent_object && !PG_ARGISNULL(RENDER_PARENT_TABLE) ?
+		webhook_table_shape(PG_GETARG_OID(RENDER_PARENT_TABLE)) : NULL;
 	char	   *id;
 	int			idlen = 0;
 
@@ -746,9 +759,7 @@ render_halo(FunctionCallInfo fcinfo, BindingPlan *bp, text *row, List *row_field
 
 		if (agent)
 			webhook_append_fixed(&out, agent->value, agent->len,
-								 webhook_column_fix(of_parent ?
-													webhook_table_shape(PG_GETARG_OID(RENDER_PARENT_TABLE)) : shape,
-													agent_column, -1));
+								 webhook_column_fix(of_parent ? parent_shape : shape, agent_column, -1));
 		else
 			appendStringInfoString(&out, "null");
 	}
@@ -773,16 +784,13 @@ render_halo(FunctionCallInfo fcinfo, BindingPlan *bp, text *row, List *row_field
 			appendStringInfoString(&out, "null");
 		else
 		{
-			Oid			parent_table = PG_GETARG_OID(RENDER_PARENT_TABLE);
-			char	   *parent_key = text_arg(fcinfo, RENDER_PARENT_KEY);
-
 			if (bp->kind == PAYLOAD_FULL)
 				webhook_append_row(&object, parent_row, strlen(parent_row), parent_fields,
-								   webhook_table_shape(parent_table), reader, true);
+								   parent_shape, reader, true);
 			else
 				appendStringInfoString(&object, parent_row);
 			id = own_id(parent_fields) ? NULL :
-				id_value(parent_fields, parent_key, webhook_table_shape(parent_table), &idlen);
+				id_value(parent_fields, text_arg(fcinfo, RENDER_PARENT_KEY), parent_shape, &idlen);
 			append_with_id(&out, object.data, object.len, id, idlen);
 			resetStringInfo(&object);
 		}
@@ -791,12 +799,8 @@ render_halo(FunctionCallInfo fcinfo, BindingPlan *bp, text *row, List *row_field
 	append_field_name(&out, PG_ARGISNULL(RENDER_OBJECT) ? "object" : text_arg(fcinfo, RENDER_OBJECT));
 	if (bp->kind == PAYLOAD_CUSTOM)
 	{
-		bool		has_id = false;
-
-		for (int i = 0; i < bp->nfields; i++)
-			has_id |= strcmp(bp->fields[i].name, "id") == 0;
 		append_custom_object(&object, bp, row_fields, parent_fields, reader);
-		id = has_id ? NULL : id_value(row_fields, key, shape, &idlen);
+		id = bp->halo_custom_id ? NULL : id_value(row_fields, bp->halo_key, shape, &idlen);
 	}
 	else if (row == NULL)
 	{
@@ -807,7 +811,7 @@ render_halo(FunctionCallInfo fcinfo, BindingPlan *bp, text *row, List *row_field
 	{
 		webhook_append_row(&object, VARDATA_ANY(row), VARSIZE_ANY_EXHDR(row), row_fields,
 						   shape, reader, bp->kind == PAYLOAD_FULL);
-		id = own_id(row_fields) ? NULL : id_value(row_fields, key, shape, &idlen);
+		id = own_id(row_fields) ? NULL : id_value(row_fields, bp->halo_key, shape, &idlen);
 	}
 	append_with_id(&out, object.data, object.len, id, idlen);
 	appendStringInfoChar(&out, '}');
