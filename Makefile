@@ -15,6 +15,7 @@ OBJS = \
 	src/claims.o \
 	src/http.o \
 	src/capture.o \
+	src/deadline.o \
 	src/conditions.o \
 	src/envelope.o \
 	src/rowjson.o \
@@ -29,9 +30,10 @@ EXTENSION = webhook
 DATA = sql/webhook--0.1.sql sql/webhook--0.1--0.2.sql sql/webhook--0.2--0.3.sql \
        sql/webhook--0.3--0.4.sql sql/webhook--0.4--0.5.sql \
        sql/webhook--0.5--0.6.sql sql/webhook--0.6--0.7.sql \
-       sql/webhook--0.7--0.8.sql sql/webhook--0.8--0.9.sql
+       sql/webhook--0.7--0.8.sql sql/webhook--0.8--0.9.sql \
+       sql/webhook--0.9--0.10.sql
 
-REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges security row_json condition_paths halo
+REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges security row_json condition_paths halo deadlines
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config

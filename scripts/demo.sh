@@ -47,10 +47,19 @@ receiver_port=$(cat "$dir/receiver.port")
 psql=(as_pg "$PGBIN/psql" -X -h "$dir" -p "$PGPORT" -d postgres -v ON_ERROR_STOP=1)
 "${psql[@]}" -q < test/sql/sample_schema.sql
 
-echo "== The extension, the standard events, four profiles, and some ticket changes"
+echo "== The extension, the standard events, five profiles, and some ticket changes"
 "${psql[@]}" -e <<SQL
 CREATE EXTENSION webhook;
-SELECT * FROM webhook.define_ticket_events('tickets', 'actions', closed_statuses => '{9}');
+-- tickets have a deadline: ticket.deadline fires when it comes
+ALTER TABLE tickets ADD COLUMN deadline_at timestamptz;
+SELECT * FROM webhook.define_ticket_events('tickets', 'actions', closed_statuses => '{9}',
+                                           deadline => 'deadline_at');
+-- and Halo's "1st SLA Warning", two seconds before it, for tickets still open
+SELECT webhook.define_deadline_event('ticket.sla_warning', 'tickets', 'deadline_at', before => '2 seconds',
+                                     condition => 'new.status_id <> 9', title => '1st SLA Warning',
+                                     message => 'Ticket ID: {object_id:07} is due in two seconds.');
+SELECT webhook.create_profile('sla-desk', 'http://127.0.0.1:$receiver_port/sla',
+                              ARRAY['ticket.sla_warning', 'ticket.deadline'], envelope => 'halo');
 SELECT webhook.create_profile('service-bus', 'http://127.0.0.1:$receiver_port/halo',
                               ARRAY['ticket.created', 'ticket.reassigned', 'ticket.closed', 'action.added']);
 -- and any update of a P1 ticket
@@ -76,9 +85,11 @@ SELECT webhook.create_profile('halo-receiver', 'http://127.0.0.1:$receiver_port/
                               envelope => 'halo', auth => 'basic', username => 'halo', password => 'pa:ss',
                               ignore_origins => '{crm-sync}');
 
-INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id)
-VALUES ('Printer on fire', 'Third floor, tray 2', 1, 1, 1, 1, 1),
-       ('VPN drops every hour', NULL, 1, NULL, 2, 3, 2);
+INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id, deadline_at)
+VALUES ('Printer on fire', 'Third floor, tray 2', 1, 1, 1, 1, 1, now() + interval '3 seconds'),
+       ('VPN drops every hour', NULL, 1, NULL, 2, 3, 2, now() + interval '3 seconds');
+-- the due times the worker waits for (the printer's: it is closed before then)
+SELECT event, row_key, fire_at - now() AS fires_in FROM webhook.deadlines ORDER BY fire_at, event;
 
 BEGIN;
 INSERT INTO tickets (summary, status_id) VALUES ('Rolled back: never sent', 1);
@@ -96,9 +107,11 @@ UPDATE tickets SET status_id = 2 WHERE summary = 'VPN drops every hour';
 RESET webhook.origin;
 SQL
 
-# until the batch's two seconds are over and everything is sent
+# until the batch's two seconds and the deadline are over and everything is sent
 for _ in $(seq 300); do
-    done=$("${psql[@]}" -Atc "SELECT count(*) FILTER (WHERE status = 'delivered') >= 15
+    done=$("${psql[@]}" -Atc "SELECT count(*) FILTER (WHERE status = 'delivered') >= 17
+                                     AND count(*) FILTER (WHERE status = 'delivered'
+                                                            AND events = '{ticket.deadline}') = 1
                                      AND count(*) FILTER (WHERE status IN ('pending', 'sending')) = 0
                                 FROM webhook.deliveries")
     [ "$done" = t ] && break

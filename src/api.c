@@ -26,6 +26,7 @@ PG_FUNCTION_INFO_V1(webhook_start_worker);
 PG_FUNCTION_INFO_V1(webhook_wake);
 PG_FUNCTION_INFO_V1(webhook_is_worker);
 PG_FUNCTION_INFO_V1(webhook_check_condition);
+PG_FUNCTION_INFO_V1(webhook_check_due);
 PG_FUNCTION_INFO_V1(webhook_capturing);
 PG_FUNCTION_INFO_V1(webhook_capturing_table);
 PG_FUNCTION_INFO_V1(webhook_request_preview);
@@ -90,6 +91,41 @@ shown(const char *expr)
 	return cut < len ? psprintf("%s...", pnstrdup(expr, cut)) : pstrdup(expr);
 }
 
+/* What an expression of users' own is, for the checks and their messages. */
+typedef struct ExpressionKind
+{
+	const char *what;			/* "condition" */
+	const char *label;			/* "Condition", in details */
+	const char *rows;			/* the FROM clause it is analysed over */
+	Oid			type;			/* what it must return */
+	const char *wrong_type;		/* the message when it returns another */
+	const char *example;		/* a hint's example */
+	const char *names_hint;		/* the hint when a name is not found */
+	const char *type_hint;		/* the hint when it returns another type */
+} ExpressionKind;
+
+static const ExpressionKind condition_kind = {
+	"condition", "Condition", "(SELECT (NULL::%1$s).*) AS new, (SELECT (NULL::%1$s).*) AS old",
+	BOOLOID, "a condition must be a boolean expression",
+	"Write a boolean expression over new and old, e.g. new.priority_id = 1 AND old.priority_id <> 1.",
+	"Refer to the rows as new and old, e.g. new.priority_id = 1.",
+	"Compare something, e.g. new.priority_id = 1."
+};
+
+static const ExpressionKind due_kind = {
+	"due time", "Due time", "(SELECT (NULL::%1$s).*) AS new",
+	TIMESTAMPTZOID, "a due time must be a timestamptz expression",
+	"Write a timestamptz expression over new, e.g. new.created_at + interval '4 hours'.",
+	"Refer to the row as new, e.g. new.created_at + interval '4 hours'.",
+	"Convert it, e.g. new.due_on::timestamptz, or name a timestamptz column."
+};
+
+typedef struct NameCheck
+{
+	const ExpressionKind *kind;
+	const char *expr;
+} NameCheck;
+
 /*
  * A table or type named without a schema must be one of pg_catalog's: a
  * condition runs as its author in the writer's session, where any other
@@ -99,6 +135,7 @@ shown(const char *expr)
 static bool
 unqualified_name(Node *node, void *context)
 {
+	NameCheck  *check = context;
 	const char *name = NULL;
 	bool		found = true;
 
@@ -118,38 +155,36 @@ unqualified_name(Node *node, void *context)
 	if (!found)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a condition must name its tables and types with their schema: \"%s\"", name),
-				 errdetail("Condition: %s", shown((const char *) context)),
+				 errmsg("a %s must name its tables and types with their schema: \"%s\"",
+						check->kind->what, name),
+				 errdetail("%s: %s", check->kind->label, shown(check->expr)),
 				 errhint("Write schema.%s; only pg_catalog's names may stand alone.", name)));
 	return raw_expression_tree_walker(node, unqualified_name, context);
 }
 
 /*
- * webhook._check_condition(expr text, tbl regclass): refuse anything but
- * one boolean SQL expression over new and old, rows of tbl.
- *
- * The text is first parsed alone, so that it cannot close the expression
- * and smuggle in more SQL; then it is analysed (not run) over a row of the
- * table to check its names and that its type is boolean.
+ * Refuse anything but one SQL expression of the kind's type over rows of
+ * the table.  The text is first parsed alone, so that it cannot close the
+ * expression and smuggle in more SQL; then it is analysed (not run) over a
+ * row of the table to check its names and its type.
  */
-Datum
-webhook_check_condition(PG_FUNCTION_ARGS)
+static void
+check_expression(const ExpressionKind *kind, char *expr, Oid relid)
 {
-	char	   *expr = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Oid			relid = PG_GETARG_OID(1);
 	MemoryContext cxt = CurrentMemoryContext;
 	List	   *volatile parsed = NIL;
-	SelectStmt *select = NULL;
+	SelectStmt *volatile select = NULL;
 	char	   *relname;
 	char	   *query;
 	SPIPlanPtr	volatile plan = NULL;
 	CachedPlanSource *source;
 	int			guc_level;
+	NameCheck	check = {kind, expr};
 
 	if (strlen(expr) > MAX_CONDITION_LENGTH)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("a condition is at most %d characters", MAX_CONDITION_LENGTH),
+				 errmsg("a %s is at most %d characters", kind->what, MAX_CONDITION_LENGTH),
 				 errdetail("Got %d: %s", (int) strlen(expr), shown(expr)),
 				 errhint("Write a shorter expression, or put the logic in a function and call it.")));
 	PG_TRY();
@@ -162,9 +197,9 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("a condition must be one SQL expression"),
+				 errmsg("a %s must be one SQL expression", kind->what),
 				 errdetail("%s in: %s", edata->message, shown(expr)),
-				 errhint("Write a boolean expression over new and old, e.g. new.priority_id = 1 AND old.priority_id <> 1.")));
+				 errhint("%s", kind->example)));
 	}
 	PG_END_TRY();
 	if (list_length(parsed) == 1 && IsA(linitial_node(RawStmt, parsed)->stmt, SelectStmt))
@@ -179,22 +214,21 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 		select->withClause)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a condition must be one SQL expression"),
+				 errmsg("a %s must be one SQL expression", kind->what),
 				 errdetail("Got: %s", shown(expr)),
-				 errhint("Write a boolean expression over new and old, e.g. new.priority_id = 1 AND old.priority_id <> 1.")));
+				 errhint("%s", kind->example)));
 
 	relname = format_type_be_qualified(get_rel_type_id(relid));
-	query = psprintf("SELECT (%s) FROM (SELECT (NULL::%s).*) AS new, (SELECT (NULL::%s).*) AS old",
-					 expr, relname, relname);
+	query = psprintf("SELECT (%s) FROM %s", expr, psprintf(kind->rows, relname));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
 	/*
-	 * Names resolve as they will when the condition runs, in pg_catalog
-	 * (the condition's search_path is "pg_catalog, pg_temp").
+	 * Names resolve as they will when the expression runs, in pg_catalog
+	 * (its function's search_path is "pg_catalog, pg_temp").
 	 */
 	(void) raw_expression_tree_walker(linitial_node(ResTarget, select->targetList)->val,
-									  unqualified_name, (void *) expr);
+									  unqualified_name, &check);
 	guc_level = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
@@ -208,26 +242,41 @@ webhook_check_condition(PG_FUNCTION_ARGS)
 
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
-				 errmsg("invalid condition: %s", edata->message),
-				 errdetail("Condition: %s", shown(expr)),
-				 errhint("Refer to the rows as new and old, e.g. new.priority_id = 1.")));
+				 errmsg("invalid %s: %s", kind->what, edata->message),
+				 errdetail("%s: %s", kind->label, shown(expr)),
+				 errhint("%s", kind->names_hint)));
 	}
 	PG_END_TRY();
 	if (plan == NULL)
-		elog(ERROR, "could not analyse the condition: %s", SPI_result_code_string(SPI_result));
+		elog(ERROR, "could not analyse the %s: %s", kind->what, SPI_result_code_string(SPI_result));
 	source = linitial(SPI_plan_get_plan_sources(plan));
 	if (source->resultDesc == NULL || source->resultDesc->natts != 1 ||
-		TupleDescAttr(source->resultDesc, 0)->atttypid != BOOLOID)
+		TupleDescAttr(source->resultDesc, 0)->atttypid != kind->type)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("a condition must be a boolean expression"),
+				 errmsg("%s", kind->wrong_type),
 				 errdetail("\"%s\" is of type %s.", shown(expr),
 						   source->resultDesc && source->resultDesc->natts == 1 ?
 						   format_type_be(TupleDescAttr(source->resultDesc, 0)->atttypid) : "?"),
-				 errhint("Compare something, e.g. new.priority_id = 1.")));
+				 errhint("%s", kind->type_hint)));
 	SPI_freeplan(plan);
 	AtEOXact_GUC(true, guc_level);
 	SPI_finish();
+}
+
+/* webhook._check_condition(expr text, tbl regclass): a boolean over new and old. */
+Datum
+webhook_check_condition(PG_FUNCTION_ARGS)
+{
+	check_expression(&condition_kind, text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_OID(1));
+	PG_RETURN_VOID();
+}
+
+/* webhook._check_due(expr text, tbl regclass): a deadline's timestamptz over new. */
+Datum
+webhook_check_due(PG_FUNCTION_ARGS)
+{
+	check_expression(&due_kind, text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_OID(1));
 	PG_RETURN_VOID();
 }
 

@@ -35,6 +35,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -78,6 +79,15 @@ typedef struct CaptureEntry
 	bool		keyed;			/* the queries take the capture key as $1 */
 	SPIPlanPtr	plan;
 	SPIPlanPtr	fallback_plan;
+	int			nschedules;		/* the table's deadline events (0: none) */
+	char	  **schedules;		/* per event, what a statement changes of
+								 * its schedule */
+	char	  **schedule_fallbacks; /* per event, what to queue when that
+									 * fails (NULL: the event has no binding) */
+	SPIPlanPtr *schedule_plans;
+	SPIPlanPtr *schedule_fallback_plans;
+	bool		schedule_queries;	/* one of the schedules is a query */
+	DueColumns *due_columns;	/* the events whose due time is a column */
 	Datum		bindings;		/* direct path: the bindings, an int8[] */
 	RowWriter  *writer;			/* direct path: how its rows become JSON */
 	BindingConditions *conditions;	/* the query's conditions, evaluated here */
@@ -110,8 +120,11 @@ webhook_capture_key(void)
 	return session_capture_key;
 }
 
-/* The capture trigger's own INSERT into the queue is running. */
-static bool enqueueing = false;
+/*
+ * The capture trigger's own INSERT into the queue is running (or its
+ * writing of the deadlines' schedule, see deadline.c).
+ */
+bool		webhook_enqueueing = false;
 
 /* A direct capture is building in the kept buffers (see start_rows). */
 static bool kept_buffers_in_use = false;
@@ -162,7 +175,7 @@ capture_xact_callback(XactEvent event, void *arg)
 			}
 			webhook_capture_depth = 0;
 			webhook_capture_relid = InvalidOid;
-			enqueueing = false;
+			webhook_enqueueing = false;
 			kept_buffers_in_use = false;
 			work_at_commit = 0;
 			nstart_at_commit = 0;
@@ -265,6 +278,25 @@ sweep_stale_entries(void)
 				SPI_freeplan(entry->plan);
 			if (entry->fallback_plan)
 				SPI_freeplan(entry->fallback_plan);
+			for (int i = 0; i < entry->nschedules; i++)
+			{
+				if (entry->schedule_plans[i])
+					SPI_freeplan(entry->schedule_plans[i]);
+				if (entry->schedule_fallback_plans[i])
+					SPI_freeplan(entry->schedule_fallback_plans[i]);
+				if (entry->schedules[i])
+					pfree(entry->schedules[i]);
+				if (entry->schedule_fallbacks[i])
+					pfree(entry->schedule_fallbacks[i]);
+			}
+			webhook_free_due_columns(entry->due_columns);
+			if (entry->nschedules > 0)
+			{
+				pfree(entry->schedules);
+				pfree(entry->schedule_fallbacks);
+				pfree(entry->schedule_plans);
+				pfree(entry->schedule_fallback_plans);
+			}
 			if (entry->bindings)
 				pfree(DatumGetPointer(entry->bindings));
 			if (entry->query)
@@ -301,8 +333,8 @@ is_queue_insert(const char *query)
  * operator or function of the writer's own must never be what a statement
  * run as the queue's owner finds.  Returns the GUC level to restore.
  */
-static int
-pin_search_path(void)
+int
+webhook_pin_search_path(void)
 {
 	int			level = NewGUCNestLevel();
 
@@ -315,7 +347,7 @@ static SPIPlanPtr
 prepare_capture_query(CaptureEntry *entry, Trigger *trigger, const char *query, bool fallback)
 {
 	Oid			argtypes[1] = {entry->keyed ? INT8OID : TEXTOID};
-	int			level = pin_search_path();
+	int			level = webhook_pin_search_path();
 	SPIPlanPtr	plan = SPI_prepare(query, entry->keyed || (fallback && is_queue_insert(query)) ? 1 : 0,
 								   argtypes);
 
@@ -359,6 +391,9 @@ capture_entry(Trigger *trigger, Oid relid)
 		entry->keyed = false;
 		entry->plan = NULL;
 		entry->fallback_plan = NULL;
+		entry->nschedules = 0;
+		entry->schedule_queries = false;
+		entry->due_columns = NULL;
 		entry->bindings = (Datum) 0;
 		entry->writer = NULL;
 		entry->conditions = NULL;
@@ -415,8 +450,8 @@ queue_relid(Oid *seq_relid)
 }
 
 /* The role that owns webhook.occurrence: the queue is written as it. */
-static Oid
-queue_owner(void)
+Oid
+webhook_queue_owner(void)
 {
 	Oid			relid = queue_relid(NULL);
 	HeapTuple	tup;
@@ -434,6 +469,45 @@ static char *
 keep_string(const char *s)
 {
 	return (s == NULL || s[0] == '\0') ? NULL : MemoryContextStrdup(TopMemoryContext, s);
+}
+
+/* The plan's schedule and schedule_fallback (text[], one per deadline event). */
+static void
+keep_schedules(CaptureEntry *entry, HeapTuple tuple, TupleDesc desc, int schedule)
+{
+	bool		isnull;
+	Datum		queries = SPI_getbinval(tuple, desc, schedule, &isnull);
+	Datum		fallbacks;
+	Datum	   *query_texts;
+	Datum	   *fallback_texts;
+	bool	   *query_nulls;
+	bool	   *fallback_nulls;
+	int			n;
+	int			nfallbacks;
+
+	if (isnull)
+		return;
+	fallbacks = SPI_getbinval(tuple, desc, schedule + 1, &isnull);
+	deconstruct_array(DatumGetArrayTypeP(queries), TEXTOID, -1, false, TYPALIGN_INT,
+					  &query_texts, &query_nulls, &n);
+	deconstruct_array(DatumGetArrayTypeP(fallbacks), TEXTOID, -1, false, TYPALIGN_INT,
+					  &fallback_texts, &fallback_nulls, &nfallbacks);
+	if (n != nfallbacks)
+		elog(ERROR, "the capture plan of table %u has %d schedules and %d fallbacks",
+			 entry->relid, n, nfallbacks);
+	entry->schedules = MemoryContextAllocZero(TopMemoryContext, sizeof(char *) * n);
+	entry->schedule_fallbacks = MemoryContextAllocZero(TopMemoryContext, sizeof(char *) * n);
+	entry->schedule_plans = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * n);
+	entry->schedule_fallback_plans = MemoryContextAllocZero(TopMemoryContext, sizeof(SPIPlanPtr) * n);
+	for (int i = 0; i < n; i++)
+	{
+		if (!query_nulls[i])
+			entry->schedules[i] = keep_string(TextDatumGetCString(query_texts[i]));
+		entry->schedule_queries |= entry->schedules[i] != NULL;
+		if (!fallback_nulls[i])
+			entry->schedule_fallbacks[i] = keep_string(TextDatumGetCString(fallback_texts[i]));
+	}
+	entry->nschedules = n;
 }
 
 static Datum
@@ -522,7 +596,7 @@ compile_step(void *arg)
 static void
 compile_conditions(ConditionsLoad *load)
 {
-	int			level = pin_search_path();
+	int			level = webhook_pin_search_path();
 	ErrorData  *error = webhook_in_subtransaction(compile_step, load);
 
 	AtEOXact_GUC(true, level);
@@ -568,12 +642,12 @@ load_capture(CaptureEntry *entry, TriggerData *trigdata)
 		 * read), whose next statements would otherwise keep an old plan.
 		 */
 		PushActiveSnapshot(GetLatestSnapshot());
-		level = pin_search_path();
+		level = webhook_pin_search_path();
 		GetUserIdAndSecContext(&save_userid, &save_sec_context);
-		SetUserIdAndSecContext(queue_owner(), save_sec_context |
+		SetUserIdAndSecContext(webhook_queue_owner(), save_sec_context |
 							   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-		rc = SPI_execute_with_args("SELECT query, fallback, bindings::pg_catalog.text"
-								   "  FROM webhook._capture_plan($1, $2)",
+		/* every column: before 0.10, the plan has no schedule */
+		rc = SPI_execute_with_args("SELECT * FROM webhook._capture_plan($1, $2)",
 								   2, argtypes, args, NULL, true, 1);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not read the capture plan of table %u", entry->relid);
@@ -581,10 +655,15 @@ load_capture(CaptureEntry *entry, TriggerData *trigdata)
 		{
 			HeapTuple	tuple = SPI_tuptable->vals[0];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
-			char	   *bindings = SPI_getvalue(tuple, desc, 3);
+			char	   *bindings = SPI_getvalue(tuple, desc, SPI_fnumber(desc, "bindings"));
+			int			schedule = SPI_fnumber(desc, "schedule");
 
-			entry->query = keep_string(SPI_getvalue(tuple, desc, 1));
-			entry->fallback = keep_string(SPI_getvalue(tuple, desc, 2));
+			entry->query = keep_string(SPI_getvalue(tuple, desc, SPI_fnumber(desc, "query")));
+			entry->fallback = keep_string(SPI_getvalue(tuple, desc, SPI_fnumber(desc, "fallback")));
+			if (schedule > 0)
+				keep_schedules(entry, tuple, desc, schedule);
+			if (entry->nschedules > 0)
+				entry->due_columns = webhook_due_columns(entry->relid);
 			entry->keyed = true;
 			if (bindings != NULL)
 				entry->bindings = keep_bindings(bindings);
@@ -617,9 +696,13 @@ session_origin(Datum *origin)
 	return true;
 }
 
-static void
-enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation,
-				const char *capture_error)
+/*
+ * Queue matched rows (bindings, new_row, old_row), as the queue's owner, by
+ * a statement of ours that runs no one's code.  SPI is connected.
+ */
+void
+webhook_enqueue_rows(Tuplestorestate *matches, Oid relid, const char *operation,
+					 const char *capture_error)
 {
 	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
 	Oid			argtypes[4] = {OIDOID, TEXTOID, TEXTOID, TEXTOID};
@@ -675,24 +758,27 @@ enqueue_matches(Tuplestorestate *matches, Oid relid, const char *operation,
 		nulls[3] = 'n';
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(queue_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	enqueueing = true;
+	SetUserIdAndSecContext(webhook_queue_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	webhook_enqueueing = true;
 	rc = SPI_execute_plan(enqueue_plan, args, nulls, false, 0);
-	enqueueing = false;
+	webhook_enqueueing = false;
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not queue webhook occurrences: %s", SPI_result_code_string(rc));
+	/* the worker queues more than once in one connection */
+	if (SPI_unregister_relation(MATCHES_RELATION) != SPI_OK_REL_UNREGISTER)
+		elog(ERROR, "could not unregister the matched rows");
 }
 
 /*
- * Run one capture query and queue what matched; returns how many changed
- * rows were queued.  Rows are rendered in UTC, bytea in hex, whatever the
+ * Run one capture query and queue what matched (or, schedule: write what it
+ * returns into the deadlines' schedule); returns how many rows it returned.  Rows are rendered in UTC, bytea in hex, whatever the
  * writer's settings (see webhook_render_begin), and names resolve in
  * pg_catalog whatever the writer's search_path.
  */
 static uint64
 run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
-				  Trigger *trigger, Oid relid, const char *capture_error)
+				  Trigger *trigger, Oid relid, const char *capture_error, bool schedule)
 {
 	int			render_level;
 	int			guc_level;
@@ -701,7 +787,7 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 	Oid			outer_relid;
 
 	render_level = webhook_render_begin();
-	guc_level = pin_search_path();
+	guc_level = webhook_pin_search_path();
 	entry->in_use++;
 	webhook_capture_depth++;
 	outer_relid = webhook_capture_relid;
@@ -717,7 +803,7 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 		args[0] = capture_error ? CStringGetTextDatum(capture_error) : (Datum) 0;
 		nulls[0] = capture_error ? ' ' : 'n';
 		GetUserIdAndSecContext(&save_userid, &save_sec_context);
-		SetUserIdAndSecContext(queue_owner(), save_sec_context |
+		SetUserIdAndSecContext(webhook_queue_owner(), save_sec_context |
 							   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 		rc = SPI_execute_plan(plan, args, nulls, false, 0);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
@@ -751,8 +837,10 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 			elog(ERROR, "the capture query of trigger \"%s\" failed: %s",
 				 trigger->tgname, SPI_result_code_string(rc));
 		queued = tuplestore_tuple_count(matches);
-		if (queued > 0)
-			enqueue_matches(matches, relid, entry->operation, capture_error);
+		if (queued > 0 && schedule)
+			webhook_schedule_rows(matches);
+		else if (queued > 0)
+			webhook_enqueue_rows(matches, relid, entry->operation, capture_error);
 		tuplestore_end(matches);
 	}
 
@@ -772,8 +860,8 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
  * row is row_to_json's (see rowwrite.c).
  */
 
-static TupleTableSlot *
-transition_reader(Tuplestorestate *rows, TupleDesc desc)
+TupleTableSlot *
+webhook_transition_reader(Tuplestorestate *rows, TupleDesc desc)
 {
 	int			ptr;
 
@@ -1067,8 +1155,8 @@ capture_rows(TriggerData *trigdata, CaptureEntry *entry, BindingConditions *cond
 		entry->writer = webhook_row_writer(desc);
 	/* this call's own: a nested capture may replace the entry's */
 	target.writer = entry->writer;
-	new_slot = transition_reader(trigdata->tg_newtable, desc);
-	old_slot = transition_reader(trigdata->tg_oldtable, desc);
+	new_slot = webhook_transition_reader(trigdata->tg_newtable, desc);
+	old_slot = webhook_transition_reader(trigdata->tg_oldtable, desc);
 	target.has_new = new_slot != NULL;
 	target.has_old = old_slot != NULL;
 
@@ -1143,6 +1231,7 @@ typedef struct CaptureRun
 	CaptureEntry *entry;
 	TriggerData *trigdata;
 	uint64		queued;
+	int			schedule;		/* run_schedule_query: which event's */
 } CaptureRun;
 
 /* The capture query of a trigger whose conditions may fail. */
@@ -1156,7 +1245,22 @@ run_conditional_query(void *arg)
 	if (entry->plan == NULL)
 		entry->plan = prepare_capture_query(entry, trigger, entry->query, false);
 	run->queued = run_capture_query(entry, entry->plan, entry->query, trigger,
-									RelationGetRelid(run->trigdata->tg_relation), NULL);
+									RelationGetRelid(run->trigdata->tg_relation), NULL, false);
+}
+
+/* The schedule of one of the table's deadline events, over the statement's rows. */
+static void
+run_schedule_query(void *arg)
+{
+	CaptureRun *run = arg;
+	CaptureEntry *entry = run->entry;
+	Trigger    *trigger = run->trigdata->tg_trigger;
+	int			i = run->schedule;
+
+	if (entry->schedule_plans[i] == NULL)
+		entry->schedule_plans[i] = prepare_capture_query(entry, trigger, entry->schedules[i], false);
+	run->queued = run_capture_query(entry, entry->schedule_plans[i], entry->schedules[i], trigger,
+									RelationGetRelid(run->trigdata->tg_relation), NULL, true);
 }
 
 /* The conditions compiled here, over the statement's rows. */
@@ -1189,7 +1293,7 @@ queue_failed(CaptureEntry *entry, TriggerData *trigdata, ErrorData *error)
 	return run_capture_query(entry, entry->fallback_plan, entry->fallback, trigger,
 							 RelationGetRelid(trigdata->tg_relation),
 							 psprintf("a condition failed when the change was captured: %s",
-									  error->message));
+									  error->message), false);
 }
 
 /*
@@ -1215,6 +1319,7 @@ run_guarded(void (*fn) (void *arg), CaptureRun *run)
 		webhook_capture_depth = depth;
 		webhook_capture_relid = capturing;
 		kept_buffers_in_use = kept_in_use;
+		webhook_enqueueing = false;
 	}
 	return error;
 }
@@ -1226,6 +1331,56 @@ connect_with_rows(TriggerData *trigdata)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
 		elog(ERROR, "could not register the transition tables");
+}
+
+/*
+ * Keep the schedule of the table's deadline events (see deadline.c): the
+ * due times the statement set, changed or took away, event by event.  A
+ * due time that cannot be worked out (its expression failed) must not fail
+ * the change: its rows are queued for every binding of that event, with
+ * the error, to be recorded as failed deliveries.  Returns true when the
+ * schedule or the queue was written.
+ */
+static bool
+schedule_deadlines(CaptureEntry *entry, TriggerData *trigdata)
+{
+	Trigger    *trigger = trigdata->tg_trigger;
+	bool		written = false;
+
+	connect_with_rows(trigdata);
+	for (int i = 0; i < entry->nschedules; i++)
+	{
+		CaptureRun	run = {entry, trigdata, 0, i};
+		ErrorData  *error;
+
+		if (entry->schedules[i] == NULL)
+			continue;
+		error = run_guarded(run_schedule_query, &run);
+		if (error != NULL)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+					 errmsg("the due time of a webhook deadline event on table \"%s\" failed: %s",
+							RelationGetRelationName(trigdata->tg_relation), error->message),
+					 errdetail("The change is kept; its deadlines are not scheduled%s.",
+							   entry->schedule_fallbacks[i] ? ", and are recorded as failed deliveries" : ""),
+					 errhint("Correct the due time's expression; webhook.deliveries shows the error.")));
+			if (entry->schedule_fallbacks[i] != NULL)
+			{
+				if (entry->schedule_fallback_plans[i] == NULL)
+					entry->schedule_fallback_plans[i] =
+						prepare_capture_query(entry, trigger, entry->schedule_fallbacks[i], true);
+				run.queued = run_capture_query(entry, entry->schedule_fallback_plans[i],
+											   entry->schedule_fallbacks[i], trigger,
+											   RelationGetRelid(trigdata->tg_relation),
+											   psprintf("the due time failed when the change was captured: %s",
+														error->message), false);
+			}
+		}
+		written |= run.queued > 0;
+	}
+	SPI_finish();
+	return written;
 }
 
 Datum
@@ -1266,6 +1421,7 @@ webhook_capture(PG_FUNCTION_ARGS)
 	run.entry = entry;
 	run.trigdata = trigdata;
 	run.queued = 0;
+	run.schedule = 0;
 
 	if (entry->bindings != (Datum) 0)
 	{
@@ -1295,7 +1451,7 @@ webhook_capture(PG_FUNCTION_ARGS)
 		if (entry->plan == NULL)
 			entry->plan = prepare_capture_query(entry, trigger, entry->query, false);
 		queued = run_capture_query(entry, entry->plan, entry->query, trigger,
-								   RelationGetRelid(trigdata->tg_relation), NULL);
+								   RelationGetRelid(trigdata->tg_relation), NULL, false);
 		SPI_finish();
 	}
 	else
@@ -1314,6 +1470,11 @@ webhook_capture(PG_FUNCTION_ARGS)
 
 	if (queued > 0)
 		work_at_commit |= WORK_CHANGES;
+	/* the deadline events' due times: those of columns, then the others */
+	if (entry->due_columns != NULL && webhook_schedule_due_columns(entry->due_columns, trigdata))
+		work_at_commit |= WORK_DEADLINES;
+	if (entry->schedule_queries && schedule_deadlines(entry, trigdata))
+		work_at_commit |= WORK_CHANGES | WORK_DEADLINES;
 	return PointerGetDatum(NULL);
 }
 
@@ -1334,10 +1495,10 @@ webhook_occurrence_guard(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("webhook._occurrence_guard() can only be called as a trigger")));
-	if (!enqueueing && !webhook_in_worker && !superuser())
+	if (!webhook_enqueueing && !webhook_in_worker && !superuser())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for table occurrence"),
+				 errmsg("permission denied for table %s", RelationGetRelationName(trigdata->tg_relation)),
 				 errdetail("Changes are queued by the capture triggers only."),
 				 errhint("Change a table that has events instead; see webhook.events.")));
 	return PointerGetDatum(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?

@@ -347,6 +347,21 @@ webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		}
 	}
 
+	/*
+	 * An update takes the extension's lock first, as a drop does: the
+	 * worker's step that holds it ends (it waits for nothing of ours) and the
+	 * next waits for the update holding nothing, so that the script's ALTER
+	 * TABLEs never wait for a step that waits for them.
+	 */
+	if (IsA(stmt, AlterExtensionStmt) &&
+		strcmp(((AlterExtensionStmt *) stmt)->extname, WEBHOOK_EXTENSION_NAME) == 0)
+	{
+		Oid			extoid = get_extension_oid(WEBHOOK_EXTENSION_NAME, true);
+
+		if (OidIsValid(extoid) && pg_extension_ownercheck(extoid, GetUserId()))
+			LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessExclusiveLock);
+	}
+
 	PG_TRY();
 	{
 		if (prev_ProcessUtility)

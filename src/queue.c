@@ -1111,6 +1111,8 @@ webhook_queue_step(WebhookStep *step)
 	step->more_batches = false;
 	step->next_due = 0;
 	step->next_due_found = false;
+	step->deadlines_looked = false;
+	step->next_deadline = 0;
 	step->expand_again_at = 0;
 	step->extension_present = begin_step("webhook: step");
 	if (!step->extension_present)
@@ -1147,6 +1149,13 @@ webhook_queue_step(WebhookStep *step)
 		step->unsent == NIL && !step->assemble && !step->find_next_due;
 	as_made.room = step->claim_limit;
 	as_made.all_taken = true;
+	/* what comes due is queued first, and expanded below */
+	if (step->fire_deadlines)
+	{
+		if (webhook_fire_deadlines(&step->next_deadline))
+			step->expand = true;
+		step->deadlines_looked = true;
+	}
 	if (step->expand)
 		step->more_occurrences = webhook_expand(&deferred, &batched,
 												claim_as_made ? &as_made : NULL);

@@ -21,6 +21,7 @@ typedef struct WebhookStep
 	bool		expand;			/* new occurrences may be queued */
 	bool		assemble;		/* a batch may be due to be put together */
 	bool		find_next_due;	/* what is due may have changed: look */
+	bool		fire_deadlines; /* deadlines may be due, or the next sooner */
 	bool		claim_as_made;	/* the last claim took all that was due:
 								 * unless something came due since, claim
 								 * what the expansion makes as it makes it,
@@ -36,6 +37,8 @@ typedef struct WebhookStep
 	bool		more_batches;	/* putting due batches together was cut short */
 	bool		next_due_found; /* looked for next_due: it is what follows */
 	TimestampTz next_due;		/* earliest waiting delivery or batch, 0: none */
+	bool		deadlines_looked;	/* fired what was due: next_deadline follows */
+	TimestampTz next_deadline;	/* when to look at deadlines again, 0: none */
 	TimestampTz expand_again_at;	/* a locked table held up the
 									 * expansion: try again then (0: no) */
 	TimestampTz taken_at;		/* what was due by then was taken (now()) */
@@ -70,6 +73,9 @@ typedef struct ClaimAsMade
 	List	   *made;			/* out: MadeClaim *, in the order made */
 	bool		all_taken;		/* out: none due at once was left unclaimed */
 } ClaimAsMade;
+
+/* deadline.c, in a step: queue the deadline events that are due */
+extern bool webhook_fire_deadlines(TimestampTz *next_at);
 
 /* expand.c, in a step */
 extern bool webhook_expand(bool *deferred, bool *batched, ClaimAsMade *claim);

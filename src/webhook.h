@@ -35,7 +35,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
-#define WEBHOOK_VERSION "0.9"
+#define WEBHOOK_VERSION "0.10"
 #define WEBHOOK_EXTENSION_NAME "webhook"
 #define WEBHOOK_SCHEMA_NAME "webhook"
 
@@ -103,6 +103,7 @@ typedef enum WebhookSlotState
  */
 #define WORK_CHANGES	0x1
 #define WORK_OTHER		0x2
+#define WORK_DEADLINES	0x4		/* due times were set: the next may be sooner */
 
 typedef struct WebhookDbSlot
 {
@@ -174,5 +175,24 @@ extern void webhook_capture_init(void);
 extern int	webhook_capture_depth;
 extern Oid	webhook_capture_relid;
 extern int64 webhook_capture_key(void);
+extern bool webhook_enqueueing;
+extern int	webhook_pin_search_path(void);
+extern Oid	webhook_queue_owner(void);
+struct Tuplestorestate;
+extern void webhook_enqueue_rows(struct Tuplestorestate *matches, Oid relid, const char *operation,
+								 const char *capture_error);
+
+struct TupleTableSlot;
+struct TriggerData;
+struct TupleDescData;
+extern struct TupleTableSlot *webhook_transition_reader(struct Tuplestorestate *rows,
+														struct TupleDescData *desc);
+
+/* deadline.c: the schedule of deadline events, written as the queue's owner */
+extern void webhook_schedule_rows(struct Tuplestorestate *rows);
+typedef struct DueColumns DueColumns;
+extern DueColumns *webhook_due_columns(Oid relid);
+extern bool webhook_schedule_due_columns(DueColumns *due, struct TriggerData *trigdata);
+extern void webhook_free_due_columns(DueColumns *due);
 
 #endif							/* WEBHOOK_H */

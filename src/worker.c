@@ -382,6 +382,8 @@ webhook_worker_main(Datum main_arg)
 	TimestampTz next_due = 0;
 	bool		next_due_unknown = true;	/* it may have changed: look */
 	TimestampTz next_due_found_at = 0;
+	TimestampTz deadline_at = 0;	/* the next deadline event is due, 0: none */
+	bool		deadlines_unknown = true;	/* due times may have been set: look */
 	bool		claim_blocked = true;	/* a due delivery may be unclaimed */
 	TimestampTz next_housekeeping = 0;
 	List	   *finished = NIL;	/* outcomes from the sender, not yet recorded */
@@ -513,6 +515,8 @@ webhook_worker_main(Datum main_arg)
 
 		if (next_due != 0 && next_due <= now)
 			work_pending = batches_due = true;
+		if (deadlines_unknown || (deadline_at != 0 && deadline_at <= now))
+			work_pending = true;
 		if (expand_again_at != 0 && expand_again_at <= now)
 			work_pending = queue_changed = true;
 
@@ -560,6 +564,7 @@ webhook_worker_main(Datum main_arg)
 			step.find_next_due = next_due_unknown || (next_due != 0 && next_due <= now) ||
 				now >= TimestampTzPlusMilliseconds(next_due_found_at, DUE_RECHECK_MS);
 			step.claim_as_made = !claim_blocked;
+			step.fire_deadlines = deadlines_unknown || (deadline_at != 0 && deadline_at <= now);
 			if (!give_way_to_locks(queue_step, &step, loop_cxt))
 			{
 				/* nothing happened: the same outcomes wait, in a moment */
@@ -612,6 +617,13 @@ webhook_worker_main(Datum main_arg)
 			}
 			else if (step.find_next_due)
 				next_due_unknown = true;	/* the claim was full: look next time */
+			if (step.deadlines_looked)
+			{
+				deadline_at = step.next_deadline;
+				deadlines_unknown = false;
+				if (deadline_at != 0 && deadline_at <= GetCurrentTimestamp())
+					work_pending = true;
+			}
 
 			/*
 			 * Come due while the step ran (after its now()): take it at once.
@@ -655,17 +667,25 @@ webhook_worker_main(Datum main_arg)
 		}
 
 		if (stop_by == 0 && !sender_gone)
+		{
+			TimestampTz wake_at = next_due;
+
+			if (deadline_at != 0 && (wake_at == 0 || deadline_at < wake_at))
+				wake_at = deadline_at;
 			leave_when_idle(work_pending || expand_again_at != 0 || next_due_unknown ||
-							step_retry_at > now ||
-							(next_due != 0 && next_due <= TimestampTzPlusMilliseconds(now, IDLE_MIN_SLEEP_MS)),
+							deadlines_unknown || step_retry_at > now ||
+							(wake_at != 0 && wake_at <= TimestampTzPlusMilliseconds(now, IDLE_MIN_SLEEP_MS)),
 							finished == NIL && unsent == NIL && webhook_claims_count() == 0,
-							next_due, now, databases_waiting, yielding, &busy_at);
+							wake_at, now, databases_waiting, yielding, &busy_at);
+		}
 
 		/* sleep until the latch or the earliest timer */
 sleep:
 		timeout = ms_until(next_housekeeping, now);
 		if (next_due != 0)
 			timeout = Min(timeout, ms_until(next_due, now));
+		if (deadline_at != 0)
+			timeout = Min(timeout, ms_until(deadline_at, now));
 		if (expand_again_at != 0)
 			timeout = Min(timeout, ms_until(expand_again_at, now));
 		if (finished != NIL)
@@ -697,6 +717,8 @@ sleep:
 				/* new changes make nothing due that the step does not see */
 				if (work & WORK_OTHER)
 					batches_due = next_due_unknown = true;
+				if (work & (WORK_OTHER | WORK_DEADLINES))
+					deadlines_unknown = true;
 			}
 		}
 	}

@@ -89,6 +89,10 @@ is($node->safe_psql('postgres', q{
 	    PERFORM webhook.define_event('action.noted', 'actions', 'insert', message => 'Note on {object_id:05}',
 	                                 parent => '{"object": "ticket", "table": "tickets", "column": "ticket_id"}');
 	    PERFORM webhook.drop_event('action.noted');
+	    -- and so are deadline events, with the helpers of 0.10
+	    PERFORM webhook.define_deadline_event('ticket.due_soon', 'tickets', 'new.created_at + interval ''1 day''',
+	                                          before => '1 hour');
+	    PERFORM webhook.drop_event('ticket.due_soon');
 	END $$;
 	RESET ROLE;
 	SELECT 'done';
