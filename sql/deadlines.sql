@@ -106,6 +106,28 @@ UPDATE webhook.event SET due = 'opened_at' WHERE name = 'sla.due';
 UPDATE webhook.event SET due_before = '2 hours' WHERE name = 'sla.due';
 INSERT INTO webhook.event (name, table_oid, operation, title, object, key_columns, created_by, search_path)
 VALUES ('x.y', 'sla_ticket', 'deadline', 'X', 'x', '{ticket_id}', current_user::regrole, '');
+UPDATE webhook.event SET key_columns = '{ctid}' WHERE name = 'sla.due';
+INSERT INTO webhook.event (name, table_oid, operation, title, object, key_columns, created_by, search_path, due, due_before)
+VALUES ('x.y', 'sla_ticket', 'deadline', 'X', 'x', '{status}', current_user::regrole, '', 'due_at', '0');
+-- keys are read back from their text as the author: built-in types only
+CREATE TYPE sla_kind AS ENUM ('a', 'b');
+CREATE TABLE sla_enum_key (k sla_kind PRIMARY KEY, due_at timestamptz);
+SELECT webhook.define_deadline_event('x.y', 'sla_enum_key', 'due_at');
+CREATE TABLE sla_inet_key (k inet PRIMARY KEY, due_at timestamptz);
+SELECT webhook.define_deadline_event('x.y', 'sla_inet_key', 'due_at');
+-- a due expression cannot name the capture key its function is given
+CREATE TABLE sla_keyed (id int PRIMARY KEY, _webhook_capture_key int8, due_at timestamptz);
+SELECT webhook.define_deadline_event('x.y', 'sla_keyed', 'new.due_at + _webhook_capture_key * interval ''1 second''');
+SELECT webhook.define_deadline_event('x.y', 'sla_keyed', 'new.due_at + (SELECT _webhook_capture_key) * interval ''1 second''');
+SELECT webhook.define_deadline_event('x.y', 'sla_keyed', 'new.due_at + new._webhook_capture_key * interval ''1 second''') > 0
+    AS the_column_is_new_dot;
+SELECT webhook.drop_event('x.y');
+-- the trigger that schedules a new event's rows is webhook.event's only
+CREATE TABLE sla_forged (event_id bigint, table_oid oid);
+CREATE TRIGGER forged AFTER INSERT ON sla_forged FOR EACH ROW EXECUTE FUNCTION webhook._deadline_defined();
+INSERT INTO sla_forged SELECT event_id, table_oid FROM webhook.event WHERE name = 'sla.due';
+DROP TABLE sla_forged, sla_enum_key, sla_inet_key, sla_keyed;
+DROP TYPE sla_kind;
 SELECT count(*) AS left_behind FROM webhook.events WHERE event = 'x.y';
 
 -- a due time that fails for a row does not fail the change: the row is

@@ -17,7 +17,8 @@
 ALTER TABLE webhook.event DROP CONSTRAINT event_operation_check,
     ADD CONSTRAINT event_operation_check CHECK (operation IN ('insert', 'update', 'delete', 'deadline')),
     ADD COLUMN due text,
-    ADD COLUMN due_before interval;
+    ADD COLUMN due_before interval,
+    ADD COLUMN due_column text;        -- due names this timestamptz column (NULL: an expression)
 
 CREATE TABLE webhook.deadline (
     event_id bigint NOT NULL,
@@ -119,8 +120,9 @@ BEGIN
             USING ERRCODE = 'feature_not_supported', HINT = 'Define a new event instead.';
     END IF;
     IF TG_OP = 'UPDATE' AND OLD.operation = 'deadline'
-       AND (NEW.due, NEW.due_before) IS DISTINCT FROM (OLD.due, OLD.due_before) THEN
-        RAISE EXCEPTION 'the due time of event % cannot change', quote_literal(OLD.name)
+       AND (NEW.due, NEW.due_before, NEW.due_column, NEW.key_columns)
+           IS DISTINCT FROM (OLD.due, OLD.due_before, OLD.due_column, OLD.key_columns) THEN
+        RAISE EXCEPTION 'the due time and key of deadline event % cannot change', quote_literal(OLD.name)
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Define a new deadline event instead (the rows are scheduled when it is defined).';
     END IF;
@@ -160,21 +162,40 @@ BEGIN
                       HINT = 'The event fires when now() reaches the due time less before, e.g. before => ''1 hour''.';
         END IF;
         IF TG_OP = 'INSERT' THEN
-            IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = NEW.table_oid AND a.attname = NEW.due
-                              AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid = 'timestamptz'::regtype) THEN
-                IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = NEW.table_oid AND a.attname = NEW.due
-                              AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            -- whether due is a column is decided once, here: a column renamed
+            -- later is never read as an expression
+            NEW.due_column := NULL;
+            IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = NEW.table_oid AND a.attname = NEW.due
+                          AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = NEW.table_oid AND a.attname = NEW.due
+                                  AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid = 'timestamptz'::regtype) THEN
                     RAISE EXCEPTION 'due column % is not of type timestamptz', quote_ident(NEW.due)
                         USING ERRCODE = 'datatype_mismatch',
                               HINT = 'Name a timestamptz column, or convert it in an expression, e.g. due => ''new.due_on::timestamptz''.';
                 END IF;
-                PERFORM webhook._check_due(NEW.due, NEW.table_oid);
+                NEW.due_column := NEW.due;
             END IF;
             IF cardinality(NEW.key_columns) = 0 THEN
                 RAISE EXCEPTION 'table % has no primary key', NEW.table_oid
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'A deadline event finds its row again by the primary key when it is due.';
             END IF;
+            IF NEW.key_columns IS DISTINCT FROM webhook._key_columns(NEW.table_oid) THEN
+                RAISE EXCEPTION 'the key columns of a deadline event are its table''s primary key'
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'Define it with webhook.define_deadline_event.';
+            END IF;
+        END IF;
+        -- an expression runs as its author: whoever writes the event, checked as for a new one
+        IF NEW.due_column IS NULL THEN
+            PERFORM webhook._check_due(NEW.due, NEW.table_oid);
+        END IF;
+        -- keys are read back from their text as the author: built-in types only,
+        -- whose casts no role but a superuser can write, and whose text is one
+        IF NOT webhook._deadline_keys_supported(NEW.table_oid, NEW.key_columns) THEN
+            RAISE EXCEPTION 'the primary key of table % has a column of a type deadline events do not support',
+                            NEW.table_oid
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Key columns of a deadline event''s table are of type smallint, integer, bigint, numeric, text, varchar, uuid, date, timestamp, timestamptz or boolean.';
         END IF;
         IF NOT has_table_privilege(NEW.table_oid, 'SELECT') THEN
             RAISE EXCEPTION 'permission denied for table %', NEW.table_oid
@@ -187,7 +208,7 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege', DETAIL = pg_catalog.initcap(left(untrusted, 1)) || substr(untrusted, 2) || '.',
                       HINT = 'Rows read as another role may use only types, casts, checks and policies of the system or of superusers.';
         END IF;
-    ELSIF NEW.due IS NOT NULL OR NEW.due_before IS NOT NULL THEN
+    ELSIF NEW.due IS NOT NULL OR NEW.due_before IS NOT NULL OR NEW.due_column IS NOT NULL THEN
         RAISE EXCEPTION 'a due time is only for deadline events'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Define it with webhook.define_deadline_event.';
     END IF;
@@ -279,6 +300,25 @@ END
 $$;
 
 /*
+ * The key columns of a deadline event's table are read back from their
+ * text, as the author: built-in types only, whose casts no role but a
+ * superuser can write, and whose text is the same by a cast and by the
+ * output function.
+ */
+CREATE FUNCTION webhook._deadline_keys_supported(tbl regclass, keys text[]) RETURNS boolean
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(a.attname) = cardinality(keys)
+           AND bool_and(a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'numeric'::regtype,
+                                       'text'::regtype, 'varchar'::regtype, 'uuid'::regtype, 'date'::regtype,
+                                       'timestamp'::regtype, 'timestamptz'::regtype, 'bool'::regtype))
+      FROM unnest(keys) AS k
+      JOIN pg_attribute a ON a.attrelid = tbl AND a.attname = k AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+COMMENT ON FUNCTION webhook._deadline_keys_supported(regclass, text[]) IS
+    'Whether the key columns of a deadline event''s table are of the types it supports (internal).';
+REVOKE ALL ON FUNCTION webhook._deadline_keys_supported(regclass, text[]) FROM PUBLIC;
+
+/*
  * The due time of a deadline event over a row (row_expr, of the event's
  * table), as SQL: its column, or the function that holds its expression
  * (made by _sync_triggers, owned by the author, answering only inside a
@@ -286,9 +326,7 @@ $$;
  */
 CREATE FUNCTION webhook._due_sql(e webhook.event, row_expr text) RETURNS text
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = e.table_oid AND a.attname = e.due
-                                AND a.attnum > 0 AND NOT a.attisdropped)
-                THEN format('(%s).%I', row_expr, e.due)
+    SELECT CASE WHEN e.due_column IS NOT NULL THEN format('(%s).%I', row_expr, e.due_column)
                 ELSE format('webhook.%I(%s, $1)', '_due_e' || e.event_id, row_expr) END
 $$;
 REVOKE ALL ON FUNCTION webhook._due_sql(webhook.event, text) FROM PUBLIC;
@@ -393,9 +431,7 @@ BEGIN
                                 ' NULL::json AS old_row FROM webhook_new AS t', x.ids) END
                      ORDER BY e.event_id)
       INTO schedule, schedule_fallback
-      FROM (SELECT ev.event_id, EXISTS (SELECT 1 FROM pg_attribute a
-                                         WHERE a.attrelid = tbl AND a.attname = ev.due
-                                           AND a.attnum > 0 AND NOT a.attisdropped) AS due_is_column
+      FROM (SELECT ev.event_id, ev.due_column IS NOT NULL AS due_is_column
               FROM webhook.event ev WHERE ev.table_oid = tbl AND ev.operation = 'deadline') AS e
       LEFT JOIN LATERAL (SELECT array_agg(y.binding_id ORDER BY y.binding_id) AS ids
                            FROM webhook.binding y WHERE y.event_id = e.event_id) AS x ON true
@@ -458,14 +494,15 @@ REVOKE ALL ON FUNCTION webhook._capture_plan(regclass, text) FROM PUBLIC;
 
 /*
  * What the worker runs when rows of a deadline event are due: a SELECT of
- * the rows ($2, their keys; $3, the due times they were scheduled for) as
+ * the rows ($2, their keys; $3, the due times they were written with) as
  * they are now and still due then, with the bindings whose conditions hold
  * (the event's condition too), run as the author; and the fallback, run
- * when that fails: every binding, the keys only, to be recorded as failed
- * deliveries with the error.  No query: the event has no bindings.
+ * when that fails or cannot be made (problem): every binding, the keys
+ * only, to be recorded as failed deliveries with the error.  No query and
+ * no problem: the event has no bindings.
  */
 CREATE FUNCTION webhook._deadline_plan(ev bigint, OUT query text, OUT fallback text,
-                                       OUT author oid, OUT tbl oid)
+                                       OUT author oid, OUT tbl oid, OUT problem text)
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e webhook.event;
@@ -474,6 +511,7 @@ DECLARE
     parts text[] := '{}';
     ids bigint[] := '{}';
     key_match text;
+    found_keys int;
 BEGIN
     SELECT * INTO e FROM webhook.event x WHERE x.event_id = ev AND x.operation = 'deadline';
     IF NOT FOUND THEN
@@ -493,11 +531,27 @@ BEGIN
     IF cardinality(ids) = 0 THEN
         RETURN;
     END IF;
+    fallback := format('SELECT %L::int8[] AS bindings,'
+                       ' pg_catalog.json_build_object(''row_key'', k.row_key::pg_catalog.json) AS new_row,'
+                       ' NULL::json AS old_row FROM pg_catalog.unnest($2::text[]) AS k(row_key)', ids);
     SELECT string_agg(format('t.%I = (k.row_key::pg_catalog.json ->> %s)::%s', a.attname, u.o - 1,
-                             pg_catalog.format_type(a.atttypid, NULL)), ' AND ' ORDER BY u.o)
-      INTO key_match
+                             pg_catalog.format_type(a.atttypid, NULL)), ' AND ' ORDER BY u.o), count(a.attname)
+      INTO key_match, found_keys
       FROM unnest(e.key_columns) WITH ORDINALITY AS u(k, o)
-      JOIN pg_attribute a ON a.attrelid = e.table_oid AND a.attname = u.k;
+      LEFT JOIN pg_attribute a ON a.attrelid = e.table_oid AND a.attname = u.k AND a.attnum > 0 AND NOT a.attisdropped;
+    IF found_keys <> cardinality(e.key_columns) OR NOT webhook._deadline_keys_supported(e.table_oid, e.key_columns) THEN
+        problem := format('a key column of table %s (%s) is gone, or of a type deadline events do not support',
+                          typ, array_to_string(e.key_columns, ', '));
+        RETURN;
+    END IF;
+    IF e.due_column IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                                 WHERE a.attrelid = e.table_oid AND a.attname = e.due_column
+                                                   AND a.attnum > 0 AND NOT a.attisdropped
+                                                   AND a.atttypid = 'timestamptz'::regtype) THEN
+        problem := format('the due column %s of table %s is gone, or no longer of type timestamptz',
+                          quote_ident(e.due_column), typ);
+        RETURN;
+    END IF;
     query := format('SELECT m.ids AS bindings, pg_catalog.to_json(n.r) AS new_row, NULL::json AS old_row'
                     ' FROM (SELECT (t.*)::%1$s AS r FROM ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::timestamptz[])) AS k(row_key, due)'
                     '        JOIN %1$s AS t ON %2$s WHERE %3$s = k.due) AS n'
@@ -505,10 +559,6 @@ BEGIN
                     ' CROSS JOIN LATERAL (SELECT pg_catalog.array_remove(ARRAY[%4$s], NULL) AS ids) AS m'
                     ' WHERE pg_catalog.cardinality(m.ids) > 0',
                     typ, key_match, webhook._due_sql(e, '(t.*)::' || typ), array_to_string(parts, ', '));
-    fallback := format('SELECT %L::int8[] AS bindings,'
-                       ' pg_catalog.json_object(%L::text[], ARRAY(SELECT pg_catalog.json_array_elements_text(k.row_key::pg_catalog.json))) AS new_row,'
-                       ' NULL::json AS old_row FROM pg_catalog.unnest($2::text[]) AS k(row_key)',
-                       ids, e.key_columns);
 END
 $$;
 COMMENT ON FUNCTION webhook._deadline_plan(bigint) IS
@@ -550,9 +600,7 @@ BEGIN
              UNION ALL
              SELECT 'due_e' || e.event_id, e.due, e.created_by, e.search_path, 'timestamptz'
                FROM webhook.event e
-              WHERE e.table_oid = tbl AND e.operation = 'deadline'
-                AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = e.due
-                                   AND a.attnum > 0 AND NOT a.attisdropped) LOOP
+              WHERE e.table_oid = tbl AND e.operation = 'deadline' AND e.due_column IS NULL LOOP
         fn := format('webhook.%I', CASE WHEN b.returns = 'boolean' THEN '_condition_' || b.id ELSE '_' || b.id END);
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE oid = b.created_by) THEN
             -- its capture then fails, and its changes are failed deliveries that say why
@@ -919,6 +967,7 @@ BEGIN
                FROM pg_catalog.aclexplode((SELECT p.proacl FROM pg_catalog.pg_proc p
                                             WHERE p.oid = 'webhook._require_column(regclass, text, text)'::regprocedure)) AS a
               CROSS JOIN (VALUES ('webhook._check_due(text, regclass)'),
+                                 ('webhook._deadline_keys_supported(regclass, text[])'),
                                  ('webhook._key_columns(regclass)'),
                                  ('webhook._parent_of(jsonb, regclass)')) AS f(helper)
               WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> 0

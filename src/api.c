@@ -113,7 +113,15 @@ static const ExpressionKind condition_kind = {
 };
 
 static const ExpressionKind due_kind = {
-	"due time", "Due time", "(SELECT (NULL::%1$s).*) AS new",
+	/*
+	 * The function that holds it names its capture key _webhook_capture_key:
+	 * two relations with a column of that name make a bare reference to it
+	 * ambiguous, as a condition's new and old make it (a column of the
+	 * table so named is new._webhook_capture_key)
+	 */
+	"due time", "Due time",
+	"(SELECT (NULL::%1$s).*) AS new, (SELECT NULL::int8 AS _webhook_capture_key) AS _webhook_key_1,"
+	" (SELECT NULL::int8 AS _webhook_capture_key) AS _webhook_key_2",
 	TIMESTAMPTZOID, "a due time must be a timestamptz expression",
 	"Write a timestamptz expression over new, e.g. new.created_at + interval '4 hours'.",
 	"Refer to the row as new, e.g. new.created_at + interval '4 hours'.",

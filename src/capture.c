@@ -710,7 +710,7 @@ webhook_enqueue_rows(Tuplestorestate *matches, Oid relid, const char *operation,
 	char		nulls[4] = {' ', ' ', capture_error ? ' ' : 'n', ' '};
 	Oid			save_userid;
 	int			save_sec_context;
-	int			rc;
+	volatile int rc = 0;
 	bool		has_origin;
 
 	enr->md.name = MATCHES_RELATION;
@@ -759,15 +759,25 @@ webhook_enqueue_rows(Tuplestorestate *matches, Oid relid, const char *operation,
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(webhook_queue_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	webhook_enqueueing = true;
-	rc = SPI_execute_plan(enqueue_plan, args, nulls, false, 0);
-	webhook_enqueueing = false;
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	/*
+	 * Nothing stays set after an error, also one that the writer's own
+	 * exception block catches; and the worker queues more than once in one
+	 * connection.
+	 */
+	PG_TRY();
+	{
+		webhook_enqueueing = true;
+		rc = SPI_execute_plan(enqueue_plan, args, nulls, false, 0);
+	}
+	PG_FINALLY();
+	{
+		webhook_enqueueing = false;
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		(void) SPI_unregister_relation(MATCHES_RELATION);
+	}
+	PG_END_TRY();
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not queue webhook occurrences: %s", SPI_result_code_string(rc));
-	/* the worker queues more than once in one connection */
-	if (SPI_unregister_relation(MATCHES_RELATION) != SPI_OK_REL_UNREGISTER)
-		elog(ERROR, "could not unregister the matched rows");
 }
 
 /*
@@ -777,7 +787,7 @@ webhook_enqueue_rows(Tuplestorestate *matches, Oid relid, const char *operation,
  * pg_catalog whatever the writer's search_path.
  */
 static uint64
-run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
+capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 				  Trigger *trigger, Oid relid, const char *capture_error, bool schedule)
 {
 	int			render_level;
@@ -849,6 +859,35 @@ run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 	entry->in_use--;
 	AtEOXact_GUC(true, guc_level);
 	webhook_render_end(render_level);
+	return queued;
+}
+
+/*
+ * The same, leaving the capture's state as it found it when it fails: an
+ * error may be caught by the writer's own exception block, and the session
+ * goes on.
+ */
+static uint64
+run_capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
+				  Trigger *trigger, Oid relid, const char *capture_error, bool schedule)
+{
+	int			depth = webhook_capture_depth;
+	Oid			capturing = webhook_capture_relid;
+	int			in_use = entry->in_use;
+	uint64		queued = 0;
+
+	PG_TRY();
+	{
+		queued = capture_query(entry, plan, query, trigger, relid, capture_error, schedule);
+	}
+	PG_CATCH();
+	{
+		webhook_capture_depth = depth;
+		webhook_capture_relid = capturing;
+		entry->in_use = in_use;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	return queued;
 }
 

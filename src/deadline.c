@@ -56,8 +56,11 @@ PG_FUNCTION_INFO_V1(webhook_deadline_defined);
 /* Entries the worker fires in one step at most. */
 #define FIRE_LIMIT 1000
 
-/* Due entries it could not take (locked): looked at again after this. */
+/* Due entries of a locked table: looked at again after this. */
 #define FIRE_RETRY_MS 100
+
+/* Takes in one step at most, each passing over the events held so far. */
+#define FIRE_ROUNDS 4
 
 /* How long the worker waits for the lock of a table it reads rows of. */
 #define FIRE_LOCK_TIMEOUT "100ms"
@@ -87,12 +90,13 @@ static const char *schedule_sql =
 /*
  * What is due, event by event: the soonest entries in the index's order,
  * with any that repeat the last (a row's due time written twice is one),
- * each row and due time once, and the entries to delete.
+ * each row and due time once, and the entries to delete; but those of the
+ * events held ($1, their tables locked).
  */
 static const char *take_sql =
 "WITH due AS ("
 "  SELECT ctid AS entry, event_id, row_key, due FROM webhook.deadline"
-"   WHERE fire_at <= pg_catalog.now()"
+"   WHERE fire_at <= pg_catalog.now() AND event_id <> ALL ($1)"
 "   ORDER BY fire_at, event_id, row_key FETCH FIRST " CppAsString2(FIRE_LIMIT) " ROWS WITH TIES"
 "), rows AS (SELECT DISTINCT event_id, row_key, due FROM due)"
 "SELECT r.event_id, pg_catalog.array_agg(r.row_key), pg_catalog.array_agg(r.due),"
@@ -142,23 +146,30 @@ webhook_schedule_rows(Tuplestorestate *rows)
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(webhook_queue_owner(), save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	if (schedule_plan == NULL)
+	/* an error caught by the writer's own exception block leaves nothing set */
+	PG_TRY();
 	{
-		SPIPlanPtr	plan = SPI_prepare(schedule_sql, 0, NULL);
+		if (schedule_plan == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare(schedule_sql, 0, NULL);
 
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the webhook schedule statement: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		schedule_plan = plan;
+			if (plan == NULL)
+				elog(ERROR, "could not prepare the webhook schedule statement: %s",
+					 SPI_result_code_string(SPI_result));
+			SPI_keepplan(plan);
+			schedule_plan = plan;
+		}
+		webhook_enqueueing = true;
+		if (SPI_execute_plan(schedule_plan, NULL, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not write the webhook deadlines");
 	}
-	webhook_enqueueing = true;
-	if (SPI_execute_plan(schedule_plan, NULL, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not write the webhook deadlines");
-	webhook_enqueueing = false;
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	if (SPI_unregister_relation(SCHEDULE_RELATION) != SPI_OK_REL_UNREGISTER)
-		elog(ERROR, "could not unregister the schedule's rows");
+	PG_FINALLY();
+	{
+		webhook_enqueueing = false;
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		(void) SPI_unregister_relation(SCHEDULE_RELATION);
+	}
+	PG_END_TRY();
 }
 
 /* A deadline event whose due time is a column: read from the rows themselves. */
@@ -188,18 +199,17 @@ webhook_due_columns(Oid relid)
 {
 	Oid			argtypes[1] = {OIDOID};
 	Datum		args[1] = {ObjectIdGetDatum(relid)};
-	MemoryContext old;
 	DueColumns *due;
 
-	if (SPI_execute_with_args("SELECT event_id, due, due_before, key_columns FROM webhook.event"
+	if (SPI_execute_with_args("SELECT event_id, due_column, due_before, key_columns FROM webhook.event"
 							  " WHERE table_oid = $1 AND operation = 'deadline' ORDER BY event_id",
 							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the deadline events of table %u", relid);
 	if (SPI_processed == 0)
 		return NULL;
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	due = palloc0(sizeof(DueColumns));
-	due->events = palloc0(sizeof(DueColumn) * SPI_processed);
+	/* what is kept lives as long as the plan; the rest goes with SPI's */
+	due = MemoryContextAllocZero(TopMemoryContext, sizeof(DueColumns));
+	due->events = MemoryContextAllocZero(TopMemoryContext, sizeof(DueColumn) * SPI_processed);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[i];
@@ -210,33 +220,58 @@ webhook_due_columns(Oid relid)
 		Datum	   *keys;
 		int			nkeys;
 
-		e->due = column ? get_attnum(relid, column) : InvalidAttrNumber;
-		if (e->due == InvalidAttrNumber)
+		bool		usable = true;
+
+		if (column == NULL)
 			continue;			/* an expression: its query */
 		e->event_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		e->due = get_attnum(relid, column);
+		if (e->due <= 0 || get_atttype(relid, e->due) != TIMESTAMPTZOID)
+		{
+			/* nothing to write: what is due is never found (see webhook._deadline_plan) */
+			ereport(WARNING,
+					(errmsg("the due column \"%s\" of webhook deadline event %lld is gone, or no longer of type timestamptz",
+							column, (long long) e->event_id),
+					 errdetail("Changes of table \"%s\" schedule nothing for it.", get_rel_name(relid)),
+					 errhint("Define the event again.")));
+			continue;
+		}
 		e->before = *DatumGetIntervalP(SPI_getbinval(tuple, desc, 3, &isnull));
 		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tuple, desc, 4, &isnull)),
 						  TEXTOID, -1, false, TYPALIGN_INT, &keys, NULL, &nkeys);
 		e->nkeys = nkeys;
-		e->keys = palloc(sizeof(AttrNumber) * nkeys);
-		e->key_out = palloc0(sizeof(FmgrInfo) * nkeys);
-		for (int k = 0; k < nkeys; k++)
+		e->keys = MemoryContextAlloc(TopMemoryContext, sizeof(AttrNumber) * Max(nkeys, 1));
+		e->key_out = MemoryContextAllocZero(TopMemoryContext, sizeof(FmgrInfo) * Max(nkeys, 1));
+		for (int k = 0; k < nkeys && usable; k++)
 		{
-			Oid			type;
 			Oid			out;
 			bool		varlena;
 
 			e->keys[k] = get_attnum(relid, TextDatumGetCString(keys[k]));
-			if (e->keys[k] == InvalidAttrNumber)
-				elog(ERROR, "the key column \"%s\" of deadline event %lld is gone",
-					 TextDatumGetCString(keys[k]), (long long) e->event_id);
-			type = get_atttype(relid, e->keys[k]);
-			getTypeOutputInfo(type, &out, &varlena);
-			fmgr_info_cxt(out, &e->key_out[k], TopMemoryContext);
+			usable = e->keys[k] > 0;
+			if (usable)
+			{
+				getTypeOutputInfo(get_atttype(relid, e->keys[k]), &out, &varlena);
+				fmgr_info_cxt(out, &e->key_out[k], TopMemoryContext);
+			}
+		}
+		if (!usable || nkeys == 0)
+		{
+			ereport(WARNING,
+					(errmsg("a key column of webhook deadline event %lld is gone", (long long) e->event_id),
+					 errdetail("Changes of table \"%s\" schedule nothing for it.", get_rel_name(relid)),
+					 errhint("Define the event again.")));
+			pfree(e->keys);
+			pfree(e->key_out);
+			continue;
 		}
 		due->n++;
 	}
-	MemoryContextSwitchTo(old);
+	if (due->n == 0)
+	{
+		webhook_free_due_columns(due);
+		return NULL;			/* every due time is an expression */
+	}
 	return due;
 }
 
@@ -313,9 +348,13 @@ webhook_schedule_due_columns(DueColumns *due, TriggerData *trigdata)
 	TimestampTz earliest = 0;
 	int			render_level;
 	bool		written = false;
+	MemoryContext row_cxt;
+	MemoryContext old;
 
 	if (due == NULL || due->n == 0 || trigdata->tg_newtable == NULL)
 		return false;
+	/* a row's key is made, written and forgotten: a statement of millions stays small */
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "webhook deadline row", ALLOCSET_SMALL_SIZES);
 	new_slot = webhook_transition_reader(trigdata->tg_newtable, desc);
 	old_slot = webhook_transition_reader(trigdata->tg_oldtable, desc);
 	render_level = webhook_render_begin();
@@ -358,6 +397,8 @@ webhook_schedule_due_columns(DueColumns *due, TriggerData *trigdata)
 																   Int32GetDatum(-1)));
 			}
 			ExecClearTuple(out);
+			MemoryContextReset(row_cxt);
+			old = MemoryContextSwitchTo(row_cxt);
 			memset(out->tts_isnull, false, D_NATTS * sizeof(bool));
 			out->tts_values[D_EVENT_ID] = Int64GetDatum(e->event_id);
 			out->tts_values[D_ROW_KEY] = row_key(e, new_slot);
@@ -367,10 +408,13 @@ webhook_schedule_due_columns(DueColumns *due, TriggerData *trigdata)
 			ExecStoreVirtualTuple(out);
 			table_tuple_insert(deadlines, out, GetCurrentCommandId(true), 0, NULL);
 			ExecInsertIndexTuples(rri, out, estate, false, false, NULL, NIL);
+			MemoryContextSwitchTo(old);
+			ResetPerTupleExprContext(estate);
 			written = true;
 		}
 	}
 	webhook_render_end(render_level);
+	MemoryContextDelete(row_cxt);
 	ExecDropSingleTupleTableSlot(new_slot);
 	if (old_slot)
 		ExecDropSingleTupleTableSlot(old_slot);
@@ -430,6 +474,12 @@ webhook_deadline_defined(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("webhook._deadline_defined() can only be called as an AFTER INSERT trigger")));
+	/* only the catalogue's own trigger: on any other table its row would be forged */
+	if (RelationGetRelid(trigdata->tg_relation) !=
+		get_relname_relid("event", get_namespace_oid(WEBHOOK_SCHEMA_NAME, false)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("webhook._deadline_defined() is a trigger of webhook.event only")));
 	tuple = trigdata->tg_trigtuple;
 	desc = RelationGetDescr(trigdata->tg_relation);
 	event_id = DatumGetInt64(heap_getattr(tuple, SPI_fnumber(desc, "event_id"), desc, &isnull));
@@ -468,9 +518,16 @@ webhook_deadline_defined(PG_FUNCTION_ARGS)
 		options.params->params[0].ptype = INT8OID;
 		webhook_capture_depth++;
 		webhook_capture_relid = relid;
-		rc = SPI_execute_plan_extended(plan, &options);
-		webhook_capture_depth--;
-		webhook_capture_relid = outer_relid;
+		PG_TRY();
+		{
+			rc = SPI_execute_plan_extended(plan, &options);
+		}
+		PG_FINALLY();
+		{
+			webhook_capture_depth--;
+			webhook_capture_relid = outer_relid;
+		}
+		PG_END_TRY();
 		dest->rDestroy(dest);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not schedule the rows of a new deadline event: %s",
@@ -493,8 +550,9 @@ typedef struct DueEntries
 	Datum		row_keys;		/* text[] */
 	Datum		dues;			/* timestamptz[] */
 	Datum		entries;		/* tid[]: what to delete */
-	char	   *query;			/* NULL: the event has no bindings */
+	char	   *query;			/* NULL: the event has no bindings, or a problem */
 	char	   *fallback;
+	char	   *problem;		/* why the query cannot be made */
 	Oid			author;
 	Oid			relid;
 	uint64		queued;
@@ -544,35 +602,39 @@ queue_matches(DueEntries *due, const char *query, const char *capture_error)
 }
 
 /*
+ * Lock the event's table, as the worker locks what it reads (it does not
+ * wait, see webhook_lock_user_table), and check that its rows can be read
+ * as another role: the types, casts, checks and policies are the system's
+ * or superusers'.
+ */
+static void
+lock_table(void *arg)
+{
+	DueEntries *due = arg;
+	const char *untrusted;
+
+	webhook_lock_user_table(due->relid);
+	untrusted = webhook_relation_untrusted(due->relid);
+	if (untrusted != NULL)
+		due->problem = psprintf("the rows of table \"%s\" cannot be read as another role: %s",
+								get_rel_name(due->relid), untrusted);
+	else if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(due->author)))
+		due->problem = "the author of the event no longer exists";
+}
+
+/*
  * Read the due rows as the author, and queue those still due for the
- * bindings whose conditions hold.  No one's code but the author's runs
- * (the table's types, casts, checks and policies are the system's or
- * superusers', checked first), as it would in the author's own SELECT.
+ * bindings whose conditions hold.  No one's code but the author's runs, as
+ * it would in the author's own SELECT.
  */
 static void
 fire_as_author(void *arg)
 {
 	DueEntries *due = arg;
-	const char *untrusted;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			render_level;
 	int			guc_level;
-	Oid			outer_relid = webhook_capture_relid;
-
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(due->author)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the author of the event no longer exists"),
-				 errhint("Define the event again.")));
-	/* locked first, so that what is checked of the table stays true */
-	webhook_lock_user_table(due->relid);
-	untrusted = webhook_relation_untrusted(due->relid);
-	if (untrusted != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("the rows of table \"%s\" cannot be read as another role: %s",
-						get_rel_name(due->relid), untrusted)));
 
 	render_level = webhook_render_begin();
 	guc_level = webhook_pin_search_path();
@@ -585,10 +647,23 @@ fire_as_author(void *arg)
 	webhook_capture_relid = due->relid;
 	due->queued = queue_matches(due, due->query, NULL);
 	webhook_capture_depth--;
-	webhook_capture_relid = outer_relid;
+	webhook_capture_relid = InvalidOid;
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	AtEOXact_GUC(true, guc_level);
 	webhook_render_end(render_level);
+}
+
+/* The rows as failed deliveries that say why: the keys only, no one's code. */
+static void
+fire_failed(void *arg)
+{
+	DueEntries *due = arg;
+	int			guc_level = webhook_pin_search_path();
+
+	due->queued = queue_matches(due, due->fallback,
+								psprintf("the deadline could not be checked when it came due: %s",
+										 due->problem));
+	AtEOXact_GUC(true, guc_level);
 }
 
 static void
@@ -600,7 +675,7 @@ read_plan(DueEntries *due)
 	TupleDesc	desc;
 	bool		isnull;
 
-	if (SPI_execute_with_args("SELECT query, fallback, author, tbl FROM webhook._deadline_plan($1)",
+	if (SPI_execute_with_args("SELECT query, fallback, author, tbl, problem FROM webhook._deadline_plan($1)",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the plan of deadline event %lld", (long long) due->event_id);
 	tuple = SPI_tuptable->vals[0];
@@ -609,43 +684,64 @@ read_plan(DueEntries *due)
 	due->fallback = SPI_getvalue(tuple, desc, 2);
 	due->author = DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull));
 	due->relid = DatumGetObjectId(SPI_getbinval(tuple, desc, 4, &isnull));
+	due->problem = SPI_getvalue(tuple, desc, 5);
 }
 
-/* Fire one event's due entries, and take them off the schedule; false: try again later. */
+/* An error of the worker's own (it stops), not of what it read. */
+static void
+rethrow_if_fatal(ErrorData *error)
+{
+	if (error->elevel >= FATAL || ProcDiePending)
+		ReThrowError(error);
+}
+
+/*
+ * Fire one event's due entries, and take them off the schedule.  False: its
+ * table is locked by someone else; they wait for the next look, and the
+ * other events' are fired meanwhile.
+ */
 static bool
 fire_event(DueEntries *due)
 {
 	Oid			argtypes[1] = {TIDARRAYOID};
 	Datum		args[1] = {due->entries};
-	ErrorData  *error = NULL;
-	int			depth = webhook_capture_depth;
-	Oid			capturing = webhook_capture_relid;
-	int			guc_level;
+	ErrorData  *error;
 
 	read_plan(due);
 	if (due->query != NULL)
 	{
-		error = webhook_in_subtransaction(fire_as_author, due);
+		error = webhook_in_subtransaction(lock_table, due);
 		if (error != NULL)
 		{
-			webhook_capture_depth = depth;
-			webhook_capture_relid = capturing;
-			/* a user holds the table: its deadlines wait for it, nothing else does */
-			if (error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-				error->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED)
-				return false;
-			if (error->sqlerrcode == ERRCODE_QUERY_CANCELED || error->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-				ReThrowError(error);
+			rethrow_if_fatal(error);
+			return false;
+		}
+	}
+	if (due->query != NULL && due->problem == NULL)
+	{
+		error = webhook_in_subtransaction(fire_as_author, due);
+		webhook_capture_depth = 0;
+		webhook_capture_relid = InvalidOid;
+		if (error != NULL)
+		{
+			rethrow_if_fatal(error);
+			due->problem = pstrdup(error->message);
+		}
+	}
+	if (due->problem != NULL && due->fallback != NULL)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				 errmsg("webhook deadline event %lld could not be checked when due: %s",
+						(long long) due->event_id, due->problem),
+				 errdetail("Its due rows are recorded as failed deliveries.")));
+		error = webhook_in_subtransaction(fire_failed, due);
+		if (error != NULL)
+		{
+			rethrow_if_fatal(error);
 			ereport(WARNING,
-					(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
-					 errmsg("webhook deadline event %lld could not be checked when due: %s",
-							(long long) due->event_id, error->message),
-					 errdetail("Its due rows are recorded as failed deliveries.")));
-			guc_level = webhook_pin_search_path();
-			due->queued = queue_matches(due, due->fallback,
-										psprintf("the deadline could not be checked when it came due: %s",
-												 error->message));
-			AtEOXact_GUC(true, guc_level);
+					(errmsg("the due rows of webhook deadline event %lld are dropped: %s",
+							(long long) due->event_id, error->message)));
 		}
 	}
 	if (SPI_execute_with_args("DELETE FROM webhook.deadline WHERE ctid = ANY ($1)",
@@ -657,18 +753,18 @@ fire_event(DueEntries *due)
 /*
  * In a step of the worker (SPI connected): queue the deadline events that
  * are due.  Returns true when it queued changes; *next_at is when to look
- * again (0: nothing is scheduled).  A schema older than 0.10 has no
- * deadlines.
+ * again (0: nothing is scheduled).  Entries of an event whose table is
+ * locked are passed over for the others', and looked at again in a moment.
+ * A schema older than 0.10 has no deadlines.
  */
 bool
 webhook_fire_deadlines(TimestampTz *next_at)
 {
 	Oid			nsp = get_namespace_oid(WEBHOOK_SCHEMA_NAME, false);
+	Oid			argtypes[1] = {INT8ARRAYOID};
 	bool		queued = false;
-	bool		held = false;
-	uint64		taken = 0;
-	uint64		ngroups;
-	DueEntries *groups;
+	List	   *held = NIL;
+	bool		more = false;
 	bool		isnull;
 	Datum		next;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
@@ -677,29 +773,55 @@ webhook_fire_deadlines(TimestampTz *next_at)
 	if (!OidIsValid(get_relname_relid("deadline", nsp)))
 		return false;
 
-	if (SPI_execute_plan(webhook_keep_plan(&take_plan, take_sql, 0, NULL, false),
-						 NULL, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the due webhook deadlines");
-	ngroups = SPI_processed;
-	groups = palloc0(sizeof(DueEntries) * Max(ngroups, 1));
-	for (uint64 i = 0; i < ngroups; i++)
+	for (int round = 0; round < FIRE_ROUNDS; round++)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		ArrayBuildState *skip = NULL;
+		Datum		args[1];
+		uint64		ngroups;
+		uint64		taken = 0;
+		DueEntries *groups;
+		int			nheld = list_length(held);
+		ListCell   *lc;
 
-		groups[i].event_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-		groups[i].row_keys = SPI_datumTransfer(SPI_getbinval(tuple, desc, 2, &isnull), false, -1);
-		groups[i].dues = SPI_datumTransfer(SPI_getbinval(tuple, desc, 3, &isnull), false, -1);
-		groups[i].entries = SPI_datumTransfer(SPI_getbinval(tuple, desc, 4, &isnull), false, -1);
-		taken += ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(groups[i].entries)),
-								ARR_DIMS(DatumGetArrayTypeP(groups[i].entries)));
-	}
-	for (uint64 i = 0; i < ngroups; i++)
-	{
-		if (!fire_event(&groups[i]))
-			held = true;
-		else if (groups[i].queued > 0)
-			queued = true;
+		foreach(lc, held)
+			skip = accumArrayResult(skip, Int64GetDatum(*(int64 *) lfirst(lc)), false, INT8OID,
+									CurrentMemoryContext);
+		args[0] = skip ? makeArrayResult(skip, CurrentMemoryContext) :
+			PointerGetDatum(construct_empty_array(INT8OID));
+		if (SPI_execute_plan(webhook_keep_plan(&take_plan, take_sql, 1, argtypes, false),
+							 args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the due webhook deadlines");
+		ngroups = SPI_processed;
+		groups = palloc0(sizeof(DueEntries) * Max(ngroups, 1));
+		for (uint64 i = 0; i < ngroups; i++)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			ArrayType  *entries;
+
+			groups[i].event_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+			groups[i].row_keys = SPI_datumTransfer(SPI_getbinval(tuple, desc, 2, &isnull), false, -1);
+			groups[i].dues = SPI_datumTransfer(SPI_getbinval(tuple, desc, 3, &isnull), false, -1);
+			groups[i].entries = SPI_datumTransfer(SPI_getbinval(tuple, desc, 4, &isnull), false, -1);
+			entries = DatumGetArrayTypeP(groups[i].entries);
+			taken += ArrayGetNItems(ARR_NDIM(entries), ARR_DIMS(entries));
+		}
+		for (uint64 i = 0; i < ngroups; i++)
+		{
+			if (!fire_event(&groups[i]))
+			{
+				int64	   *id = palloc(sizeof(int64));
+
+				*id = groups[i].event_id;
+				held = lappend(held, id);
+			}
+			else if (groups[i].queued > 0)
+				queued = true;
+		}
+		more = taken >= FIRE_LIMIT;
+		/* a full take: the next step takes more; held ones: the others now */
+		if (more || list_length(held) == nheld)
+			break;
 	}
 
 	if (SPI_execute_plan(webhook_keep_plan(&next_plan, next_sql, 0, NULL, false),
@@ -709,13 +831,9 @@ webhook_fire_deadlines(TimestampTz *next_at)
 	if (!isnull)
 	{
 		*next_at = DatumGetTimestampTz(next);
-		/*
-		 * Due and left: more than one step takes (now again), or behind a
-		 * locked table (in a moment, not at once).
-		 */
+		/* due and left: more than a step takes (now), or held (in a moment) */
 		if (*next_at <= now)
-			*next_at = (taken >= FIRE_LIMIT && !held) ? now :
-				TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FIRE_RETRY_MS);
+			*next_at = more ? now : TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FIRE_RETRY_MS);
 	}
 	return queued;
 }

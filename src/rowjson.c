@@ -800,7 +800,7 @@ webhook_render_begin(void)
 
 	if (pg_get_timezone_offset(session_timezone, &gmtoff) && gmtoff == 0 &&
 		bytea_output == BYTEA_OUTPUT_HEX && IntervalStyle == INTSTYLE_POSTGRES &&
-		extra_float_digits > 0)
+		extra_float_digits > 0 && DateStyle == USE_ISO_DATES && DateOrder == DATEORDER_MDY)
 		return -1;
 	level = NewGUCNestLevel();
 	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
@@ -811,6 +811,9 @@ webhook_render_begin(void)
 	(void) set_config_option("IntervalStyle", "postgres", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("extra_float_digits", "1", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	/* dates as text (a deadline's key, a message) read back the same anywhere */
+	(void) set_config_option("DateStyle", "ISO, MDY", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	return level;
 }
