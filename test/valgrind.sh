@@ -50,7 +50,8 @@ psql -v url="http://127.0.0.1:$(cat "$dir/port")" < test/sql/valgrind_workload.s
 for _ in $(seq 600); do
     [ "$(psql -c "SELECT NOT EXISTS (SELECT 1 FROM webhook.occurrence)
                      AND NOT EXISTS (SELECT 1 FROM webhook.delivery
-                                      WHERE status IN ('pending', 'sending', 'retrying'))")" = t ] && break
+                                      WHERE status IN ('pending', 'sending', 'retrying'))
+                     AND NOT EXISTS (SELECT 1 FROM webhook.deadline)")" = t ] && break
     sleep 1
 done
 psql -c "SELECT status, count(*) FROM webhook.delivery GROUP BY 1 ORDER BY 1" | sed 's/^/deliveries: /'
@@ -59,7 +60,7 @@ as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m fast -t 120 stop >/dev/null
 invalid=$(cat "$dir"/vg/*.log | grep -c 'Invalid read\|Invalid write\|Invalid free' || true)
 uninit=$(cat "$dir"/vg/*.log | grep -c 'Conditional jump\|uninitialised value' || true)
 ours=$(grep -l 'webhook\.so\|src/[a-z]*\.c' "$dir"/vg/*.log 2>/dev/null | xargs -r grep -h -A12 'Invalid\|Conditional\|uninitialised' \
-       | grep -c 'webhook\.so\|(\(init\|shmem\|launcher\|worker\|sender\|channel\|queue\|expand\|claims\|dispatch\|http\|capture\|envelope\|rowjson\|rowwrite\|linked\|sign\|network\|trust\|api\)\.c:' || true)
+       | grep -c 'webhook\.so\|(\(init\|shmem\|launcher\|worker\|sender\|channel\|queue\|expand\|claims\|dispatch\|http\|capture\|conditions\|deadline\|envelope\|rowjson\|rowwrite\|linked\|sign\|network\|trust\|api\)\.c:' || true)
 echo "valgrind: $(ls "$dir"/vg | wc -l) processes, $invalid invalid reads/writes/frees, $uninit uses of uninitialised values, $ours stack frames in webhook"
 grep -h -B1 -A10 'Invalid\|Conditional\|Syscall param' "$dir"/vg/*.log | grep -E '==[0-9]+== (Invalid|Conditional|Syscall|   (at|by))' | head -40 || true
 [ "$invalid" = 0 ] && [ "$ours" = 0 ]

@@ -1,7 +1,11 @@
 -- The workload of test/valgrind.sh: every payload kind, a batch, failures,
--- retries, an oversized answer, a dangling key and previews.
+-- retries, an oversized answer, a dangling key, previews, and deadline
+-- events (a column and an expression, past and soon, moved and deleted).
 CREATE EXTENSION webhook;
-SELECT webhook.define_ticket_events('tickets', 'actions');
+ALTER TABLE tickets ADD COLUMN deadline_at timestamptz;
+SELECT webhook.define_ticket_events('tickets', 'actions', deadline => 'deadline_at');
+SELECT webhook.define_deadline_event('ticket.reply_due', 'tickets', $$new.created_at + interval '2 seconds'$$);
+SELECT webhook.create_profile('d', :'url' || '/d', ARRAY['ticket.deadline', 'ticket.reply_due'], envelope => 'halo');
 SELECT webhook.create_profile('s', :'url' || '/s', ARRAY['ticket.created','ticket.updated','action.added']);
 SELECT webhook.create_profile('f', :'url' || '/f', ARRAY['ticket.created','ticket.updated','action.added'], payload => 'full');
 SELECT webhook.create_profile('e', :'url' || '/e', ARRAY['ticket.created','action.added'], payload => 'event_only');
@@ -14,6 +18,10 @@ INSERT INTO tickets (summary, status_id, agent_id, team_id, priority_id, client_
 SELECT 'T ' || g, 1, 1 + g % 2, 1 + g % 2, 1 + g % 4, 1 + g % 2 FROM generate_series(1, 200) g;
 INSERT INTO actions (ticket_id, agent_id, note) SELECT ticket_id, 1, 'n' FROM tickets WHERE ticket_id % 3 = 0;
 UPDATE tickets SET status_id = 2 WHERE ticket_id % 2 = 0;
+UPDATE tickets SET deadline_at = now() + (ticket_id % 3 - 1) * interval '2 seconds' WHERE ticket_id <= 60;
+UPDATE tickets SET deadline_at = deadline_at - interval '1 second' WHERE ticket_id <= 20;
+DELETE FROM actions WHERE ticket_id IN (58, 59, 60);
+DELETE FROM tickets WHERE ticket_id IN (58, 59, 60);
 SET session_replication_role = replica;
 INSERT INTO tickets (ticket_id, summary, status_id, client_id) VALUES (100000, 'dangling', 1, 77);
 RESET session_replication_role;
