@@ -1,4 +1,4 @@
-/* webhook--0.9--0.10.sql: deadline events */
+/* webhook--0.9--0.10.sql: deadline events, NOTIFY webhook_failures */
 
 \echo Use "ALTER EXTENSION webhook UPDATE TO '0.10'" to load this file. \quit
 
@@ -1006,3 +1006,18 @@ SELECT e.name AS event, e.table_oid AS on_table,
 COMMENT ON VIEW webhook.deadlines IS 'Due times of deadline events written and not reached yet: the row (its key), the due time, when it fires.';
 REVOKE ALL ON webhook.deadlines FROM PUBLIC;
 
+
+/*
+ * Stop a profile: what waits for it is held, never dropped; and say so, when
+ * it was enabled, on NOTIFY webhook_failures (as the worker says there that
+ * a delivery failed for good).  Any role may LISTEN: the payload names the
+ * profile and why, nothing of its settings.
+ */
+CREATE OR REPLACE FUNCTION webhook._disable(id bigint, reason text) RETURNS void
+    LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.pg_notify('webhook_failures',
+                                pg_catalog.json_build_object('event', 'profile_disabled', 'profile', p.name,
+                                                             'reason', reason)::text)
+      FROM webhook.profile p WHERE p.profile_id = id AND p.enabled;
+    UPDATE webhook.profile SET enabled = false, disabled_reason = reason WHERE profile_id = id;
+$$;

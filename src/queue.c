@@ -48,6 +48,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
@@ -56,6 +57,7 @@
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -179,6 +181,35 @@ static const char *next_due_sql =
 " WHERE p.enabled AND p.profile_id <> ALL ($1)";
 
 /*
+ * NOTIFY webhook_failures: a delivery's attempts are exhausted.  Any role
+ * may LISTEN, so the payload names the delivery and its profile and says
+ * nothing of what was sent or answered (webhook.deliveries does, to those
+ * who may read it).  Sent when the step commits.
+ */
+static void
+notify_failed(HeapTuple row, TupleDesc desc)
+{
+	StringInfoData payload;
+	bool		isnull;
+	bool		no_status;
+	Datum		status = SPI_getbinval(row, desc, 3, &no_status);
+
+	initStringInfo(&payload);
+	appendStringInfo(&payload, "{\"event\": \"delivery_failed\", \"delivery_id\": %lld, \"profile\": ",
+					 (long long) DatumGetInt64(SPI_getbinval(row, desc, 5, &isnull)));
+	escape_json(&payload, SPI_getvalue(row, desc, 6));
+	appendStringInfo(&payload, ", \"events\": %s, \"response_status\": ",
+					 TextDatumGetCString(DirectFunctionCall1(array_to_json,
+															 SPI_getbinval(row, desc, 7, &isnull))));
+	if (no_status)
+		appendStringInfoString(&payload, "null");
+	else
+		appendStringInfo(&payload, "%d", DatumGetInt32(status));
+	appendStringInfoChar(&payload, '}');
+	Async_Notify(WEBHOOK_FAILURES_CHANNEL, payload.data);
+}
+
+/*
  * Record finished requests: the delivery's new state, then its attempt.
  * A delivery that is gone (its profile was dropped) or no longer ours
  * gets no attempt row.  A profile that logs light ($log: its log) keeps
@@ -215,7 +246,8 @@ static const char *next_due_sql =
 "    FROM r, webhook.profile p" \
 "   WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'" \
 "  RETURNING d.delivery_id, d.profile_id, d.status, r.response_status," \
-"            p.consecutive_failures > 0 AS in_failure_run, " log " = 'light' AS light" \
+"            p.consecutive_failures > 0 AS in_failure_run, " log " = 'light' AS light," \
+"            p.name AS profile, d.events" \
 "), a AS (" \
 "  INSERT INTO webhook.attempt (delivery_id, attempt, started_at, duration_ms, outcome," \
 "                               response_status, response_headers, response_body, error," \
@@ -225,7 +257,7 @@ static const char *next_due_sql =
 "         CASE WHEN u.light THEN NULL ELSE r.response_body END, r.error, r.request_headers" \
 "    FROM r JOIN u ON u.delivery_id = r.delivery_id" \
 ")" \
-"SELECT profile_id, status, response_status, in_failure_run FROM u"
+"SELECT profile_id, status, response_status, in_failure_run, delivery_id, profile, events FROM u"
 
 static const char *record_sql = RECORD_SQL("p.log");
 
@@ -669,6 +701,8 @@ record_finished(List *requests)
 
 		if (strcmp(status, "retrying") == 0)
 			retrying = true;
+		if (strcmp(status, "failed") == 0)
+			notify_failed(row, desc);
 		if (strcmp(status, "delivered") != 0 ||
 			(!no_status && DatumGetInt32(response_status) == 410) ||
 			DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)))

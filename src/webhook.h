@@ -93,6 +93,9 @@ typedef enum WebhookSlotState
 	SLOT_IDLE					/* no worker: one starts for work or at wake_at */
 } WebhookSlotState;
 
+/* NOTIFY'd when a delivery fails for good and when a profile is disabled. */
+#define WEBHOOK_FAILURES_CHANNEL "webhook_failures"
+
 /* Databases with the extension that one server serves. */
 #define WEBHOOK_MAX_DATABASES 1024
 
