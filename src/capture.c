@@ -407,18 +407,10 @@ capture_entry(Trigger *trigger, Oid relid)
 static TupleDesc
 matches_tupdesc(void)
 {
-	if (matches_desc == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-		TupleDesc	desc = CreateTemplateTupleDesc(3);
+	static const char *const names[] = {"bindings", "new_row", "old_row"};
+	static const Oid types[] = {INT8ARRAYOID, JSONOID, JSONOID};
 
-		TupleDescInitEntry(desc, 1, "bindings", INT8ARRAYOID, -1, 0);
-		TupleDescInitEntry(desc, 2, "new_row", JSONOID, -1, 0);
-		TupleDescInitEntry(desc, 3, "old_row", JSONOID, -1, 0);
-		matches_desc = desc;
-		MemoryContextSwitchTo(old);
-	}
-	return matches_desc;
+	return webhook_kept_tupdesc(&matches_desc, 3, names, types);
 }
 
 /*
@@ -697,30 +689,132 @@ session_origin(Datum *origin)
 }
 
 /*
- * Queue matched rows (bindings, new_row, old_row), as the queue's owner, by
- * a statement of ours that runs no one's code.  SPI is connected.
+ * Run a SELECT (SPI is connected) and keep what it returns: keyed, with this
+ * session's capture key as $1 (see webhook_capture_key), then the n values
+ * given.
  */
+Tuplestorestate *
+webhook_select_rows(SPIPlanPtr plan, bool keyed, int n, const Oid *types, const Datum *values)
+{
+	Tuplestorestate *rows = tuplestore_begin_heap(false, false, work_mem);
+	DestReceiver *dest = CreateDestReceiver(DestTuplestore);
+	SPIExecuteOptions options;
+	int			first = keyed ? 1 : 0;
+	int			rc;
+
+	SetTuplestoreDestReceiverParams(dest, rows, CurrentMemoryContext, false, NULL, NULL);
+	memset(&options, 0, sizeof(options));
+	options.read_only = false;
+	options.dest = dest;
+	if (first + n > 0)
+	{
+		options.params = makeParamList(first + n);
+		options.params->numParams = first + n;
+		if (keyed)
+		{
+			options.params->params[0].value = Int64GetDatum(webhook_capture_key());
+			options.params->params[0].ptype = INT8OID;
+		}
+		for (int i = 0; i < n; i++)
+		{
+			options.params->params[first + i].value = values[i];
+			options.params->params[first + i].ptype = types[i];
+		}
+		for (int i = 0; i < first + n; i++)
+		{
+			options.params->params[i].isnull = false;
+			options.params->params[i].pflags = PARAM_FLAG_CONST;
+		}
+	}
+	rc = SPI_execute_plan_extended(plan, &options);
+	dest->rDestroy(dest);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "a webhook capture query failed: %s", SPI_result_code_string(rc));
+	return rows;
+}
+
+/*
+ * Make rows the capture worked out (of desc) a relation, relname, of the
+ * statements of ours that write them as the queue's owner (see
+ * webhook_write_rows).  SPI is connected.
+ */
+void
+webhook_register_rows(Tuplestorestate *rows, const char *relname, TupleDesc desc)
+{
+	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+
+	enr->md.name = pstrdup(relname);
+	enr->md.reliddesc = InvalidOid;
+	enr->md.tupdesc = desc;
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = tuplestore_tuple_count(rows);
+	enr->reldata = rows;
+	if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
+		elog(ERROR, "could not register the rows \"%s\"", relname);
+}
+
+/*
+ * Run a statement of ours, which runs no one's code, over the rows
+ * registered as relname, as the queue's owner: the one way the capture
+ * writes the queue's tables by a statement.  The rows are unregistered
+ * after (the worker writes more than once in one connection), and nothing
+ * stays set after an error, also one that a writer's own exception block
+ * catches.  Returns what SPI returned.
+ */
+int
+webhook_write_rows(SPIPlanPtr plan, Datum *args, const char *nulls, const char *relname)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	volatile int rc = 0;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(webhook_queue_owner(), save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		webhook_enqueueing = true;
+		rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	}
+	PG_FINALLY();
+	{
+		webhook_enqueueing = false;
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		(void) SPI_unregister_relation(relname);
+	}
+	PG_END_TRY();
+	return rc;
+}
+
+/* A tuple descriptor made once for the session (the rows the capture writes). */
+TupleDesc
+webhook_kept_tupdesc(TupleDesc *kept, int natts, const char *const *names, const Oid *types)
+{
+	if (*kept == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		TupleDesc	desc = CreateTemplateTupleDesc(natts);
+
+		for (int i = 0; i < natts; i++)
+			TupleDescInitEntry(desc, i + 1, names[i], types[i], -1, 0);
+		*kept = desc;
+		MemoryContextSwitchTo(old);
+	}
+	return *kept;
+}
+
+/* Queue matched rows (bindings, new_row, old_row).  SPI is connected. */
 void
 webhook_enqueue_rows(Tuplestorestate *matches, Oid relid, const char *operation,
 					 const char *capture_error)
 {
-	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
 	Oid			argtypes[4] = {OIDOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', capture_error ? ' ' : 'n', ' '};
-	Oid			save_userid;
-	int			save_sec_context;
-	volatile int rc = 0;
+	int			rc;
 	bool		has_origin;
 
-	enr->md.name = MATCHES_RELATION;
-	enr->md.reliddesc = InvalidOid;
-	enr->md.tupdesc = matches_tupdesc();
-	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
-	enr->md.enrtuples = tuplestore_tuple_count(matches);
-	enr->reldata = matches;
-	if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
-		elog(ERROR, "could not register the matched rows");
+	webhook_register_rows(matches, MATCHES_RELATION, matches_tupdesc());
 
 	/* before ALTER EXTENSION webhook UPDATE to 0.9, the queue has no origin */
 	has_origin = get_attnum(queue_relid(NULL), "origin") != InvalidAttrNumber;
@@ -757,25 +851,7 @@ webhook_enqueue_rows(Tuplestorestate *matches, Oid relid, const char *operation,
 	if (!session_origin(&args[3]))
 		nulls[3] = 'n';
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(webhook_queue_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	/*
-	 * Nothing stays set after an error, also one that the writer's own
-	 * exception block catches; and the worker queues more than once in one
-	 * connection.
-	 */
-	PG_TRY();
-	{
-		webhook_enqueueing = true;
-		rc = SPI_execute_plan(enqueue_plan, args, nulls, false, 0);
-	}
-	PG_FINALLY();
-	{
-		webhook_enqueueing = false;
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		(void) SPI_unregister_relation(MATCHES_RELATION);
-	}
-	PG_END_TRY();
+	rc = webhook_write_rows(enqueue_plan, args, nulls, MATCHES_RELATION);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "could not queue webhook occurrences: %s", SPI_result_code_string(rc));
 }
@@ -824,28 +900,8 @@ capture_query(CaptureEntry *entry, SPIPlanPtr plan, const char *query,
 	}
 	else
 	{
-		Tuplestorestate *matches = tuplestore_begin_heap(false, false, work_mem);
-		DestReceiver *dest = CreateDestReceiver(DestTuplestore);
-		SPIExecuteOptions options;
+		Tuplestorestate *matches = webhook_select_rows(plan, entry->keyed, 0, NULL, NULL);
 
-		SetTuplestoreDestReceiverParams(dest, matches, CurrentMemoryContext, false, NULL, NULL);
-		memset(&options, 0, sizeof(options));
-		options.read_only = false;
-		options.dest = dest;
-		if (entry->keyed)
-		{
-			options.params = makeParamList(1);
-			options.params->numParams = 1;
-			options.params->params[0].value = Int64GetDatum(webhook_capture_key());
-			options.params->params[0].isnull = false;
-			options.params->params[0].pflags = PARAM_FLAG_CONST;
-			options.params->params[0].ptype = INT8OID;
-		}
-		rc = SPI_execute_plan_extended(plan, &options);
-		dest->rDestroy(dest);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "the capture query of trigger \"%s\" failed: %s",
-				 trigger->tgname, SPI_result_code_string(rc));
 		queued = tuplestore_tuple_count(matches);
 		if (queued > 0 && schedule)
 			webhook_schedule_rows(matches);

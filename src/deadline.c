@@ -36,7 +36,6 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
-#include "executor/tstoreReceiver.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -108,18 +107,10 @@ static const char *next_sql = "SELECT pg_catalog.min(fire_at) FROM webhook.deadl
 static TupleDesc
 schedule_tupdesc(void)
 {
-	if (schedule_desc == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-		TupleDesc	desc = CreateTemplateTupleDesc(3);
+	static const char *const names[] = {"event_id", "row_key", "due"};
+	static const Oid types[] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
 
-		TupleDescInitEntry(desc, 1, "event_id", INT8OID, -1, 0);
-		TupleDescInitEntry(desc, 2, "row_key", TEXTOID, -1, 0);
-		TupleDescInitEntry(desc, 3, "due", TIMESTAMPTZOID, -1, 0);
-		schedule_desc = desc;
-		MemoryContextSwitchTo(old);
-	}
-	return schedule_desc;
+	return webhook_kept_tupdesc(&schedule_desc, D_DUE + 1, names, types);
 }
 
 /*
@@ -130,46 +121,19 @@ schedule_tupdesc(void)
 void
 webhook_schedule_rows(Tuplestorestate *rows)
 {
-	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
-	Oid			save_userid;
-	int			save_sec_context;
-
-	enr->md.name = SCHEDULE_RELATION;
-	enr->md.reliddesc = InvalidOid;
-	enr->md.tupdesc = schedule_tupdesc();
-	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
-	enr->md.enrtuples = tuplestore_tuple_count(rows);
-	enr->reldata = rows;
-	if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
-		elog(ERROR, "could not register the schedule's rows");
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(webhook_queue_owner(), save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	/* an error caught by the writer's own exception block leaves nothing set */
-	PG_TRY();
+	webhook_register_rows(rows, SCHEDULE_RELATION, schedule_tupdesc());
+	if (schedule_plan == NULL)
 	{
-		if (schedule_plan == NULL)
-		{
-			SPIPlanPtr	plan = SPI_prepare(schedule_sql, 0, NULL);
+		SPIPlanPtr	plan = SPI_prepare(schedule_sql, 0, NULL);
 
-			if (plan == NULL)
-				elog(ERROR, "could not prepare the webhook schedule statement: %s",
-					 SPI_result_code_string(SPI_result));
-			SPI_keepplan(plan);
-			schedule_plan = plan;
-		}
-		webhook_enqueueing = true;
-		if (SPI_execute_plan(schedule_plan, NULL, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not write the webhook deadlines");
+		if (plan == NULL)
+			elog(ERROR, "could not prepare the webhook schedule statement: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		schedule_plan = plan;
 	}
-	PG_FINALLY();
-	{
-		webhook_enqueueing = false;
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		(void) SPI_unregister_relation(SCHEDULE_RELATION);
-	}
-	PG_END_TRY();
+	if (webhook_write_rows(schedule_plan, NULL, NULL, SCHEDULE_RELATION) != SPI_OK_INSERT)
+		elog(ERROR, "could not write the webhook deadlines");
 }
 
 /* A deadline event whose due time is a column: read from the rows themselves. */
@@ -493,34 +457,22 @@ webhook_deadline_defined(PG_FUNCTION_ARGS)
 	query = owner_query_text("SELECT webhook._schedule_query($1, 'existing', $2)", 2, argtypes, args);
 	if (query != NULL)
 	{
-		Tuplestorestate *rows = tuplestore_begin_heap(false, false, work_mem);
-		DestReceiver *dest = CreateDestReceiver(DestTuplestore);
-		SPIExecuteOptions options;
+		Tuplestorestate *volatile rows = NULL;
 		SPIPlanPtr	plan;
 		Oid			keytype[1] = {INT8OID};
 		int			render_level = webhook_render_begin();
 		int			guc_level = webhook_pin_search_path();
 		Oid			outer_relid = webhook_capture_relid;
-		int			rc;
 
 		plan = SPI_prepare(query, 1, keytype);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare the schedule of a new deadline event: %s",
 				 SPI_result_code_string(SPI_result));
-		SetTuplestoreDestReceiverParams(dest, rows, CurrentMemoryContext, false, NULL, NULL);
-		memset(&options, 0, sizeof(options));
-		options.dest = dest;
-		options.params = makeParamList(1);
-		options.params->numParams = 1;
-		options.params->params[0].value = Int64GetDatum(webhook_capture_key());
-		options.params->params[0].isnull = false;
-		options.params->params[0].pflags = PARAM_FLAG_CONST;
-		options.params->params[0].ptype = INT8OID;
 		webhook_capture_depth++;
 		webhook_capture_relid = relid;
 		PG_TRY();
 		{
-			rc = SPI_execute_plan_extended(plan, &options);
+			rows = webhook_select_rows(plan, true, 0, NULL, NULL);
 		}
 		PG_FINALLY();
 		{
@@ -528,10 +480,6 @@ webhook_deadline_defined(PG_FUNCTION_ARGS)
 			webhook_capture_relid = outer_relid;
 		}
 		PG_END_TRY();
-		dest->rDestroy(dest);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "could not schedule the rows of a new deadline event: %s",
-				 SPI_result_code_string(rc));
 		if (tuplestore_tuple_count(rows) > 0)
 			webhook_schedule_rows(rows);
 		tuplestore_end(rows);
@@ -563,37 +511,17 @@ static uint64
 queue_matches(DueEntries *due, const char *query, const char *capture_error)
 {
 	Oid			argtypes[3] = {INT8OID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
-	Tuplestorestate *matches = tuplestore_begin_heap(false, false, work_mem);
-	DestReceiver *dest = CreateDestReceiver(DestTuplestore);
-	SPIExecuteOptions options;
+	Datum		values[2] = {due->row_keys, due->dues};
+	Tuplestorestate *matches;
 	SPIPlanPtr	plan;
 	uint64		queued;
-	int			rc;
 
 	plan = SPI_prepare(query, 3, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the deadline query of event %lld: %s",
 			 (long long) due->event_id, SPI_result_code_string(SPI_result));
-	SetTuplestoreDestReceiverParams(dest, matches, CurrentMemoryContext, false, NULL, NULL);
-	memset(&options, 0, sizeof(options));
-	options.dest = dest;
-	options.params = makeParamList(3);
-	options.params->numParams = 3;
-	options.params->params[0].value = Int64GetDatum(webhook_capture_key());
-	options.params->params[1].value = due->row_keys;
-	options.params->params[2].value = due->dues;
-	for (int i = 0; i < 3; i++)
-	{
-		options.params->params[i].isnull = false;
-		options.params->params[i].pflags = PARAM_FLAG_CONST;
-		options.params->params[i].ptype = argtypes[i];
-	}
-	rc = SPI_execute_plan_extended(plan, &options);
-	dest->rDestroy(dest);
+	matches = webhook_select_rows(plan, true, 2, argtypes + 1, values);
 	SPI_freeplan(plan);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "the deadline query of event %lld failed: %s",
-			 (long long) due->event_id, SPI_result_code_string(rc));
 	queued = tuplestore_tuple_count(matches);
 	if (queued > 0)
 		webhook_enqueue_rows(matches, due->relid, "deadline", capture_error);

@@ -184,6 +184,16 @@ extern Oid	webhook_queue_owner(void);
 struct Tuplestorestate;
 extern void webhook_enqueue_rows(struct Tuplestorestate *matches, Oid relid, const char *operation,
 								 const char *capture_error);
+struct _SPI_plan;
+struct TupleDescData;
+extern struct Tuplestorestate *webhook_select_rows(struct _SPI_plan *plan, bool keyed, int n,
+												   const Oid *types, const Datum *values);
+extern void webhook_register_rows(struct Tuplestorestate *rows, const char *relname,
+								  struct TupleDescData *desc);
+extern int	webhook_write_rows(struct _SPI_plan *plan, Datum *args, const char *nulls,
+							   const char *relname);
+extern struct TupleDescData *webhook_kept_tupdesc(struct TupleDescData **kept, int natts,
+												  const char *const *names, const Oid *types);
 
 struct TupleTableSlot;
 struct TriggerData;
