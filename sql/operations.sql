@@ -79,7 +79,7 @@ SELECT count(*) AS bindings FROM webhook.bindings WHERE profile = 'refs';
 INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
 SELECT -1, event_id, current_user::regrole, '' FROM webhook.event WHERE name = 'ticket.created';
 INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
-SELECT profile_id, -1, current_user::regrole, '' FROM webhook.profile WHERE name = 'refs';
+SELECT profile_id, -99, current_user::regrole, '' FROM webhook.profile WHERE name = 'refs';
 DELETE FROM webhook.event WHERE name = 'ticket.created';
 DELETE FROM webhook.profile WHERE name = 'refs';
 SELECT count(*) AS orphan_bindings FROM webhook.binding b

@@ -216,7 +216,7 @@ notify_failed(HeapTuple row, TupleDesc desc)
  * no response body or headers, and no request body once the delivery is
  * delivered or failed: JSON null then says the body was not kept.
  */
-#define RECORD_SQL(log) \
+#define RECORD_SQL(log, first_response) \
 "WITH r AS (" \
 "  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::int4[])," \
 "                           pg_catalog.unnest($3::timestamptz[]), pg_catalog.unnest($4::float8[])," \
@@ -238,7 +238,7 @@ notify_failed(HeapTuple row, TupleDesc desc)
 "         delivered_at = CASE WHEN r.response_status BETWEEN 200 AND 299" \
 "                             THEN r.started_at + pg_catalog.make_interval(secs => r.duration_ms / 1000) END," \
 "         response_status = r.response_status, duration_ms = r.duration_ms," \
-"         error = r.error," \
+"         error = r.error," first_response \
 "         response_body = CASE WHEN " log " = 'light' THEN NULL ELSE r.response_body END," \
 "         body = CASE WHEN " log " = 'light' AND (r.response_status BETWEEN 200 AND 299" \
 "                         OR d.attempts >= p.max_attempts OR r.response_status = 410)" \
@@ -247,7 +247,7 @@ notify_failed(HeapTuple row, TupleDesc desc)
 "   WHERE d.delivery_id = r.delivery_id AND p.profile_id = d.profile_id AND d.status = 'sending'" \
 "  RETURNING d.delivery_id, d.profile_id, d.status, r.response_status," \
 "            p.consecutive_failures > 0 AS in_failure_run, " log " = 'light' AS light," \
-"            p.name AS profile, d.events" \
+"            p.name AS profile, d.events, d.error" \
 "), a AS (" \
 "  INSERT INTO webhook.attempt (delivery_id, attempt, started_at, duration_ms, outcome," \
 "                               response_status, response_headers, response_body, error," \
@@ -257,15 +257,39 @@ notify_failed(HeapTuple row, TupleDesc desc)
 "         CASE WHEN u.light THEN NULL ELSE r.response_body END, r.error, r.request_headers" \
 "    FROM r JOIN u ON u.delivery_id = r.delivery_id" \
 ")" \
-"SELECT profile_id, status, response_status, in_failure_run, delivery_id, profile, events FROM u"
+"SELECT profile_id, status, response_status, in_failure_run, delivery_id, profile, events, error FROM u"
 
-static const char *record_sql = RECORD_SQL("p.log");
+/*
+ * From when a delivery could first be sent to its first response (see
+ * webhook--0.10--0.11.sql): its capture; a batch's close, which its due
+ * time still is when its first attempt is recorded; a redelivery's request.
+ */
+#define FIRST_RESPONSE \
+"         first_response_ms = CASE WHEN d.attempts = 1 AND r.response_status IS NOT NULL" \
+"                                  THEN pg_catalog.date_part('epoch', r.started_at" \
+"                                         - CASE WHEN d.ready_at IS NOT NULL THEN d.ready_at" \
+"                                                WHEN p.batching <> 'none' OR d.items > 1 THEN d.next_attempt_at" \
+"                                                ELSE d.captured_at END) * 1000 + r.duration_ms" \
+"                                  ELSE d.first_response_ms END,"
+
+static const char *record_sql = RECORD_SQL("p.log", FIRST_RESPONSE);
+
+/* The same of a schema before 0.11, which keeps no first response. */
+static const char *record_sql_before_0_11 = RECORD_SQL("p.log", "");
 
 /* The same of a schema before 0.9, where every profile logs in full. */
-static const char *record_sql_before_0_9 = RECORD_SQL("'full'::text");
+static const char *record_sql_before_0_9 = RECORD_SQL("'full'::text", "");
 
 static const char *outcomes_sql =
+"SELECT webhook._note_outcomes($1, $2, $3, $4, $5)";
+
+/* Before 0.11, a profile keeps no last error. */
+static const char *outcomes_sql_before_0_11 =
 "SELECT webhook._note_outcomes($1, $2, $3, $4)";
+
+/* Deliveries failed for good: the built-in event webhook.delivery_failed. */
+static const char *delivery_failed_sql =
+"SELECT webhook._delivery_failed($1)";
 
 /* At start: what a worker that ended without recording left in flight. */
 static const char *recover_sql =
@@ -289,8 +313,11 @@ static SPIPlanPtr assemble_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr record_plan_before_0_11 = NULL;
 static SPIPlanPtr record_plan_before_0_9 = NULL;
 static SPIPlanPtr outcomes_plan = NULL;
+static SPIPlanPtr outcomes_plan_before_0_11 = NULL;
+static SPIPlanPtr delivery_failed_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr profiles_plan = NULL;
 static SPIPlanPtr stopped_plan = NULL;
@@ -379,6 +406,14 @@ webhook_schema_before_0_9(void)
 	Oid			profile = get_relname_relid("profile", get_namespace_oid(WEBHOOK_SCHEMA_NAME, false));
 
 	return get_attnum(profile, "ignore_origins") == InvalidAttrNumber;
+}
+
+bool
+webhook_schema_before_0_11(void)
+{
+	Oid			delivery = get_relname_relid("delivery", get_namespace_oid(WEBHOOK_SCHEMA_NAME, false));
+
+	return get_attnum(delivery, "first_response_ms") == InvalidAttrNumber;
 }
 
 /* Give the deliveries a dead worker left in flight back to the queue. */
@@ -630,6 +665,18 @@ fields_jsonb(HeaderFields *fields)
 	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 }
 
+/* A list of failed deliveries' ids (an int8[]): the built-in event's rows. */
+static void
+raise_delivery_failed(void *failed_ids)
+{
+	Oid			type = INT8ARRAYOID;
+	Datum		arg = PointerGetDatum(failed_ids);
+
+	if (SPI_execute_plan(webhook_keep_plan(&delivery_failed_plan, delivery_failed_sql, 1, &type, false),
+						 &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not raise webhook.delivery_failed");
+}
+
 /*
  * Record the attempts of finished requests, all in one statement, then
  * what they mean for their profiles (runs of failures, 410).  True when a
@@ -650,11 +697,14 @@ record_finished(List *requests)
 	ArrayColumn cols[NCOLS];
 	Datum		args[NCOLS];
 	ListCell   *lc;
-	ArrayColumn outcome[3] = {{NULL, INT8OID}, {NULL, TEXTOID}, {NULL, INT4OID}};
-	Oid			outcome_types[4] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4OID};
-	Datum		outcome_args[4];
+	ArrayColumn outcome[4] = {{NULL, INT8OID}, {NULL, TEXTOID}, {NULL, INT4OID}, {NULL, TEXTOID}};
+	ArrayColumn failed = {NULL, INT8OID};
+	Oid			outcome_types[5] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4OID};
+	Datum		outcome_args[5];
+	bool		before_0_11 = webhook_schema_before_0_11();
 	bool		to_note = false;
 	bool		retrying = false;
+	SPIPlanPtr	plan;
 
 	for (int i = 0; i < NCOLS; i++)
 	{
@@ -680,10 +730,13 @@ record_finished(List *requests)
 	for (int i = 0; i < NCOLS; i++)
 		args[i] = makeArrayResult(cols[i].state, CurrentMemoryContext);
 
-	if (SPI_execute_plan(webhook_schema_before_0_9() ?
-						 webhook_keep_plan(&record_plan_before_0_9, record_sql_before_0_9, NCOLS, types, false) :
-						 webhook_keep_plan(&record_plan, record_sql, NCOLS, types, false),
-						 args, NULL, false, 0) != SPI_OK_SELECT)
+	if (webhook_schema_before_0_9())
+		plan = webhook_keep_plan(&record_plan_before_0_9, record_sql_before_0_9, NCOLS, types, false);
+	else if (before_0_11)
+		plan = webhook_keep_plan(&record_plan_before_0_11, record_sql_before_0_11, NCOLS, types, false);
+	else
+		plan = webhook_keep_plan(&record_plan, record_sql, NCOLS, types, false);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not record webhook attempts");
 
 	/*
@@ -696,13 +749,18 @@ record_finished(List *requests)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		bool		no_status;
+		bool		no_error;
 		char	   *status = TextDatumGetCString(SPI_getbinval(row, desc, 2, &isnull));
 		Datum		response_status = SPI_getbinval(row, desc, 3, &no_status);
+		Datum		error = SPI_getbinval(row, desc, 8, &no_error);
 
 		if (strcmp(status, "retrying") == 0)
 			retrying = true;
 		if (strcmp(status, "failed") == 0)
+		{
 			notify_failed(row, desc);
+			add_value(&failed, SPI_getbinval(row, desc, 5, &isnull), false);
+		}
 		if (strcmp(status, "delivered") != 0 ||
 			(!no_status && DatumGetInt32(response_status) == 410) ||
 			DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)))
@@ -710,14 +768,41 @@ record_finished(List *requests)
 		add_value(&outcome[0], SPI_getbinval(row, desc, 1, &isnull), false);
 		add_value(&outcome[1], SPI_getbinval(row, desc, 2, &isnull), false);
 		add_value(&outcome[2], response_status, no_status);
+		add_value(&outcome[3], error, no_error);
+	}
+
+	/*
+	 * Before the outcomes, which may disable the profile: its deliveries'
+	 * failures come first.  A subtransaction: what goes wrong there costs
+	 * the alert, never the record.
+	 */
+	if (failed.state != NULL && !before_0_11)
+	{
+		ErrorData  *error = webhook_in_subtransaction(raise_delivery_failed,
+													  DatumGetPointer(makeArrayResult(failed.state,
+																					  CurrentMemoryContext)));
+
+		if (error != NULL)
+		{
+			ereport(WARNING,
+					(errmsg("webhook.delivery_failed could not be raised: %s", error->message)));
+			FreeErrorData(error);
+		}
 	}
 	if (!to_note)
 		return retrying;
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		outcome_args[i] = makeArrayResult(outcome[i].state, CurrentMemoryContext);
-	outcome_args[3] = Int32GetDatum(webhook_disable_after_failures);
-	if (SPI_execute_plan(webhook_keep_plan(&outcomes_plan, outcomes_sql, 4, outcome_types, false),
-						 outcome_args, NULL, false, 0) != SPI_OK_SELECT)
+	outcome_args[4] = Int32GetDatum(webhook_disable_after_failures);
+	if (before_0_11)
+	{
+		outcome_args[3] = outcome_args[4];
+		outcome_types[3] = INT4OID;
+		plan = webhook_keep_plan(&outcomes_plan_before_0_11, outcomes_sql_before_0_11, 4, outcome_types, false);
+	}
+	else
+		plan = webhook_keep_plan(&outcomes_plan, outcomes_sql, 5, outcome_types, false);
+	if (SPI_execute_plan(plan, outcome_args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not note webhook outcomes");
 	return retrying;
 }

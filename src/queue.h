@@ -51,6 +51,7 @@ extern bool webhook_queue_recover(void);
  * ALTER EXTENSION webhook UPDATE): the worker serves it as it is.
  */
 extern bool webhook_schema_before_0_9(void);
+extern bool webhook_schema_before_0_11(void);
 
 /*
  * Deliveries the expansion claims as it makes them: those due at once, of

@@ -20,7 +20,8 @@ max_worker_processes = 16
 });
 $node->start;
 my $receiver = WebhookTest::Receiver->start;
-my %url = map { $_ => $receiver->url("/$_") } qw(plain batched held);
+my %url = map { $_ => $receiver->url("/$_") } qw(plain batched held alerts);
+$url{failing} = $receiver->url('/status/500');
 
 $node->safe_psql('postgres', sample_schema());
 $node->safe_psql('postgres', qq{
@@ -39,6 +40,7 @@ $node->safe_psql('postgres', qq{
 	SELECT webhook.create_profile('batched', '$url{batched}', ARRAY['ticket.created'],
 	                              batching => 'any_event', batch_wait => '1 hour');
 	SELECT webhook.create_profile('held', '$url{held}', ARRAY['ticket.created'], enabled => false);
+	SELECT webhook.create_profile('alerts', '$url{alerts}', ARRAY['webhook.delivery_failed']);
 	RESET ROLE;
 	INSERT INTO tickets (summary, status_id, priority_id) SELECT 'before ' || i, 1, 1 FROM generate_series(1, 10) AS i;
 	UPDATE tickets SET summary = summary || ' urgent' WHERE summary = 'before 1';
@@ -57,11 +59,14 @@ my %catalogue = (
 	                      FROM pg_constraint WHERE contype = 'f'},
 	'capture triggers' => q{SELECT string_agg(tgrelid::regclass || ' ' || tgname || ' ' || encode(tgargs, 'escape'), ', '
 	                                            ORDER BY tgrelid::regclass::text, tgname)
-	                          FROM pg_trigger WHERE tgname LIKE 'webhook_capture_%'},
+	                          FROM pg_trigger WHERE tgname LIKE 'webhook_capture_%'
+	                           AND tgrelid::regclass::text NOT LIKE 'webhook.%'},
 	'condition functions' => q{SELECT string_agg(p.oid::regprocedure || ' ' || r.rolname, ', ' ORDER BY p.oid::regprocedure::text)
 	                             FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
 	                            WHERE p.pronamespace = 'webhook'::regnamespace AND p.proname ~ '^_condition_'},
-	'events' => q{SELECT string_agg(e::text, E'\n' ORDER BY event_id) FROM webhook.event e},
+	'events' => q{SELECT string_agg(e::text, E'\n' ORDER BY event_id) FROM webhook.event e WHERE event_id > 0},
+	'built-in events' => q{SELECT string_agg(concat_ws(' ', event_id, name, table_oid), ', ' ORDER BY event_id)
+	                         FROM webhook.event WHERE event_id < 0},
 	'bindings' => q{SELECT string_agg(b::text, E'\n' ORDER BY binding_id) FROM webhook.binding b},
 	'profiles' => q{SELECT string_agg(p::text, E'\n' ORDER BY profile_id) FROM webhook.profile p},
 	'deliveries' => q{SELECT string_agg(concat_ws(' ', delivery_id, profile, status, items, webhook_id), E'\n' ORDER BY delivery_id)
@@ -105,6 +110,13 @@ for my $way (sort keys %ways)
 	});
 	my $got = $receiver->wait_for(2, sub { $_[0]{path} eq '/plain' && $_[0]{body} =~ /\Q$marker\E/ });
 	is(scalar @$got, 2, "$way: a new ticket and its action are captured and delivered");
+	# the binding to a built-in event works there: a failure is said
+	$node->safe_psql($db, qq{
+		SELECT webhook.create_profile('failing$n', '$url{failing}', ARRAY['ticket.created'], max_attempts => 1);
+		INSERT INTO tickets (summary, status_id, priority_id) VALUES ('to fail', 1, 1);
+	});
+	$got = $receiver->wait_for(1, sub { $_[0]{path} eq '/alerts' && $_[0]{body} =~ /"profile":"failing$n"/ });
+	is(scalar @$got, 1, "$way: the restored binding of webhook.delivery_failed says a failure");
 	$node->safe_psql('postgres', "DROP DATABASE $db");
 }
 
