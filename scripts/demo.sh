@@ -47,7 +47,7 @@ receiver_port=$(cat "$dir/receiver.port")
 psql=(as_pg "$PGBIN/psql" -X -h "$dir" -p "$PGPORT" -d postgres -v ON_ERROR_STOP=1)
 "${psql[@]}" -q < test/sql/sample_schema.sql
 
-echo "== The extension, the standard events, five profiles, and some ticket changes"
+echo "== The extension, the standard events, seven profiles, and some ticket changes"
 "${psql[@]}" -e <<SQL
 CREATE EXTENSION webhook;
 -- tickets have a deadline: ticket.deadline fires when it comes
@@ -85,6 +85,12 @@ SELECT webhook.create_profile('halo-receiver', 'http://127.0.0.1:$receiver_port/
                               envelope => 'halo', auth => 'basic', username => 'halo', password => 'pa:ss',
                               ignore_origins => '{crm-sync}');
 
+-- a receiver that is down, and someone who hears when a delivery to it fails for good
+SELECT webhook.create_profile('legacy', 'http://127.0.0.1:$receiver_port/status/500', ARRAY['ticket.created'],
+                              max_attempts => 2, retry_schedule => '{0s}');
+SELECT webhook.create_profile('ops-alerts', 'http://127.0.0.1:$receiver_port/ops-alerts',
+                              ARRAY['webhook.delivery_failed', 'webhook.profile_disabled']);
+
 INSERT INTO tickets (summary, details, status_id, agent_id, team_id, priority_id, client_id, deadline_at)
 VALUES ('Printer on fire', 'Third floor, tray 2', 1, 1, 1, 1, 1, now() + interval '3 seconds'),
        ('VPN drops every hour', NULL, 1, NULL, 2, 3, 2, now() + interval '3 seconds');
@@ -112,6 +118,8 @@ for _ in $(seq 300); do
     done=$("${psql[@]}" -Atc "SELECT count(*) FILTER (WHERE status = 'delivered') >= 17
                                      AND count(*) FILTER (WHERE status = 'delivered'
                                                             AND events = '{ticket.deadline}') = 1
+                                     AND count(*) FILTER (WHERE status = 'delivered'
+                                                            AND events = '{webhook.delivery_failed}') = 2
                                      AND count(*) FILTER (WHERE status IN ('pending', 'sending')) = 0
                                 FROM webhook.deliveries")
     [ "$done" = t ] && break
@@ -137,6 +145,11 @@ echo "== SELECT ... FROM webhook.deliveries"
                    FROM webhook.deliveries ORDER BY delivery_id"
 echo "== SELECT ... FROM webhook.attempts (the first one)"
 "${psql[@]}" -x -c "SELECT * FROM webhook.attempts ORDER BY delivery_id LIMIT 1"
+
+echo "== SELECT ... FROM webhook.stats"
+"${psql[@]}" -c "SELECT profile, enabled, queued, delivered, failed, p50_ms, p95_ms, last_error,
+                        last_success_at IS NOT NULL AS succeeded
+                   FROM webhook.stats ORDER BY profile"
 
 echo "== webhook.preview: the request ticket 2 would make to crm now (nothing is sent)"
 "${psql[@]}" -Atc "SELECT jsonb_pretty(webhook.preview('crm', 'ticket.created', ticket_id::text))
