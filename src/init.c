@@ -9,6 +9,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
@@ -24,6 +25,7 @@
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/syscache.h"
@@ -315,6 +317,38 @@ drop_capture_triggers(void)
 	SPI_finish();
 }
 
+/*
+ * A TRUNCATE or LOCK TABLE of the extension's tables that the user may run.
+ * It locks them in the order written; a step of the worker locks them in
+ * its statements' order: two tables locked in turn by each would deadlock.
+ */
+static bool
+locks_our_tables(Node *stmt)
+{
+	List	   *relations;
+	Oid			schema;
+	ListCell   *lc;
+
+	if (IsA(stmt, TruncateStmt))
+		relations = ((TruncateStmt *) stmt)->relations;
+	else if (IsA(stmt, LockStmt) && ((LockStmt *) stmt)->mode > RowExclusiveLock)
+		relations = ((LockStmt *) stmt)->relations;
+	else
+		return false;
+	schema = get_namespace_oid(WEBHOOK_SCHEMA_NAME, true);
+	if (!OidIsValid(schema))
+		return false;
+	foreach(lc, relations)
+	{
+		Oid			relid = RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true);
+
+		if (OidIsValid(relid) && get_rel_namespace(relid) == schema &&
+			pg_class_aclcheck(relid, GetUserId(), ACL_TRUNCATE | ACL_UPDATE | ACL_DELETE) == ACLCHECK_OK)
+			return true;
+	}
+	return false;
+}
+
 static void
 webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 					   bool readOnlyTree, ProcessUtilityContext context,
@@ -348,10 +382,11 @@ webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	}
 
 	/*
-	 * An update takes the extension's lock first, as a drop does: the
-	 * worker's step that holds it ends (it waits for nothing of ours) and the
-	 * next waits for the update holding nothing, so that the script's ALTER
-	 * TABLEs never wait for a step that waits for them.
+	 * An update, or a TRUNCATE of the queue, takes the extension's lock
+	 * first, as a drop does: the worker's step that holds it ends (it waits
+	 * for nothing of ours) and the next waits for the statement holding
+	 * nothing, so that its table locks never wait for a step that waits for
+	 * them.
 	 */
 	if (IsA(stmt, AlterExtensionStmt) &&
 		strcmp(((AlterExtensionStmt *) stmt)->extname, WEBHOOK_EXTENSION_NAME) == 0)
@@ -359,6 +394,13 @@ webhook_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		Oid			extoid = get_extension_oid(WEBHOOK_EXTENSION_NAME, true);
 
 		if (OidIsValid(extoid) && pg_extension_ownercheck(extoid, GetUserId()))
+			LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessExclusiveLock);
+	}
+	else if (locks_our_tables(stmt))
+	{
+		Oid			extoid = get_extension_oid(WEBHOOK_EXTENSION_NAME, true);
+
+		if (OidIsValid(extoid))
 			LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessExclusiveLock);
 	}
 
