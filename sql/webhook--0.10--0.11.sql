@@ -198,9 +198,17 @@ BEGIN
                last_error = COALESCE(r.last_error, p.last_error),
                last_error_at = CASE WHEN r.last_error IS NOT NULL THEN pg_catalog.now() ELSE p.last_error_at END
          WHERE p.profile_id = r.profile_id AND p.enabled
-           AND (r.failed > 0 OR r.gone OR p.consecutive_failures > 0 OR r.last_error IS NOT NULL)
+           AND (r.failed > 0 OR r.gone OR p.consecutive_failures > 0)
         RETURNING p.consecutive_failures INTO run;
-        CONTINUE WHEN NOT FOUND;
+        IF NOT FOUND THEN
+            -- a retry's error alone: noted unless an operator's transaction
+            -- holds the profile, which the worker does not wait for
+            UPDATE webhook.profile p SET last_error = r.last_error, last_error_at = pg_catalog.now()
+             WHERE r.last_error IS NOT NULL
+               AND p.profile_id = (SELECT q.profile_id FROM webhook.profile q
+                                    WHERE q.profile_id = r.profile_id AND q.enabled FOR UPDATE SKIP LOCKED);
+            CONTINUE;
+        END IF;
         IF r.gone THEN
             PERFORM webhook._disable(r.profile_id, 'the receiver answered 410 Gone');
         ELSIF disable_after > 0 AND run >= disable_after THEN

@@ -190,6 +190,28 @@ is($node->safe_psql('postgres', q{
 	SELECT p50_ms IS NOT NULL AND p95_ms >= p50_ms FROM webhook.stats WHERE profile = 'alerts'}), 't',
 	'p50 and p95 of the first responses');
 
+# an error while an operator's transaction holds the profile's row: the
+# worker does not wait for it to note the last error, and goes on
+$receiver->set_mode('status 500');
+my $operator = $node->background_psql('postgres');
+$operator->query_safe('BEGIN');
+$operator->query_safe(q{SELECT 1 FROM webhook.profile WHERE name = 'alerts' FOR UPDATE});
+$node->safe_psql('postgres', qq{
+	SELECT webhook.create_profile('fine', '$url{ok}', ARRAY['ticket.created']);
+	SELECT webhook.create_profile('held_row', 'http://127.0.0.1:9/', ARRAY['ticket.deleted']);
+	SELECT webhook.disable_profile('held_row', 'while the alerts row is held');
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM webhook.deliveries
+	 WHERE profile = 'alerts' AND status = 'retrying' AND request_body -> 'failure' ->> 'profile' = 'held_row'}),
+	'the alert\'s failed attempt is recorded while its profile\'s row is held');
+$node->safe_psql('postgres', q{INSERT INTO tickets (summary, status_id) VALUES ('while held', 1)});
+ok($receiver->wait_for(1, sub { $_[0]{path} eq '/ok' && $_[0]{body} =~ /while held/ }),
+	'and other deliveries go on');
+$operator->query_safe('COMMIT');
+$operator->quit;
+$receiver->set_mode('ok');
+
 $receiver->stop;
 $node->stop;
 done_testing();
