@@ -203,6 +203,42 @@ SELECT webhook.add_event('sec_cases', 'sec_case.created',
 SELECT webhook.alter_profile('sec_echo', url => E'https://hooks.example.com/\x01in');
 SELECT webhook.alter_profile('sec_echo', url => 'https://desk:pw-secret-456@hooks.example.com/in');
 
+-- the extension's trigger functions that run as its owner serve its own
+-- tables only: attached by the administration role to a table of its own,
+-- whose column's cast to json is another role's, each refuses before it
+-- reads a value of the row
+SET ROLE sec_admin;
+CREATE TABLE sec_trap (id bigint, profile_id bigint, event_id bigint, table_oid regclass, name sec_mood,
+                       enabled boolean, disabled_reason text, consecutive_failures int,
+                       last_error text, last_error_at timestamptz);
+INSERT INTO sec_trap VALUES (1, 1, 1, NULL, 'angry', true);
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'webhook'::regnamespace AND p.prosecdef
+                AND p.prorettype = 'trigger'::regtype ORDER BY p.proname LOOP
+        EXECUTE format('CREATE TRIGGER sec_trap AFTER INSERT OR UPDATE OR DELETE ON sec_trap'
+                       ' FOR EACH ROW EXECUTE FUNCTION %s(''id'')', f::oid::regproc);
+        BEGIN
+            UPDATE sec_trap SET enabled = false, name = 'calm';
+            RAISE NOTICE '%: fired', f;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE NOTICE '%: %', f, SQLERRM;
+        END;
+        DROP TRIGGER sec_trap ON sec_trap;
+    END LOOP;
+END
+$$;
+DROP TABLE sec_trap;
+-- nor can it write the built-in events' rows: an alert of its own would be signed as the others
+INSERT INTO webhook.failed_delivery (delivery_id, profile, webhook_id, events, attempts) VALUES (1, 'x', 'x', '{}', 1);
+INSERT INTO webhook.disabled_profile (profile_id, profile, consecutive_failures) VALUES (1, 'x', 0);
+RESET ROLE;
+SELECT who FROM sec_spied;
+SELECT rolsuper AS owner_is_superuser FROM pg_roles WHERE rolname = 'sec_owner';
+
 -- every SQL function of the extension pins its search_path
 SELECT p.oid::regprocedure AS unpinned
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'

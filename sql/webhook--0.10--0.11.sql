@@ -22,7 +22,7 @@ $$;
  * statement that captures it: it is deleted in the same transaction.
  */
 CREATE TABLE webhook.failed_delivery (
-    delivery_id     bigint PRIMARY KEY,
+    delivery_id     bigint NOT NULL,
     profile         text NOT NULL,
     webhook_id      text NOT NULL,
     events          text[] NOT NULL,
@@ -36,7 +36,7 @@ COMMENT ON TABLE webhook.failed_delivery IS
 REVOKE ALL ON webhook.failed_delivery FROM PUBLIC;
 
 CREATE TABLE webhook.disabled_profile (
-    profile_id           bigint PRIMARY KEY,
+    profile_id           bigint NOT NULL,
     profile              text NOT NULL,
     reason               text,
     consecutive_failures int NOT NULL,
@@ -47,6 +47,134 @@ CREATE TABLE webhook.disabled_profile (
 COMMENT ON TABLE webhook.disabled_profile IS
     'What webhook.profile_disabled carries: a profile disabled by a 410, a run of failures or by hand. Rows are captured and deleted as they are written.';
 REVOKE ALL ON webhook.disabled_profile FROM PUBLIC;
+
+/*
+ * Their rows are written by the extension alone (the worker, and the
+ * profile's trigger as the extension's owner): a row of one's own would be
+ * a forged alert, signed as the others are.
+ */
+CREATE FUNCTION webhook._builtin_row_guard() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION 'permission denied for table %', TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The rows of the built-in events are written by the extension only.',
+                  HINT = 'Bind webhook.delivery_failed or webhook.profile_disabled to a profile instead.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION webhook._builtin_row_guard() FROM PUBLIC;
+CREATE TRIGGER builtin_row_guard BEFORE INSERT OR UPDATE ON webhook.failed_delivery
+    FOR EACH ROW WHEN (NOT webhook._in_worker()) EXECUTE FUNCTION webhook._builtin_row_guard();
+CREATE TRIGGER builtin_row_guard BEFORE INSERT OR UPDATE ON webhook.disabled_profile
+    FOR EACH ROW EXECUTE FUNCTION webhook._builtin_row_guard();
+
+/*
+ * A trigger function that runs as the extension's owner serves the tables
+ * it was written for only: attached by a role to a table of its own (which
+ * EXECUTE on it lets one do), the values it reads of NEW and OLD could run
+ * that role's casts and operators with the owner's rights.  The first
+ * statement of each, before it touches a value of the row.
+ */
+CREATE FUNCTION webhook._trigger_of(relid oid, trigger_function text, tables regclass[]) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT relid = ANY (tables::oid[]) THEN
+        RAISE EXCEPTION '% is a trigger of the webhook extension''s own tables', trigger_function
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'It cannot be attached to another table.';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION webhook._trigger_of(oid, text, regclass[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION webhook._binding_refs() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM webhook._trigger_of(TG_RELID, 'webhook._binding_refs()', '{webhook.binding}');
+    PERFORM FROM webhook.profile p WHERE p.profile_id = NEW.profile_id FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'profile % does not exist', NEW.profile_id
+            USING ERRCODE = 'foreign_key_violation', HINT = 'See webhook.profiles.';
+    END IF;
+    PERFORM FROM webhook.event e WHERE e.event_id = NEW.event_id FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % does not exist', NEW.event_id
+            USING ERRCODE = 'foreign_key_violation', HINT = 'See webhook.events.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webhook._catalog_changed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tbl regclass;
+BEGIN
+    PERFORM webhook._trigger_of(TG_RELID, 'webhook._catalog_changed()', '{webhook.event,webhook.binding}');
+    FOR tbl IN SELECT DISTINCT e.table_oid FROM webhook.event e
+                WHERE e.event_id IN (NEW.event_id, OLD.event_id) LOOP
+        PERFORM webhook._sync_triggers(tbl);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webhook._event_deleted() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM webhook._trigger_of(TG_RELID, 'webhook._event_deleted()', '{webhook.event}');
+    IF EXISTS (SELECT FROM webhook.binding b WHERE b.event_id = OLD.event_id) THEN
+        RAISE EXCEPTION 'event % is still bound to a profile', quote_literal(OLD.name)
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Remove it from its profiles first, or use webhook.drop_event(..., cascade => true).';
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webhook._keep_ids() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id bigint;   -- the table's id column
+BEGIN
+    PERFORM webhook._trigger_of(TG_RELID, 'webhook._keep_ids()', '{webhook.event,webhook.profile}');
+    id := (pg_catalog.to_jsonb(NEW) ->> TG_ARGV[0])::bigint;
+    IF TG_OP = 'UPDATE' AND id IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) ->> TG_ARGV[0])::bigint THEN
+        RAISE EXCEPTION 'the id of a webhook % cannot change', TG_TABLE_NAME
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Make a new one, and move the bindings with webhook.add_event and webhook.remove_event.';
+    END IF;
+    IF TG_OP = 'INSERT' AND EXISTS (
+           SELECT FROM webhook.binding b
+            WHERE CASE TG_ARGV[0] WHEN 'event_id' THEN b.event_id ELSE b.profile_id END = id) THEN
+        RAISE EXCEPTION 'bindings still name webhook % %', TG_TABLE_NAME, id
+            USING ERRCODE = 'unique_violation', HINT = 'Let the id be given by its sequence.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webhook._profile_deleted() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM webhook._trigger_of(TG_RELID, 'webhook._profile_deleted()', '{webhook.profile}');
+    DELETE FROM webhook.binding b WHERE b.profile_id = OLD.profile_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webhook._deadline_dropped() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM webhook._trigger_of(TG_RELID, 'webhook._deadline_dropped()', '{webhook.event}');
+    DELETE FROM webhook.deadline d WHERE d.event_id = OLD.event_id;
+    PERFORM webhook._sync_triggers(OLD.table_oid);
+    RETURN NULL;
+END
+$$;
 
 -- the built-in events keep their ids everywhere (install, upgrade, restore):
 -- a restored binding names them by id, and only events of users are dumped
@@ -140,16 +268,26 @@ REVOKE ALL ON FUNCTION webhook._delivery_failed(bigint[]) FROM PUBLIC;
 CREATE FUNCTION webhook._profile_disabled() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM webhook._trigger_of(TG_RELID, 'webhook._profile_disabled()', '{webhook.profile}');
+    -- (a NOTIFY payload is at most 8000 bytes: a long reason is cut)
     PERFORM pg_catalog.pg_notify('webhook_failures',
                                  pg_catalog.json_build_object('event', 'profile_disabled', 'profile', NEW.name,
-                                                              'reason', NEW.disabled_reason)::text);
-    IF webhook._builtin_capture(-2) THEN
-        INSERT INTO webhook.disabled_profile (profile_id, profile, reason, consecutive_failures,
-                                              last_error, last_error_at)
-        VALUES (NEW.profile_id, NEW.name, NEW.disabled_reason, NEW.consecutive_failures,
-                NEW.last_error, NEW.last_error_at);
-        DELETE FROM webhook.disabled_profile WHERE profile_id = NEW.profile_id;
-    END IF;
+                                                              'reason', left(NEW.disabled_reason, 1000))::text);
+    -- what goes wrong in raising the event costs the alert, never the disabling
+    BEGIN
+        IF webhook._builtin_capture(-2) THEN
+            INSERT INTO webhook.disabled_profile (profile_id, profile, reason, consecutive_failures,
+                                                  last_error, last_error_at)
+            VALUES (NEW.profile_id, NEW.name, NEW.disabled_reason, NEW.consecutive_failures,
+                    NEW.last_error, NEW.last_error_at);
+            DELETE FROM webhook.disabled_profile WHERE profile_id = NEW.profile_id;
+        END IF;
+    EXCEPTION
+        WHEN lock_not_available OR deadlock_detected OR query_canceled THEN
+            RAISE;
+        WHEN OTHERS THEN
+            RAISE WARNING 'webhook.profile_disabled could not be raised for profile %: %', NEW.name, SQLERRM;
+    END;
     RETURN NULL;
 END
 $$;

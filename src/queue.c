@@ -774,7 +774,8 @@ record_finished(List *requests)
 	/*
 	 * Before the outcomes, which may disable the profile: its deliveries'
 	 * failures come first.  A subtransaction: what goes wrong there costs
-	 * the alert, never the record.
+	 * the alert, never the record; but a wait for a lock that gave up, or
+	 * a cancel, is the step's, which gives way and comes again.
 	 */
 	if (failed.state != NULL && !before_0_11)
 	{
@@ -784,6 +785,10 @@ record_finished(List *requests)
 
 		if (error != NULL)
 		{
+			if (error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+				error->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+				error->sqlerrcode == ERRCODE_QUERY_CANCELED)
+				ReThrowError(error);
 			ereport(WARNING,
 					(errmsg("webhook.delivery_failed could not be raised: %s", error->message)));
 			FreeErrorData(error);

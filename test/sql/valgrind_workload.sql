@@ -14,6 +14,11 @@ SELECT webhook.set_payload_fields('c', '[{"name":"status","column":"ticket.statu
 SELECT webhook.create_profile('failing', :'url' || '/status/503', ARRAY['ticket.created'],
                               max_attempts => 2, retry_schedule => '{1 second}');
 SELECT webhook.create_profile('oversized', :'url' || '/huge/5', ARRAY['action.added']);
+-- each failure of 'failing' said to an alert profile, and a profile disabled by hand
+SELECT webhook.create_profile('alerts', :'url' || '/alerts', ARRAY['webhook.delivery_failed', 'webhook.profile_disabled'],
+                              envelope => 'halo');
+SELECT webhook.create_profile('stopped', :'url' || '/stopped', ARRAY['ticket.deleted']);
+SELECT webhook.disable_profile('stopped', 'by hand, under valgrind');
 INSERT INTO tickets (summary, status_id, agent_id, team_id, priority_id, client_id)
 SELECT 'T ' || g, 1, 1 + g % 2, 1 + g % 2, 1 + g % 4, 1 + g % 2 FROM generate_series(1, 200) g;
 INSERT INTO actions (ticket_id, agent_id, note) SELECT ticket_id, 1, 'n' FROM tickets WHERE ticket_id % 3 = 0;
