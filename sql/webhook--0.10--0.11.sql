@@ -379,11 +379,7 @@ $$;
 
 CREATE OR REPLACE VIEW webhook.stats AS
 SELECT p.name AS profile, p.enabled,
-       (COALESCE(sum(d.items) FILTER (WHERE d.status IN ('pending', 'retrying')), 0)
-        + (SELECT COALESCE(sum(o.row_count * pg_catalog.cardinality(o.bindings)), 0)
-             FROM webhook.occurrence o
-            WHERE o.bindings && ARRAY(SELECT b.binding_id FROM webhook.binding b
-                                       WHERE b.profile_id = p.profile_id)))::bigint AS queued,
+       (COALESCE(sum(d.items) FILTER (WHERE d.status IN ('pending', 'retrying')), 0) + q.changes)::bigint AS queued,
        count(*) FILTER (WHERE d.status IN ('pending', 'retrying') AND NOT p.enabled)::bigint AS held,
        count(*) FILTER (WHERE d.status = 'sending')::bigint AS in_flight,
        count(*) FILTER (WHERE d.status = 'delivered')::bigint AS delivered,
@@ -397,11 +393,15 @@ SELECT p.name AS profile, p.enabled,
        max(d.delivered_at) AS last_success_at,
        p.last_error,
        LEAST(min(d.captured_at) FILTER (WHERE d.status IN ('pending', 'retrying', 'sending')),
-             (SELECT min(o.captured_at) FROM webhook.occurrence o
-               WHERE o.bindings && ARRAY(SELECT b.binding_id FROM webhook.binding b
-                                          WHERE b.profile_id = p.profile_id))) AS oldest_pending_at
+             q.oldest) AS oldest_pending_at
   FROM webhook.profile p
+  -- its changes not yet made into deliveries, read once
+  CROSS JOIN LATERAL (SELECT COALESCE(sum(o.row_count * pg_catalog.cardinality(o.bindings)), 0) AS changes,
+                             min(o.captured_at) AS oldest
+                        FROM webhook.occurrence o
+                       WHERE o.bindings && ARRAY(SELECT b.binding_id FROM webhook.binding b
+                                                  WHERE b.profile_id = p.profile_id)) AS q
   LEFT JOIN webhook.delivery d ON d.profile_id = p.profile_id
- GROUP BY p.profile_id;
+ GROUP BY p.profile_id, q.changes, q.oldest;
 COMMENT ON VIEW webhook.stats IS
     'One row per profile: what it holds and sent, how fast (p50_ms, p95_ms: from when a delivery could first be sent to its first response, deliveries made in the last hour), and how it is doing (last_success_at, last_error, oldest_pending_at).';
