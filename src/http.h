@@ -50,6 +50,7 @@ typedef struct WebhookRequest
 	char	   *body;
 	char	   *webhook_id;
 	char	   *secret;			/* whsec_..., NULL: unsigned */
+	char	   *previous_secret;	/* during a rotation: signs too */
 	List	   *headers;		/* "Name: value" strings, in order; the
 								 * timestamp and signature are added when
 								 * the request starts */

@@ -142,15 +142,26 @@ static const char *claim_sql =
 "         ORDER BY c.next_attempt_at, c.delivery_id LIMIT $1))"
 " RETURNING d.delivery_id, d.attempts, d.profile_id, d.body::text, d.webhook_id, d.next_attempt_at";
 
-/* What a request needs from its profile, read once per claim. */
-static const char *profiles_sql =
-"SELECT p.profile_id, p.url, p.method, p.auth, p.username, p.password, p.secret,"
-"       COALESCE((pg_catalog.date_part('epoch', p.timeout) * 1000)::int, -1),"
-"       ARRAY(SELECT h.key || ': ' || h.value FROM pg_catalog.jsonb_each_text(p.headers) AS h"
-"              ORDER BY h.key),"
-"       ARRAY(SELECT h.key FROM pg_catalog.jsonb_object_keys(p.headers) AS h(key)"
-"              WHERE h.key OPERATOR(pg_catalog.~*) '(auth|token|key|secret|cookie|password|session)')"
-"  FROM webhook.profile p WHERE p.profile_id = ANY ($1)";
+/*
+ * What a request needs from its profile, read once per claim: with the
+ * old secret of a rotation that has not ended ($previous: a schema before
+ * 0.12 has none).
+ */
+#define PROFILES_SQL(previous) \
+"SELECT p.profile_id, p.url, p.method, p.auth, p.username, p.password, p.secret," \
+"       COALESCE((pg_catalog.date_part('epoch', p.timeout) * 1000)::int, -1)," \
+"       ARRAY(SELECT h.key || ': ' || h.value FROM pg_catalog.jsonb_each_text(p.headers) AS h" \
+"              ORDER BY h.key)," \
+"       ARRAY(SELECT h.key FROM pg_catalog.jsonb_object_keys(p.headers) AS h(key)" \
+"              WHERE h.key OPERATOR(pg_catalog.~*) '(auth|token|key|secret|cookie|password|session)')," \
+previous \
+"  FROM webhook.profile p WHERE p.profile_id = ANY ($1)"
+
+static const char *profiles_sql = PROFILES_SQL(
+"       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret END,"
+"       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret_until END");
+
+static const char *profiles_sql_before_0_12 = PROFILES_SQL("NULL::text, NULL::timestamptz");
 
 /* Of the profiles the worker holds requests for, those no longer enabled. */
 static const char *stopped_sql =
@@ -297,6 +308,10 @@ static const char *recover_sql =
 "   SET status = 'pending', next_attempt_at = pg_catalog.now(), attempts = d.attempts - 1"
 " WHERE d.status = 'sending'";
 
+/* Old secrets of rotations that have ended, of profiles nobody is changing. */
+static const char *drop_old_secrets_sql =
+"SELECT webhook._drop_old_secrets()";
+
 /* Through delivery_finished_idx: it reads only the rows it deletes. */
 static const char *purge_sql =
 "WITH old AS ("
@@ -320,6 +335,8 @@ static SPIPlanPtr outcomes_plan_before_0_11 = NULL;
 static SPIPlanPtr delivery_failed_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr profiles_plan = NULL;
+static SPIPlanPtr profiles_plan_before_0_12 = NULL;
+static SPIPlanPtr drop_old_secrets_plan = NULL;
 static SPIPlanPtr stopped_plan = NULL;
 static SPIPlanPtr give_back_plan = NULL;
 
@@ -416,6 +433,14 @@ webhook_schema_before_0_11(void)
 	return get_attnum(delivery, "first_response_ms") == InvalidAttrNumber;
 }
 
+bool
+webhook_schema_before_0_12(void)
+{
+	Oid			profile = get_relname_relid("profile", get_namespace_oid(WEBHOOK_SCHEMA_NAME, false));
+
+	return get_attnum(profile, "previous_secret") == InvalidAttrNumber;
+}
+
 /* Give the deliveries a dead worker left in flight back to the queue. */
 bool
 webhook_queue_recover(void)
@@ -471,6 +496,8 @@ typedef struct ProfileSettings
 	char	   *username;
 	char	   *password;
 	char	   *secret;
+	char	   *previous_secret;	/* NULL: no rotation in progress */
+	TimestampTz previous_secret_until;	/* it signs until then */
 	int			timeout_ms;		/* -1: webhook.request_timeout */
 	List	   *headers;		/* the profile's own "Name: value" lines */
 	List	   *redacted;		/* their names that look secret */
@@ -486,8 +513,11 @@ read_profiles(List *profile_ids)
 	Datum		args[1] = {int8_array(profile_ids)};
 	List	   *result = NIL;
 
-	if (SPI_execute_plan(webhook_keep_plan(&profiles_plan, profiles_sql, 1, types, true),
-						 args, NULL, true, 0) != SPI_OK_SELECT)
+	SPIPlanPtr	plan = webhook_schema_before_0_12() ?
+		webhook_keep_plan(&profiles_plan_before_0_12, profiles_sql_before_0_12, 1, types, true) :
+		webhook_keep_plan(&profiles_plan, profiles_sql, 1, types, true);
+
+	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read webhook profiles");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -506,6 +536,9 @@ read_profiles(List *profile_ids)
 		p->timeout_ms = DatumGetInt32(SPI_getbinval(tuple, desc, 8, &isnull));
 		p->headers = text_array(tuple, desc, 9);
 		p->redacted = text_array(tuple, desc, 10);
+		p->previous_secret = SPI_getvalue(tuple, desc, 11);
+		if (p->previous_secret != NULL)
+			p->previous_secret_until = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 12, &isnull));
 		result = lappend(result, p);
 	}
 	return result;
@@ -548,6 +581,9 @@ new_request(ProfileSettings *p, const char *body, const char *webhook_id)
 	req->url = pstrdup(p->url);
 	req->method = pstrdup(p->method);
 	req->secret = copy_or_null(p->secret);
+	/* settings kept from an earlier step may hold a rotation that has ended */
+	if (p->previous_secret != NULL && GetCurrentTimestamp() < p->previous_secret_until)
+		req->previous_secret = pstrdup(p->previous_secret);
 	req->timeout_ms = p->timeout_ms > 0 ? p->timeout_ms : webhook_request_timeout;
 
 	req->headers = list_make2(pstrdup("Content-Type: application/json"),
@@ -1089,6 +1125,8 @@ keep_profile(ProfileSettings *p, TransactionId version)
 	copy->username = copy_or_null(p->username);
 	copy->password = copy_or_null(p->password);
 	copy->secret = copy_or_null(p->secret);
+	copy->previous_secret = copy_or_null(p->previous_secret);
+	copy->previous_secret_until = p->previous_secret_until;
 	copy->timeout_ms = p->timeout_ms;
 	copy->headers = copy_strings(p->headers);
 	copy->redacted = copy_strings(p->redacted);
@@ -1351,6 +1389,14 @@ webhook_queue_step(WebhookStep *step)
  * Delete one step of deliveries (and their attempts) older than
  * webhook.retention.  Returns true when there may be more to delete.
  */
+static void
+drop_old_secrets(void *unused)
+{
+	if (SPI_execute_plan(webhook_keep_plan(&drop_old_secrets_plan, drop_old_secrets_sql, 0, NULL, false),
+						 NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not drop old webhook secrets");
+}
+
 bool
 webhook_queue_purge(void)
 {
@@ -1366,6 +1412,25 @@ webhook_queue_purge(void)
 						 args, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not purge webhook history");
 	more = SPI_processed >= PURGE_STEP;
+
+	/*
+	 * A subtransaction: what goes wrong there keeps the secret a while
+	 * longer (it signs no more: the worker reads it only until its time),
+	 * never the purge; a cancel is the step's.
+	 */
+	if (!webhook_schema_before_0_12())
+	{
+		ErrorData  *error = webhook_in_subtransaction(drop_old_secrets, NULL);
+
+		if (error != NULL)
+		{
+			if (error->sqlerrcode == ERRCODE_QUERY_CANCELED)
+				ReThrowError(error);
+			ereport(WARNING,
+					(errmsg("old webhook secrets could not be dropped: %s", error->message)));
+			FreeErrorData(error);
+		}
+	}
 	end_step();
 	return more;
 }

@@ -52,6 +52,7 @@ extern bool webhook_queue_recover(void);
  */
 extern bool webhook_schema_before_0_9(void);
 extern bool webhook_schema_before_0_11(void);
+extern bool webhook_schema_before_0_12(void);
 
 /*
  * Deliveries the expansion claims as it makes them: those due at once, of

@@ -127,6 +127,15 @@ webhook_request_sign(WebhookRequest *req)
 						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
 	req->headers = lappend(req->headers, psprintf("webhook-timestamp: %s", timestamp));
 	signature = webhook_signature(req->secret, req->webhook_id, timestamp, req->body);
+	/* a rotation's old secret signs second: receivers try each in turn */
+	if (signature && req->previous_secret)
+	{
+		char	   *previous = webhook_signature(req->previous_secret, req->webhook_id,
+												 timestamp, req->body);
+
+		if (previous)
+			signature = psprintf("%s %s", signature, previous);
+	}
 	CurrentResourceOwner = old_owner;
 	if (signature)
 		req->headers = lappend(req->headers, psprintf("webhook-signature: %s", signature));

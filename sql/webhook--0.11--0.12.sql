@@ -1,0 +1,211 @@
+/* webhook--0.11--0.12.sql: a profile's signing secret rotates, the old one signing alongside for a while */
+
+\echo Use "ALTER EXTENSION webhook UPDATE TO '0.12'" to load this file. \quit
+
+/*
+ * While a rotation lasts, a request carries two signatures in
+ * webhook-signature, the new secret's first: a receiver that has either
+ * secret verifies it, so the receiver can take the new one when it likes.
+ */
+ALTER TABLE webhook.profile
+    ADD COLUMN previous_secret text,
+    ADD COLUMN previous_secret_until timestamptz,
+    ADD CONSTRAINT profile_previous_secret_check
+        CHECK ((previous_secret IS NULL) = (previous_secret_until IS NULL));
+COMMENT ON COLUMN webhook.profile.previous_secret IS
+    'The secret that webhook.rotate_secret replaced: requests are signed with it too until previous_secret_until.';
+
+/*
+ * A secret set other than by a rotation (alter_profile, an UPDATE) ends the
+ * rotation; an old secret past its time is dropped at the profile's next
+ * change (the worker drops those of unchanged profiles).
+ */
+CREATE FUNCTION webhook._rotation_guard() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    key_bytes int;
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.secret IS DISTINCT FROM OLD.secret
+       AND NEW.previous_secret IS NOT DISTINCT FROM OLD.previous_secret THEN
+        NEW.previous_secret := NULL;
+        NEW.previous_secret_until := NULL;
+    END IF;
+    IF NEW.previous_secret_until <= pg_catalog.now() THEN
+        NEW.previous_secret := NULL;
+        NEW.previous_secret_until := NULL;
+    END IF;
+    IF (NEW.previous_secret IS NULL) <> (NEW.previous_secret_until IS NULL) THEN
+        RAISE EXCEPTION 'a previous secret and its end go together'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Rotate with webhook.rotate_secret, which sets both.';
+    END IF;
+    IF NEW.previous_secret IS NULL THEN
+        RETURN NEW;
+    END IF;
+    BEGIN
+        key_bytes := length(decode(substr(NEW.previous_secret, 7), 'base64'));
+    EXCEPTION WHEN OTHERS THEN
+        key_bytes := 0;
+    END;
+    IF NEW.previous_secret !~ '^whsec_[A-Za-z0-9+/]+={0,2}$' OR key_bytes NOT BETWEEN 24 AND 64 THEN
+        RAISE EXCEPTION 'invalid previous secret'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'webhook.rotate_secret keeps the secret it replaces; a secret is whsec_ followed by the base64 of 24 to 64 bytes.';
+    END IF;
+    IF NEW.previous_secret = NEW.secret THEN
+        RAISE EXCEPTION 'the previous secret is the secret itself'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'webhook.rotate_secret replaces the secret with a different one.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION webhook._rotation_guard() IS
+    'Checks the previous secret of a rotation, ends the rotation when the secret is set otherwise (internal).';
+REVOKE ALL ON FUNCTION webhook._rotation_guard() FROM PUBLIC;
+-- after profile_guard, which makes a secret for a NULL one
+CREATE TRIGGER profile_secret_rotation BEFORE INSERT OR UPDATE ON webhook.profile
+    FOR EACH ROW EXECUTE FUNCTION webhook._rotation_guard();
+
+CREATE FUNCTION webhook.rotate_secret(profile text, keep_old interval DEFAULT '24 hours',
+                                      new_secret text DEFAULT NULL)
+    RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id bigint := webhook._profile_id(profile);
+    made text;
+BEGIN
+    IF keep_old IS NULL OR keep_old < '0' OR keep_old > '1 year' THEN
+        RAISE EXCEPTION 'keep_old must be between 0 and 1 year'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is how long the old secret signs too; the default is 24 hours, 0 drops it at once.';
+    END IF;
+    IF new_secret = (SELECT p.secret FROM webhook.profile p WHERE p.profile_id = id) THEN
+        RAISE EXCEPTION 'new_secret is the secret profile % has already', webhook._quoted(profile)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give a different secret, or leave new_secret NULL to have one made.';
+    END IF;
+    -- a rotation in progress ends: the secret it kept is dropped
+    UPDATE webhook.profile p
+       SET previous_secret = p.secret,
+           previous_secret_until = pg_catalog.now() + keep_old,
+           secret = COALESCE(new_secret, webhook._new_secret())
+     WHERE p.profile_id = id
+    RETURNING p.secret INTO made;
+    RETURN made;
+END
+$$;
+COMMENT ON FUNCTION webhook.rotate_secret(text, interval, text) IS
+    'Gives the profile a new signing secret (made, or new_secret) and returns it; the old one signs too for keep_old.';
+REVOKE ALL ON FUNCTION webhook.rotate_secret(text, interval, text) FROM PUBLIC;
+
+-- whoever may change a profile may rotate its secret
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT a.grantee, a.is_grantable
+               FROM pg_catalog.pg_proc p CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) AS a
+              WHERE p.oid = 'webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text)'::regprocedure
+                AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION webhook.rotate_secret(text, interval, text) TO %I%s',
+                                  pg_catalog.pg_get_userbyid(g.grantee),
+                                  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END $$;
+
+/*
+ * The worker drops old secrets past their time from profiles nobody is
+ * changing (one being changed drops its own, in the guard).
+ */
+CREATE FUNCTION webhook._drop_old_secrets() RETURNS void
+    LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+UPDATE webhook.profile p SET previous_secret = NULL, previous_secret_until = NULL
+ WHERE p.profile_id = ANY (ARRAY(SELECT q.profile_id FROM webhook.profile q
+                                  WHERE q.previous_secret_until <= pg_catalog.now()
+                                  FOR UPDATE SKIP LOCKED))
+$$;
+COMMENT ON FUNCTION webhook._drop_old_secrets() IS 'Drops the old secrets of rotations that have ended (internal, the worker''s).';
+REVOKE ALL ON FUNCTION webhook._drop_old_secrets() FROM PUBLIC;
+
+-- a rotation in progress, shown with when it ends; the secrets never
+CREATE OR REPLACE VIEW webhook.profiles AS
+SELECT p.name,
+       CASE WHEN pg_catalog.has_table_privilege('webhook.profile', 'SELECT') THEN p.url
+            ELSE webhook._redact_url(p.url) END AS url,
+       p.method, p.auth, p.username,
+       CASE WHEN p.password IS NOT NULL THEN '[redacted]' END AS password,
+       (SELECT COALESCE(pg_catalog.jsonb_object_agg(h.key,
+                            CASE WHEN h.key ~* '(auth|token|key|secret|cookie|password|session)'
+                                      OR (NOT pg_catalog.has_table_privilege('webhook.profile', 'SELECT')
+                                          AND NOT pg_catalog.lower(h.key) = ANY (pg_catalog.lower(p.public_headers::text)::text[]))
+                                 THEN '"[redacted]"'::jsonb ELSE h.value END), '{}')
+          FROM pg_catalog.jsonb_each(p.headers) AS h) AS headers,
+       p.payload, p.payload_fields, p.batching, p.batch_wait, p.batch_max_items,
+       '[redacted]'::text AS secret, p.enabled, p.disabled_reason, p.max_attempts,
+       p.retry_schedule, p.timeout, p.consecutive_failures,
+       ARRAY(SELECT e.name FROM webhook.binding b JOIN webhook.event e ON e.event_id = b.event_id
+              WHERE b.profile_id = p.profile_id ORDER BY b.binding_id) AS events,
+       p.created_at, p.public_headers, p.envelope, p.guid, p.ignore_origins, p.log,
+       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret_until END
+         AS previous_secret_until
+  FROM webhook.profile p;
+
+-- the old secret, echoed back by a receiver, is redacted as the secret is
+CREATE OR REPLACE VIEW webhook.deliveries AS
+SELECT d.delivery_id, p.name AS profile, d.events, d.items,
+       CASE WHEN d.status IN ('pending', 'retrying') AND NOT p.enabled THEN 'held' ELSE d.status END
+         AS status,
+       d.attempts, d.created_at, d.last_attempt_at,
+       CASE WHEN p.enabled THEN d.next_attempt_at END AS next_attempt_at,
+       d.response_status, d.duration_ms, d.error,
+       -- a batch that waits shows the items it has so far
+       webhook._display_jsonb(COALESCE(d.body, (SELECT pg_catalog.json_agg(i.envelope ORDER BY i.item_no)
+                                                  FROM webhook.batch_item i WHERE i.delivery_id = d.delivery_id)))
+         AS request_body,
+       CASE WHEN pg_catalog.has_table_privilege('webhook.profile', 'SELECT') THEN d.response_body
+            ELSE webhook._scrub(d.response_body, s.secrets) END AS response_body,
+       d.webhook_id, d.captured_at, d.delivered_at
+  FROM webhook.delivery d
+  LEFT JOIN webhook.profile p ON p.profile_id = d.profile_id
+  LEFT JOIN LATERAL (
+       SELECT ARRAY[p.password, p.secret, pg_catalog.substr(p.secret, 7),
+                    p.previous_secret, pg_catalog.substr(p.previous_secret, 7),
+                    pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(
+                        COALESCE(p.username, '') || ':' || p.password, 'UTF8'), 'base64'), E'\n', '')]
+              || ARRAY(SELECT h.value #>> '{}' FROM pg_catalog.jsonb_each(p.headers) AS h
+                        WHERE NOT pg_catalog.lower(h.key) = ANY (pg_catalog.lower(p.public_headers::text)::text[]))
+              || ARRAY(SELECT m[1] FROM pg_catalog.regexp_matches(p.url, '[?&][^=&#]*=([^&#]*)', 'g') AS m)
+                AS secrets
+        WHERE d.response_body IS NOT NULL AND NOT pg_catalog.has_table_privilege('webhook.profile', 'SELECT')
+       ) AS s ON true;
+
+CREATE OR REPLACE VIEW webhook.attempts AS
+SELECT a.delivery_id, a.attempt, a.started_at, a.duration_ms, a.outcome, a.response_status,
+       CASE WHEN s.secrets IS NULL THEN a.response_headers
+            ELSE (SELECT pg_catalog.jsonb_object_agg(h.key, pg_catalog.to_jsonb(webhook._scrub(h.value, s.secrets)))
+                    FROM pg_catalog.jsonb_each_text(a.response_headers) AS h) END AS response_headers,
+       CASE WHEN s.secrets IS NULL THEN a.response_body
+            ELSE webhook._scrub(a.response_body, s.secrets) END AS response_body,
+       a.error,
+       CASE WHEN s.secrets IS NULL THEN a.request_headers
+            ELSE (SELECT pg_catalog.jsonb_object_agg(h.key,
+                             CASE WHEN h.key = ANY (s.header_names) THEN '"[redacted]"'::jsonb ELSE h.value END)
+                    FROM pg_catalog.jsonb_each(a.request_headers) AS h) END AS request_headers
+  FROM webhook.attempt a
+  LEFT JOIN LATERAL (
+       SELECT ARRAY[p.password, p.secret, pg_catalog.substr(p.secret, 7),
+                    p.previous_secret, pg_catalog.substr(p.previous_secret, 7),
+                    pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(
+                        COALESCE(p.username, '') || ':' || p.password, 'UTF8'), 'base64'), E'\n', '')]
+              || ARRAY(SELECT h.value #>> '{}' FROM pg_catalog.jsonb_each(p.headers) AS h
+                        WHERE NOT pg_catalog.lower(h.key) = ANY (pg_catalog.lower(p.public_headers::text)::text[]))
+              || ARRAY(SELECT m[1] FROM pg_catalog.regexp_matches(p.url, '[?&][^=&#]*=([^&#]*)', 'g') AS m)
+                AS secrets,
+              ARRAY(SELECT k FROM pg_catalog.jsonb_object_keys(p.headers) AS k
+                     WHERE NOT pg_catalog.lower(k) = ANY (pg_catalog.lower(p.public_headers::text)::text[]))
+                AS header_names
+         FROM webhook.delivery d JOIN webhook.profile p ON p.profile_id = d.profile_id
+        WHERE d.delivery_id = a.delivery_id
+          AND NOT pg_catalog.has_table_privilege('webhook.profile', 'SELECT')
+       ) AS s ON true;
