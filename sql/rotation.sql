@@ -72,7 +72,15 @@ UPDATE webhook.profile SET previous_secret = 'whsec_nope', previous_secret_until
 UPDATE webhook.profile SET previous_secret = secret, previous_secret_until = now() + interval '1 hour' WHERE name = 'rot';
 UPDATE webhook.profile SET previous_secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' WHERE name = 'rot';
 UPDATE webhook.profile SET previous_secret_until = now() + interval '1 hour' WHERE name = 'rot';
+UPDATE webhook.profile SET previous_secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', previous_secret_until = 'infinity'
+ WHERE name = 'rot';
+UPDATE webhook.profile SET previous_secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+       previous_secret_until = now() + interval '13 months' WHERE name = 'rot';
 SELECT secret = :'before' AS unchanged, previous_secret IS NULL AS no_rotation FROM webhook.profile WHERE name = 'rot';
+
+-- a year is a year of days, not of 30-day months
+SELECT webhook.rotate_secret('rot', '365 days') <> '' AS a_year_of_days;
+SELECT webhook.rotate_secret('rot', '367 days');
 
 -- who may rotate: not PUBLIC, not the read-only role; it sees when, never the secrets
 SELECT webhook.rotate_secret('rot', '1 hour') <> '' AS rotated;
@@ -101,6 +109,30 @@ SELECT a.response_headers, a.response_body FROM webhook.attempts a
   JOIN webhook.deliveries d USING (delivery_id) WHERE d.webhook_id = 'rot-1';
 RESET ROLE;
 SELECT response_body LIKE '%whsec_%' AS superuser_sees_the_echo FROM webhook.deliveries WHERE webhook_id = 'rot-1';
+
+-- and stays redacted once the rotation has ended and the secret is gone
+-- from the profile: each secret the profile stopped signing with is kept,
+-- out of every role's sight but the owner's, as long as the history
+SELECT count(*) AS retired_so_far FROM webhook.retired_secret
+ WHERE profile_id = (SELECT profile_id FROM webhook.profile WHERE name = 'rot');
+SELECT webhook.rotate_secret('rot', '0') <> '' AS rotated_again;
+SELECT webhook.alter_profile('rot', secret => 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw');
+SELECT count(*) AS retired_now FROM webhook.retired_secret
+ WHERE profile_id = (SELECT profile_id FROM webhook.profile WHERE name = 'rot');
+SELECT count(*) AS echoed_secret_retired FROM webhook.retired_secret r, webhook.delivery d
+ WHERE d.webhook_id = 'rot-1' AND strpos(d.response_body, r.secret) > 0;
+SET ROLE rot_reader;
+SELECT response_body FROM webhook.deliveries WHERE webhook_id = 'rot-1';
+SELECT a.response_headers, a.response_body FROM webhook.attempts a
+  JOIN webhook.deliveries d USING (delivery_id) WHERE d.webhook_id = 'rot-1';
+SELECT * FROM webhook.retired_secret;
+RESET ROLE;
+-- the housekeeping keeps them for webhook.retention, no longer
+SELECT webhook._tidy_secrets(3600);
+SELECT count(*) > 0 AS kept FROM webhook.retired_secret;
+UPDATE webhook.retired_secret SET retired_at = now() - interval '2 hours';
+SELECT webhook._tidy_secrets(3600);
+SELECT count(*) AS forgotten FROM webhook.retired_secret;
 
 DELETE FROM webhook.attempt WHERE delivery_id IN (SELECT delivery_id FROM webhook.delivery WHERE webhook_id = 'rot-1');
 DELETE FROM webhook.delivery WHERE webhook_id = 'rot-1';

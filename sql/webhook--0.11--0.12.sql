@@ -42,6 +42,11 @@ BEGIN
     IF NEW.previous_secret IS NULL THEN
         RETURN NEW;
     END IF;
+    IF NEW.previous_secret_until > pg_catalog.now() + interval '1 year' THEN
+        RAISE EXCEPTION 'a previous secret signs for a year at most'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Rotate with webhook.rotate_secret, whose keep_old is 0 to 1 year.';
+    END IF;
     BEGIN
         key_bytes := length(decode(substr(NEW.previous_secret, 7), 'base64'));
     EXCEPTION WHEN OTHERS THEN
@@ -74,7 +79,9 @@ DECLARE
     id bigint := webhook._profile_id(profile);
     made text;
 BEGIN
-    IF keep_old IS NULL OR keep_old < '0' OR keep_old > '1 year' THEN
+    -- as times, not intervals: an interval's year is 360 days
+    IF keep_old IS NULL OR keep_old < '0'
+       OR pg_catalog.now() + keep_old > pg_catalog.now() + interval '1 year' THEN
         RAISE EXCEPTION 'keep_old must be between 0 and 1 year'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'It is how long the old secret signs too; the default is 24 hours, 0 drops it at once.';
@@ -115,18 +122,59 @@ BEGIN
 END $$;
 
 /*
- * The worker drops old secrets past their time from profiles nobody is
- * changing (one being changed drops its own, in the guard).
+ * Secrets a profile no longer signs with, kept as long as the responses
+ * that may echo them (webhook.retention): the views redact them for
+ * readers as they redact the secrets in use.  Written by the extension
+ * alone; read by nobody but its owner.
  */
-CREATE FUNCTION webhook._drop_old_secrets() RETURNS void
+CREATE TABLE webhook.retired_secret (
+    profile_id bigint NOT NULL,
+    secret     text NOT NULL,
+    retired_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX retired_secret_profile_idx ON webhook.retired_secret (profile_id);
+COMMENT ON TABLE webhook.retired_secret IS
+    'Signing secrets replaced or dropped, kept for webhook.retention so that echoes of them stay redacted.';
+REVOKE ALL ON webhook.retired_secret FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('webhook.retired_secret', '');
+
+CREATE FUNCTION webhook._secret_retired() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM webhook._trigger_of(TG_RELID, 'webhook._secret_retired()', '{webhook.profile}');
+    INSERT INTO webhook.retired_secret (profile_id, secret)
+    SELECT NEW.profile_id, v.secret FROM (VALUES (OLD.secret), (OLD.previous_secret)) AS v(secret)
+     WHERE v.secret IS NOT NULL AND v.secret IS DISTINCT FROM NEW.secret
+       AND v.secret IS DISTINCT FROM NEW.previous_secret;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION webhook._secret_retired() IS 'Keeps the secrets a profile stops signing with (internal).';
+REVOKE ALL ON FUNCTION webhook._secret_retired() FROM PUBLIC;
+CREATE TRIGGER secret_retired AFTER UPDATE OF secret, previous_secret ON webhook.profile
+    FOR EACH ROW WHEN (OLD.secret IS DISTINCT FROM NEW.secret
+                       OR OLD.previous_secret IS DISTINCT FROM NEW.previous_secret)
+    EXECUTE FUNCTION webhook._secret_retired();
+
+/*
+ * The worker's, at its housekeeping: drops the old secrets of rotations
+ * that have ended from profiles nobody is changing (one being changed
+ * drops its own, in the guard), and forgets retired secrets older than
+ * the history kept ($1 seconds) or of profiles that are gone.
+ */
+CREATE FUNCTION webhook._tidy_secrets(retention_seconds int) RETURNS void
     LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
 UPDATE webhook.profile p SET previous_secret = NULL, previous_secret_until = NULL
  WHERE p.profile_id = ANY (ARRAY(SELECT q.profile_id FROM webhook.profile q
                                   WHERE q.previous_secret_until <= pg_catalog.now()
-                                  FOR UPDATE SKIP LOCKED))
+                                  FOR UPDATE SKIP LOCKED));
+DELETE FROM webhook.retired_secret r
+ WHERE r.retired_at < pg_catalog.now() - pg_catalog.make_interval(secs => retention_seconds)
+    OR NOT EXISTS (SELECT FROM webhook.profile p WHERE p.profile_id = r.profile_id);
 $$;
-COMMENT ON FUNCTION webhook._drop_old_secrets() IS 'Drops the old secrets of rotations that have ended (internal, the worker''s).';
-REVOKE ALL ON FUNCTION webhook._drop_old_secrets() FROM PUBLIC;
+COMMENT ON FUNCTION webhook._tidy_secrets(int) IS
+    'Drops ended rotations'' old secrets and retired secrets past the retention (internal, the worker''s).';
+REVOKE ALL ON FUNCTION webhook._tidy_secrets(int) FROM PUBLIC;
 
 -- a rotation in progress, shown with when it ends; the secrets never
 CREATE OR REPLACE VIEW webhook.profiles AS
@@ -151,7 +199,7 @@ SELECT p.name,
          AS previous_secret_until
   FROM webhook.profile p;
 
--- the old secret, echoed back by a receiver, is redacted as the secret is
+-- the old and the retired secrets, echoed back by a receiver, are redacted as the secret is
 CREATE OR REPLACE VIEW webhook.deliveries AS
 SELECT d.delivery_id, p.name AS profile, d.events, d.items,
        CASE WHEN d.status IN ('pending', 'retrying') AND NOT p.enabled THEN 'held' ELSE d.status END
@@ -173,6 +221,9 @@ SELECT d.delivery_id, p.name AS profile, d.events, d.items,
                     p.previous_secret, pg_catalog.substr(p.previous_secret, 7),
                     pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(
                         COALESCE(p.username, '') || ':' || p.password, 'UTF8'), 'base64'), E'\n', '')]
+              || ARRAY(SELECT v.secret FROM webhook.retired_secret r,
+                              LATERAL (VALUES (r.secret), (pg_catalog.substr(r.secret, 7))) AS v(secret)
+                        WHERE r.profile_id = p.profile_id)
               || ARRAY(SELECT h.value #>> '{}' FROM pg_catalog.jsonb_each(p.headers) AS h
                         WHERE NOT pg_catalog.lower(h.key) = ANY (pg_catalog.lower(p.public_headers::text)::text[]))
               || ARRAY(SELECT m[1] FROM pg_catalog.regexp_matches(p.url, '[?&][^=&#]*=([^&#]*)', 'g') AS m)
@@ -198,6 +249,9 @@ SELECT a.delivery_id, a.attempt, a.started_at, a.duration_ms, a.outcome, a.respo
                     p.previous_secret, pg_catalog.substr(p.previous_secret, 7),
                     pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(
                         COALESCE(p.username, '') || ':' || p.password, 'UTF8'), 'base64'), E'\n', '')]
+              || ARRAY(SELECT v.secret FROM webhook.retired_secret r,
+                              LATERAL (VALUES (r.secret), (pg_catalog.substr(r.secret, 7))) AS v(secret)
+                        WHERE r.profile_id = p.profile_id)
               || ARRAY(SELECT h.value #>> '{}' FROM pg_catalog.jsonb_each(p.headers) AS h
                         WHERE NOT pg_catalog.lower(h.key) = ANY (pg_catalog.lower(p.public_headers::text)::text[]))
               || ARRAY(SELECT m[1] FROM pg_catalog.regexp_matches(p.url, '[?&][^=&#]*=([^&#]*)', 'g') AS m)

@@ -260,6 +260,7 @@ webhook_channel_post_request(WebhookChannel *channel, WebhookRequest *req)
 	put_string(buf, req->webhook_id);
 	put_string(buf, req->secret);
 	put_string(buf, req->previous_secret);
+	put_int64(buf, req->previous_secret_until);
 	put_list(buf, req->headers);
 	put_list(buf, req->redacted);
 	post(channel, buf);
@@ -390,6 +391,7 @@ webhook_channel_receive(WebhookChannel *channel, WebhookMessage *msg)
 		req->webhook_id = get_string(&r);
 		req->secret = get_string(&r);
 		req->previous_secret = get_string(&r);
+		req->previous_secret_until = get_int64(&r);
 		req->headers = get_list(&r);
 		req->redacted = get_list(&r);
 	}

@@ -50,7 +50,8 @@ typedef struct WebhookRequest
 	char	   *body;
 	char	   *webhook_id;
 	char	   *secret;			/* whsec_..., NULL: unsigned */
-	char	   *previous_secret;	/* during a rotation: signs too */
+	char	   *previous_secret;	/* during a rotation: signs too, */
+	TimestampTz previous_secret_until;	/* until then */
 	List	   *headers;		/* "Name: value" strings, in order; the
 								 * timestamp and signature are added when
 								 * the request starts */

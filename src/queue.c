@@ -308,9 +308,9 @@ static const char *recover_sql =
 "   SET status = 'pending', next_attempt_at = pg_catalog.now(), attempts = d.attempts - 1"
 " WHERE d.status = 'sending'";
 
-/* Old secrets of rotations that have ended, of profiles nobody is changing. */
-static const char *drop_old_secrets_sql =
-"SELECT webhook._drop_old_secrets()";
+/* Ended rotations' old secrets, and retired secrets past the retention. */
+static const char *tidy_secrets_sql =
+"SELECT webhook._tidy_secrets($1)";
 
 /* Through delivery_finished_idx: it reads only the rows it deletes. */
 static const char *purge_sql =
@@ -336,7 +336,7 @@ static SPIPlanPtr delivery_failed_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr profiles_plan = NULL;
 static SPIPlanPtr profiles_plan_before_0_12 = NULL;
-static SPIPlanPtr drop_old_secrets_plan = NULL;
+static SPIPlanPtr tidy_secrets_plan = NULL;
 static SPIPlanPtr stopped_plan = NULL;
 static SPIPlanPtr give_back_plan = NULL;
 
@@ -583,7 +583,10 @@ new_request(ProfileSettings *p, const char *body, const char *webhook_id)
 	req->secret = copy_or_null(p->secret);
 	/* settings kept from an earlier step may hold a rotation that has ended */
 	if (p->previous_secret != NULL && GetCurrentTimestamp() < p->previous_secret_until)
+	{
 		req->previous_secret = pstrdup(p->previous_secret);
+		req->previous_secret_until = p->previous_secret_until;
+	}
 	req->timeout_ms = p->timeout_ms > 0 ? p->timeout_ms : webhook_request_timeout;
 
 	req->headers = list_make2(pstrdup("Content-Type: application/json"),
@@ -1385,18 +1388,21 @@ webhook_queue_step(WebhookStep *step)
 	end_step();
 }
 
+static void
+tidy_secrets(void *unused)
+{
+	Oid			type = INT4OID;
+	Datum		arg = Int32GetDatum(webhook_retention);
+
+	if (SPI_execute_plan(webhook_keep_plan(&tidy_secrets_plan, tidy_secrets_sql, 1, &type, false),
+						 &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not tidy webhook secrets");
+}
+
 /*
  * Delete one step of deliveries (and their attempts) older than
  * webhook.retention.  Returns true when there may be more to delete.
  */
-static void
-drop_old_secrets(void *unused)
-{
-	if (SPI_execute_plan(webhook_keep_plan(&drop_old_secrets_plan, drop_old_secrets_sql, 0, NULL, false),
-						 NULL, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not drop old webhook secrets");
-}
-
 bool
 webhook_queue_purge(void)
 {
@@ -1414,20 +1420,21 @@ webhook_queue_purge(void)
 	more = SPI_processed >= PURGE_STEP;
 
 	/*
-	 * A subtransaction: what goes wrong there keeps the secret a while
-	 * longer (it signs no more: the worker reads it only until its time),
-	 * never the purge; a cancel is the step's.
+	 * Once per housekeeping, with its last step.  A subtransaction: what
+	 * goes wrong there keeps a secret a while longer (an old one signs no
+	 * more: it is read only until its time), never the purge; a cancel is
+	 * the step's.
 	 */
-	if (!webhook_schema_before_0_12())
+	if (!more && !webhook_schema_before_0_12())
 	{
-		ErrorData  *error = webhook_in_subtransaction(drop_old_secrets, NULL);
+		ErrorData  *error = webhook_in_subtransaction(tidy_secrets, NULL);
 
 		if (error != NULL)
 		{
 			if (error->sqlerrcode == ERRCODE_QUERY_CANCELED)
 				ReThrowError(error);
 			ereport(WARNING,
-					(errmsg("old webhook secrets could not be dropped: %s", error->message)));
+					(errmsg("webhook secrets could not be tidied: %s", error->message)));
 			FreeErrorData(error);
 		}
 	}

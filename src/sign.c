@@ -127,8 +127,11 @@ webhook_request_sign(WebhookRequest *req)
 						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY));
 	req->headers = lappend(req->headers, psprintf("webhook-timestamp: %s", timestamp));
 	signature = webhook_signature(req->secret, req->webhook_id, timestamp, req->body);
-	/* a rotation's old secret signs second: receivers try each in turn */
-	if (signature && req->previous_secret)
+	/*
+	 * A rotation's old secret signs second (receivers try each in turn),
+	 * until its time: a request may wait in the sender past it.
+	 */
+	if (signature && req->previous_secret && GetCurrentTimestamp() < req->previous_secret_until)
 	{
 		char	   *previous = webhook_signature(req->previous_secret, req->webhook_id,
 												 timestamp, req->body);

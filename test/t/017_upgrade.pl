@@ -84,6 +84,9 @@ is($node->safe_psql('postgres', q{
 	                                   enabled => false, batching => 'any_event', batch_max_items => 10);
 	    PERFORM webhook.add_event('by_admin', 'ticket.updated');
 	    PERFORM webhook.alter_profile('by_admin', batch_max_items => 5, url => 'http://127.0.0.1:9/x');
+	    -- rotates its secret (0.12), twice, which retires one
+	    PERFORM webhook.rotate_secret('by_admin', '1 hour');
+	    PERFORM webhook.rotate_secret('by_admin', '0');
 	    PERFORM webhook.drop_profile('by_admin');
 	    -- the guards' helpers added since 0.1 are the administration role's too
 	    PERFORM webhook.define_event('action.noted', 'actions', 'insert', message => 'Note on {object_id:05}',
@@ -96,7 +99,7 @@ is($node->safe_psql('postgres', q{
 	END $$;
 	RESET ROLE;
 	SELECT 'done';
-}), 'done', 'the administration role granted under 0.1 creates, binds, alters and drops a profile, and defines an event');
+}), 'done', 'the administration role granted under 0.1 creates, binds, alters, rotates the secret of and drops a profile, and defines an event');
 $node->safe_psql('postgres', q{
 	REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhook FROM upgrade_admin;
 	REVOKE ALL ON ALL TABLES IN SCHEMA webhook FROM upgrade_admin;
