@@ -176,7 +176,181 @@ COMMENT ON FUNCTION webhook._tidy_secrets(int) IS
     'Drops ended rotations'' old secrets and retired secrets past the retention (internal, the worker''s).';
 REVOKE ALL ON FUNCTION webhook._tidy_secrets(int) FROM PUBLIC;
 
--- a rotation in progress, shown with when it ends; the secrets never
+/*
+ * max_rate: at most that many requests a second to the profile's receiver
+ * (NULL: no limit), paced by the sender, which also pauses a profile whose
+ * receiver answers 429 or 503 (for its Retry-After, else for a time that
+ * doubles while it goes on).
+ */
+ALTER TABLE webhook.profile ADD COLUMN max_rate numeric;
+
+CREATE FUNCTION webhook._max_rate_guard() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.max_rate IS NOT NULL AND NOT (NEW.max_rate > 0 AND NEW.max_rate <= 100000) THEN
+        RAISE EXCEPTION 'max_rate must be more than 0 and at most 100000 requests a second'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it NULL for no limit (alter_profile: pass 0 to lift a limit).';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION webhook._max_rate_guard() IS 'Checks a profile''s max_rate (internal).';
+REVOKE ALL ON FUNCTION webhook._max_rate_guard() FROM PUBLIC;
+CREATE TRIGGER profile_max_rate BEFORE INSERT OR UPDATE OF max_rate ON webhook.profile
+    FOR EACH ROW EXECUTE FUNCTION webhook._max_rate_guard();
+
+/*
+ * create_profile and alter_profile take max_rate: made anew, whoever could
+ * call them before still can.
+ */
+CREATE TEMPORARY TABLE changed_function_grants AS
+SELECT p.proname::text AS function, a.grantee, a.is_grantable
+  FROM pg_catalog.pg_proc p CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) AS a
+ WHERE p.oid IN ('webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[], text)'::regprocedure,
+                 'webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text)'::regprocedure)
+   AND a.privilege_type = 'EXECUTE';
+DROP FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[], text);
+DROP FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text);
+
+CREATE FUNCTION webhook.create_profile(name text, url text, events text[],
+                                       method text DEFAULT 'POST', auth text DEFAULT 'none',
+                                       username text DEFAULT NULL, password text DEFAULT NULL,
+                                       headers jsonb DEFAULT '{}', payload text DEFAULT 'small',
+                                       batching text DEFAULT 'none',
+                                       batch_wait interval DEFAULT '10 seconds',
+                                       batch_max_items int DEFAULT 100,
+                                       secret text DEFAULT NULL, enabled boolean DEFAULT true,
+                                       max_attempts int DEFAULT 8,
+                                       retry_schedule interval[] DEFAULT NULL,
+                                       timeout interval DEFAULT NULL,
+                                       public_headers text[] DEFAULT '{}',
+                                       envelope text DEFAULT 'standard',
+                                       ignore_origins text[] DEFAULT '{}', log text DEFAULT 'full',
+                                       max_rate numeric DEFAULT NULL)
+    RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+    ev text;
+BEGIN
+    IF events IS NULL OR cardinality(events) = 0 THEN
+        RAISE EXCEPTION 'a profile needs at least one event'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List events of webhook.events, e.g. ARRAY[''ticket.created''].';
+    END IF;
+    FOREACH ev IN ARRAY events LOOP
+        IF ev IS NULL OR NOT EXISTS (SELECT 1 FROM webhook.event e WHERE e.name = ev) THEN
+            RAISE EXCEPTION 'event % does not exist', webhook._quoted(ev)
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Define it with webhook.define_event, or pick one of webhook.events.';
+        END IF;
+    END LOOP;
+    IF (SELECT count(DISTINCT e) FROM unnest(events) AS e) <> cardinality(events) THEN
+        RAISE EXCEPTION 'an event is listed more than once'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List each event once; bind it again with webhook.add_event for other conditions.';
+    END IF;
+    IF enabled IS NULL THEN
+        RAISE EXCEPTION 'enabled must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass true or false.';
+    END IF;
+    -- the guard trigger checks the rest, the name's uniqueness included
+    INSERT INTO webhook.profile (name, url, method, auth, username, password, headers, payload,
+                                 batching, batch_wait, batch_max_items, secret, enabled,
+                                 disabled_reason, max_attempts, retry_schedule, timeout, public_headers,
+                                 envelope, ignore_origins, log, max_rate)
+    VALUES (name, url, method, auth, username, password, headers, payload,
+            batching, batch_wait, batch_max_items, secret, enabled,
+            CASE WHEN NOT enabled THEN 'created disabled' END, max_attempts, retry_schedule, timeout,
+            public_headers, envelope, ignore_origins, log, max_rate)
+    RETURNING profile_id INTO new_id;
+    INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
+    SELECT new_id, e.event_id, current_user::regrole, ''
+      FROM unnest(events) WITH ORDINALITY AS l(name, ord)
+      JOIN webhook.event e ON e.name = l.name
+     ORDER BY l.ord;
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[], text, numeric) IS
+    'Creates a webhook profile that sends the listed events to the URL.';
+
+CREATE FUNCTION webhook.alter_profile(name text, url text DEFAULT NULL, method text DEFAULT NULL,
+                                      auth text DEFAULT NULL, username text DEFAULT NULL,
+                                      password text DEFAULT NULL, headers jsonb DEFAULT NULL,
+                                      payload text DEFAULT NULL, batching text DEFAULT NULL,
+                                      batch_wait interval DEFAULT NULL,
+                                      batch_max_items int DEFAULT NULL,
+                                      secret text DEFAULT NULL, enabled boolean DEFAULT NULL,
+                                      max_attempts int DEFAULT NULL,
+                                      retry_schedule interval[] DEFAULT NULL,
+                                      timeout interval DEFAULT NULL, new_name text DEFAULT NULL,
+                                      public_headers text[] DEFAULT NULL,
+                                      envelope text DEFAULT NULL,
+                                      ignore_origins text[] DEFAULT NULL, log text DEFAULT NULL,
+                                      max_rate numeric DEFAULT NULL)
+    RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id bigint := webhook._profile_id(name);
+BEGIN
+    -- the guard trigger checks the result as a whole, the new name's uniqueness included
+    UPDATE webhook.profile p SET
+        name = coalesce(new_name, p.name),
+        url = coalesce(alter_profile.url, p.url),
+        method = coalesce(alter_profile.method, p.method),
+        auth = coalesce(alter_profile.auth, p.auth),
+        -- changing auth replaces the credentials
+        username = CASE WHEN alter_profile.auth IS NOT NULL THEN alter_profile.username
+                        ELSE coalesce(alter_profile.username, p.username) END,
+        password = CASE WHEN alter_profile.auth IS NOT NULL THEN alter_profile.password
+                        ELSE coalesce(alter_profile.password, p.password) END,
+        headers = coalesce(alter_profile.headers, p.headers),
+        payload = coalesce(alter_profile.payload, p.payload),
+        batching = coalesce(alter_profile.batching, p.batching),
+        batch_wait = coalesce(alter_profile.batch_wait, p.batch_wait),
+        batch_max_items = coalesce(alter_profile.batch_max_items, p.batch_max_items),
+        secret = coalesce(alter_profile.secret, p.secret),
+        max_attempts = coalesce(alter_profile.max_attempts, p.max_attempts),
+        -- '{}' and '0' go back to the defaults
+        retry_schedule = CASE WHEN alter_profile.retry_schedule = '{}' THEN NULL
+                              ELSE coalesce(alter_profile.retry_schedule, p.retry_schedule) END,
+        timeout = CASE WHEN alter_profile.timeout = '0' THEN NULL
+                       ELSE coalesce(alter_profile.timeout, p.timeout) END,
+        public_headers = coalesce(alter_profile.public_headers, p.public_headers),
+        envelope = coalesce(alter_profile.envelope, p.envelope),
+        ignore_origins = coalesce(alter_profile.ignore_origins, p.ignore_origins),
+        log = coalesce(alter_profile.log, p.log),
+        -- 0 lifts the limit
+        max_rate = CASE WHEN alter_profile.max_rate = 0 THEN NULL
+                        ELSE coalesce(alter_profile.max_rate, p.max_rate) END
+     WHERE p.profile_id = id;
+    IF enabled THEN
+        PERFORM webhook.enable_profile(coalesce(new_name, name));
+    ELSIF NOT enabled THEN
+        PERFORM webhook.disable_profile(coalesce(new_name, name));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text, numeric) IS
+    'Changes a profile; NULL leaves an option as it is. Deliveries not yet sent go out with the new settings.';
+
+REVOKE ALL ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[], text, numeric),
+                       webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text, numeric)
+    FROM PUBLIC;
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT * FROM changed_function_grants LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION webhook.%I TO %s%s', g.function,
+                                  CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+                                  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END $$;
+DROP TABLE changed_function_grants;
+
+-- a rotation in progress, shown with when it ends (the secrets never), and max_rate
 CREATE OR REPLACE VIEW webhook.profiles AS
 SELECT p.name,
        CASE WHEN pg_catalog.has_table_privilege('webhook.profile', 'SELECT') THEN p.url
@@ -196,7 +370,8 @@ SELECT p.name,
               WHERE b.profile_id = p.profile_id ORDER BY b.binding_id) AS events,
        p.created_at, p.public_headers, p.envelope, p.guid, p.ignore_origins, p.log,
        CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret_until END
-         AS previous_secret_until
+         AS previous_secret_until,
+       p.max_rate
   FROM webhook.profile p;
 
 -- the old and the retired secrets, echoed back by a receiver, are redacted as the secret is

@@ -254,6 +254,7 @@ webhook_channel_post_request(WebhookChannel *channel, WebhookRequest *req)
 	put_int32(buf, req->attempt);
 	put_int64(buf, req->profile_id);
 	put_int32(buf, req->timeout_ms);
+	put_double(buf, req->max_rate);
 	put_string(buf, req->url);
 	put_string(buf, req->method);
 	put_string(buf, req->body);
@@ -385,6 +386,7 @@ webhook_channel_receive(WebhookChannel *channel, WebhookMessage *msg)
 	if (msg->kind == MESSAGE_REQUEST)
 	{
 		req->timeout_ms = get_int32(&r);
+		req->max_rate = get_double(&r);
 		req->url = get_string(&r);
 		req->method = get_string(&r);
 		req->body = get_string(&r);

@@ -10,6 +10,12 @@
  * receiver fills its own share and no more; the other databases' and
  * profiles' requests go around it.  (What a worker has claimed is counted
  * on its side, in claims.c.)
+ *
+ * A profile is also paced: no faster than its max_rate (a token bucket
+ * that holds one request, so they go evenly spaced), and not at all for a
+ * while after its receiver answered 429 or 503: for the Retry-After it
+ * gave (an hour at most), else for a pause that doubles from a second to
+ * a minute while such answers go on, and ends with the first success.
  */
 #include "webhook.h"
 #include "dispatch.h"
@@ -17,6 +23,13 @@
 
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define PAUSE_FIRST_MS 1000
+#define PAUSE_MAX_MS (60 * 1000)
+#define RETRY_AFTER_MAX_S 3600
+/* a pace not used for this long is forgotten */
+#define PACE_IDLE_MS (10 * 60 * 1000)
 
 typedef struct ProfileKey
 {
@@ -39,8 +52,23 @@ typedef struct DatabaseQueue
 	int			on_wire;
 } DatabaseQueue;
 
+/* A profile's pace: its rate limit's bucket, and a pause it was asked for. */
+typedef struct ProfilePace
+{
+	ProfileKey	key;			/* hash key */
+	double		tokens;			/* requests it may start now, at most 1 */
+	TimestampTz refilled_at;
+	TimestampTz paused_until;
+	int			pause_ms;		/* the last pause without Retry-After, 0: none */
+	TimestampTz used_at;
+} ProfilePace;
+
 static HTAB *profiles_on_wire = NULL;
 static HTAB *databases = NULL;
+static HTAB *paces = NULL;
+
+/* when a request held back by its pace may start (0: none is) */
+static TimestampTz next_paced_start = 0;
 
 static void
 make_tables(void)
@@ -56,6 +84,118 @@ make_tables(void)
 	ctl.entrysize = sizeof(DatabaseQueue);
 	databases = hash_create("webhook requests by database", 16, &ctl,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = sizeof(ProfileKey);
+	ctl.entrysize = sizeof(ProfilePace);
+	paces = hash_create("webhook profile paces", 16, &ctl,
+						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+static ProfilePace *
+pace_of(uint32 origin, int64 profile_id, bool create, TimestampTz now)
+{
+	ProfileKey	key;
+	bool		found;
+	ProfilePace *pace;
+
+	memset(&key, 0, sizeof(key));
+	key.origin = origin;
+	key.profile_id = profile_id;
+	pace = hash_search(paces, &key, create ? HASH_ENTER : HASH_FIND, &found);
+	if (pace == NULL)
+		return NULL;
+	if (!found)
+	{
+		pace->tokens = 1;
+		pace->refilled_at = now;
+		pace->paused_until = 0;
+		pace->pause_ms = 0;
+	}
+	pace->used_at = now;
+	return pace;
+}
+
+static void
+wake_at(TimestampTz when)
+{
+	if (next_paced_start == 0 || when < next_paced_start)
+		next_paced_start = when;
+}
+
+/*
+ * Whether the request's profile must wait: paused, or out of tokens.  If
+ * not, the request takes its token.
+ */
+static bool
+held_by_pace(WebhookRequest *req, TimestampTz now)
+{
+	ProfilePace *pace;
+
+	if (req->max_rate <= 0 && hash_get_num_entries(paces) == 0)
+		return false;
+	pace = pace_of(req->origin, req->profile_id, req->max_rate > 0, now);
+	if (pace == NULL)
+		return false;
+	if (now < pace->paused_until)
+	{
+		wake_at(pace->paused_until);
+		return true;
+	}
+	if (req->max_rate > 0)
+	{
+		pace->tokens = Min(1.0, pace->tokens + (now - pace->refilled_at) / 1e6 * req->max_rate);
+		pace->refilled_at = now;
+		if (pace->tokens < 1.0)
+		{
+			wake_at(now + (int64) ((1.0 - pace->tokens) / req->max_rate * 1e6) + 1);
+			return true;
+		}
+		pace->tokens -= 1.0;
+	}
+	return false;
+}
+
+/*
+ * After a response: a 429 or 503 pauses its profile, a success ends a run
+ * of pauses.
+ */
+static void
+pace_after(WebhookRequest *req)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	ProfilePace *pace;
+	bool		slow_down = req->outcome == OUTCOME_RESPONSE &&
+		(req->status == 429 || req->status == 503);
+
+	pace = pace_of(req->origin, req->profile_id, slow_down, now);
+	if (pace == NULL)
+		return;
+	if (slow_down)
+	{
+		int64		pause_ms;
+
+		if (req->retry_after_s > 0)
+			pause_ms = Min(req->retry_after_s, RETRY_AFTER_MAX_S) * 1000;
+		else
+			pause_ms = pace->pause_ms = pace->pause_ms == 0 ? PAUSE_FIRST_MS :
+				Min(pace->pause_ms * 2, PAUSE_MAX_MS);
+		pace->paused_until = Max(pace->paused_until, TimestampTzPlusMilliseconds(now, pause_ms));
+	}
+	else if (req->outcome == OUTCOME_RESPONSE && req->status >= 200 && req->status < 300)
+		pace->pause_ms = 0;
+}
+
+/* Forget the paces of profiles that have sent nothing for a while. */
+static void
+forget_idle_paces(TimestampTz now)
+{
+	HASH_SEQ_STATUS seq;
+	ProfilePace *pace;
+
+	hash_seq_init(&seq, paces);
+	while ((pace = hash_seq_search(&seq)) != NULL)
+		if (pace->paused_until < now &&
+			TimestampDifferenceExceeds(pace->used_at, now, PACE_IDLE_MS))
+			hash_search(paces, &pace->key, HASH_REMOVE, NULL);
 }
 
 static ProfileOnWire *
@@ -115,7 +255,7 @@ webhook_dispatch_add(WebhookRequest *req)
  * it that belong to other profiles go.
  */
 static void
-start_ready(DatabaseQueue *queue)
+start_ready(DatabaseQueue *queue, TimestampTz now)
 {
 	dlist_mutable_iter iter;
 
@@ -127,7 +267,7 @@ start_ready(DatabaseQueue *queue)
 		if (queue->on_wire >= webhook_max_concurrency)
 			break;
 		wire = on_wire_of(req->origin, req->profile_id);
-		if (wire->count >= webhook_max_per_profile)
+		if (wire->count >= webhook_max_per_profile || held_by_pace(req, now))
 			continue;
 		dlist_delete(&req->node);
 		queue->ready_count--;
@@ -144,13 +284,33 @@ webhook_dispatch_start(void)
 {
 	HASH_SEQ_STATUS seq;
 	DatabaseQueue *queue;
+	TimestampTz now;
 
+	next_paced_start = 0;
 	if (databases == NULL || !webhook_http_accepting())
 		return;
+	now = GetCurrentTimestamp();
+	forget_idle_paces(now);
 	hash_seq_init(&seq, databases);
 	while ((queue = hash_seq_search(&seq)) != NULL)
 		if (queue->ready_count > 0)
-			start_ready(queue);
+			start_ready(queue, now);
+}
+
+/*
+ * Milliseconds until a request held back by its profile's pace may start,
+ * or -1 when none is.
+ */
+long
+webhook_dispatch_wait_ms(void)
+{
+	long		secs;
+	int			usecs;
+
+	if (next_paced_start == 0)
+		return -1;
+	TimestampDifference(GetCurrentTimestamp(), next_paced_start, &secs, &usecs);
+	return secs * 1000 + (usecs + 999) / 1000;
 }
 
 /* A request came back from the wire. */
@@ -160,6 +320,7 @@ webhook_dispatch_finished(WebhookRequest *req)
 	ProfileOnWire *wire = on_wire_of(req->origin, req->profile_id);
 	DatabaseQueue *queue = queue_of(req->origin, false);
 
+	pace_after(req);
 	if (wire->count > 0)
 		wire->count--;
 	if (wire->count == 0)

@@ -436,6 +436,14 @@ finish_request(WebhookRequest *req, CURLcode code)
 	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
 	curl_easy_getinfo(req->easy, CURLINFO_TOTAL_TIME_T, &total_us);
 	req->duration_ms = total_us / 1000.0;
+	if (code == CURLE_OK)
+	{
+		curl_off_t	retry_after = 0;
+
+		/* seconds, from either form (seconds, or an HTTP date) */
+		curl_easy_getinfo(req->easy, CURLINFO_RETRY_AFTER, &retry_after);
+		req->retry_after_s = retry_after;
+	}
 
 	if (code == CURLE_WRITE_ERROR && req->body_truncated)
 		req->outcome = OUTCOME_BODY_TOO_LARGE;

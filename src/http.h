@@ -57,6 +57,7 @@ typedef struct WebhookRequest
 								 * the request starts */
 	List	   *redacted;		/* header names whose values are not recorded */
 	int			timeout_ms;
+	double		max_rate;		/* of its profile, requests a second; 0: none */
 
 	/* what happened */
 	TimestampTz started_at;
@@ -69,6 +70,7 @@ typedef struct WebhookRequest
 	HeaderFields response_fields;	/* as recorded; made by the sender */
 	HeaderFields request_fields;	/* as recorded, secrets redacted */
 	bool		body_truncated;
+	int64		retry_after_s;	/* the response's Retry-After, 0: none */
 	char	   *blocked_address;	/* set when the connection was refused */
 
 	/* libcurl state, released when the request completes */

@@ -144,8 +144,8 @@ static const char *claim_sql =
 
 /*
  * What a request needs from its profile, read once per claim: with the
- * old secret of a rotation that has not ended ($previous: a schema before
- * 0.12 has none).
+ * old secret of a rotation that has not ended, and the rate limit
+ * ($previous: a schema before 0.12 has neither).
  */
 #define PROFILES_SQL(previous) \
 "SELECT p.profile_id, p.url, p.method, p.auth, p.username, p.password, p.secret," \
@@ -159,9 +159,10 @@ previous \
 
 static const char *profiles_sql = PROFILES_SQL(
 "       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret END,"
-"       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret_until END");
+"       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret_until END,"
+"       COALESCE(p.max_rate::float8, 0)");
 
-static const char *profiles_sql_before_0_12 = PROFILES_SQL("NULL::text, NULL::timestamptz");
+static const char *profiles_sql_before_0_12 = PROFILES_SQL("NULL::text, NULL::timestamptz, 0::float8");
 
 /* Of the profiles the worker holds requests for, those no longer enabled. */
 static const char *stopped_sql =
@@ -498,6 +499,7 @@ typedef struct ProfileSettings
 	char	   *secret;
 	char	   *previous_secret;	/* NULL: no rotation in progress */
 	TimestampTz previous_secret_until;	/* it signs until then */
+	double		max_rate;		/* requests a second, 0: no limit */
 	int			timeout_ms;		/* -1: webhook.request_timeout */
 	List	   *headers;		/* the profile's own "Name: value" lines */
 	List	   *redacted;		/* their names that look secret */
@@ -539,6 +541,7 @@ read_profiles(List *profile_ids)
 		p->previous_secret = SPI_getvalue(tuple, desc, 11);
 		if (p->previous_secret != NULL)
 			p->previous_secret_until = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 12, &isnull));
+		p->max_rate = DatumGetFloat8(SPI_getbinval(tuple, desc, 13, &isnull));
 		result = lappend(result, p);
 	}
 	return result;
@@ -588,6 +591,7 @@ new_request(ProfileSettings *p, const char *body, const char *webhook_id)
 		req->previous_secret_until = p->previous_secret_until;
 	}
 	req->timeout_ms = p->timeout_ms > 0 ? p->timeout_ms : webhook_request_timeout;
+	req->max_rate = p->max_rate;
 
 	req->headers = list_make2(pstrdup("Content-Type: application/json"),
 							  psprintf("User-Agent: %s", webhook_user_agent));
@@ -1130,6 +1134,7 @@ keep_profile(ProfileSettings *p, TransactionId version)
 	copy->secret = copy_or_null(p->secret);
 	copy->previous_secret = copy_or_null(p->previous_secret);
 	copy->previous_secret_until = p->previous_secret_until;
+	copy->max_rate = p->max_rate;
 	copy->timeout_ms = p->timeout_ms;
 	copy->headers = copy_strings(p->headers);
 	copy->redacted = copy_strings(p->redacted);

@@ -295,6 +295,22 @@ leave_quietly(void)
 	proc_exit(0);
 }
 
+/*
+ * How long to wait for the next event: libcurl's next timer, or a request
+ * held back by its profile's pace, or (leaving) a short while.  -1: no end.
+ */
+static long
+wait_ms(bool leaving)
+{
+	long		curl_ms = webhook_http_timeout_ms();
+	long		paced_ms = webhook_dispatch_wait_ms();
+	long		ms = curl_ms < 0 ? paced_ms : paced_ms < 0 ? curl_ms : Min(curl_ms, paced_ms);
+
+	if (leaving)
+		ms = ms < 0 ? 100 : Min(ms, 100);
+	return ms;
+}
+
 /* The webhook.blocked_networks that the open connections were checked against. */
 static char *blocked_networks_in_use = NULL;
 
@@ -361,8 +377,7 @@ webhook_sender_main(Datum main_arg)
 			(webhook_http_in_flight() == 0 || GetCurrentTimestamp() >= stop_by))
 			leave_quietly();
 
-		nevents = WaitEventSetWait(wait_set,
-								   stop_by == 0 ? webhook_http_timeout_ms() : Min(webhook_http_timeout_ms(), 100),
+		nevents = WaitEventSetWait(wait_set, wait_ms(stop_by != 0),
 								   events, lengthof(events), PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
 			if (events[i].events & WL_LATCH_SET)
