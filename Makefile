@@ -34,7 +34,7 @@ DATA = sql/webhook--0.1.sql sql/webhook--0.1--0.2.sql sql/webhook--0.2--0.3.sql 
        sql/webhook--0.9--0.10.sql sql/webhook--0.10--0.11.sql \
        sql/webhook--0.11--0.12.sql
 
-REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges security row_json condition_paths halo deadlines failures rotation pacing
+REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges security row_json condition_paths halo deadlines failures rotation pacing tls
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config

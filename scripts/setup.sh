@@ -6,10 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-# procps: ps, pgrep and pkill for the tests; ca-certificates: npm reaches its
+# procps: ps, pgrep and pkill for the tests; openssl: the TLS test's
+# certificates; ca-certificates: npm reaches its
 # registry over TLS (a minimal system has neither)
 packages=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libipc-run-perl
-          python3 make gcc procps ca-certificates "$@")
+          python3 make gcc procps ca-certificates openssl "$@")
 
 # node and npm run the official Standard Webhooks verifier in the tests
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

@@ -201,8 +201,57 @@ CREATE TRIGGER profile_max_rate BEFORE INSERT OR UPDATE OF max_rate ON webhook.p
     FOR EACH ROW EXECUTE FUNCTION webhook._max_rate_guard();
 
 /*
- * create_profile and alter_profile take max_rate: made anew, whoever could
- * call them before still can.
+ * Client certificates (mutual TLS) and a private CA, per profile: PEM
+ * text.  The key is a credential, kept and redacted as passwords are.
+ */
+ALTER TABLE webhook.profile
+    ADD COLUMN client_cert text,
+    ADD COLUMN client_key text,
+    ADD COLUMN ca_cert text;
+
+CREATE FUNCTION webhook._tls_guard() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    certs constant text := '^\s*(-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----\s*)+$';
+BEGIN
+    IF (NEW.client_cert IS NULL) <> (NEW.client_key IS NULL) THEN
+        RAISE EXCEPTION 'client_cert and client_key go together'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give both (PEM), or neither; alter_profile removes them with ''''.';
+    END IF;
+    IF NEW.client_cert IS NOT NULL AND (length(NEW.client_cert) > 65536 OR NEW.client_cert !~ certs) THEN
+        RAISE EXCEPTION 'client_cert is not a PEM certificate'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the text of a PEM file: -----BEGIN CERTIFICATE----- ... (a chain may follow, at most 64 kB).';
+    END IF;
+    -- not quoted back: it is a credential
+    IF NEW.client_key IS NOT NULL AND (length(NEW.client_key) > 65536
+           OR NEW.client_key !~ '^\s*-----BEGIN (RSA |EC )?PRIVATE KEY-----[A-Za-z0-9+/=\s]+-----END (RSA |EC )?PRIVATE KEY-----\s*$') THEN
+        RAISE EXCEPTION 'client_key is not an unencrypted PEM private key'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the text of a PEM key file: -----BEGIN PRIVATE KEY----- ... (decrypt an encrypted one first, e.g. openssl pkey -in key.pem).';
+    END IF;
+    IF NEW.ca_cert IS NOT NULL AND (length(NEW.ca_cert) > 65536 OR NEW.ca_cert !~ certs) THEN
+        RAISE EXCEPTION 'ca_cert is not a PEM certificate'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the text of the CA''s PEM file: -----BEGIN CERTIFICATE----- ... (several may follow, at most 64 kB).';
+    END IF;
+    IF (NEW.client_cert IS NOT NULL OR NEW.ca_cert IS NOT NULL) AND NEW.url !~* '^https://' THEN
+        RAISE EXCEPTION 'client certificates and ca_cert need an https URL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use https://, or remove them (alter_profile: client_cert => '''', client_key => '''', ca_cert => '''').';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION webhook._tls_guard() IS 'Checks a profile''s client certificate, key and CA (internal).';
+REVOKE ALL ON FUNCTION webhook._tls_guard() FROM PUBLIC;
+CREATE TRIGGER profile_tls BEFORE INSERT OR UPDATE ON webhook.profile
+    FOR EACH ROW EXECUTE FUNCTION webhook._tls_guard();
+
+/*
+ * create_profile and alter_profile take max_rate and the TLS options: made
+ * anew, whoever could call them before still can.
  */
 CREATE TEMPORARY TABLE changed_function_grants AS
 SELECT p.proname::text AS function, a.grantee, a.is_grantable
@@ -227,7 +276,9 @@ CREATE FUNCTION webhook.create_profile(name text, url text, events text[],
                                        public_headers text[] DEFAULT '{}',
                                        envelope text DEFAULT 'standard',
                                        ignore_origins text[] DEFAULT '{}', log text DEFAULT 'full',
-                                       max_rate numeric DEFAULT NULL)
+                                       max_rate numeric DEFAULT NULL,
+                                       client_cert text DEFAULT NULL, client_key text DEFAULT NULL,
+                                       ca_cert text DEFAULT NULL)
     RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id bigint;
@@ -258,11 +309,13 @@ BEGIN
     INSERT INTO webhook.profile (name, url, method, auth, username, password, headers, payload,
                                  batching, batch_wait, batch_max_items, secret, enabled,
                                  disabled_reason, max_attempts, retry_schedule, timeout, public_headers,
-                                 envelope, ignore_origins, log, max_rate)
+                                 envelope, ignore_origins, log, max_rate, client_cert, client_key,
+                                 ca_cert)
     VALUES (name, url, method, auth, username, password, headers, payload,
             batching, batch_wait, batch_max_items, secret, enabled,
             CASE WHEN NOT enabled THEN 'created disabled' END, max_attempts, retry_schedule, timeout,
-            public_headers, envelope, ignore_origins, log, max_rate)
+            public_headers, envelope, ignore_origins, log, max_rate, client_cert, client_key,
+            ca_cert)
     RETURNING profile_id INTO new_id;
     INSERT INTO webhook.binding (profile_id, event_id, created_by, search_path)
     SELECT new_id, e.event_id, current_user::regrole, ''
@@ -272,7 +325,7 @@ BEGIN
     RETURN new_id;
 END
 $$;
-COMMENT ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[], text, numeric) IS
+COMMENT ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[], text, numeric, text, text, text) IS
     'Creates a webhook profile that sends the listed events to the URL.';
 
 CREATE FUNCTION webhook.alter_profile(name text, url text DEFAULT NULL, method text DEFAULT NULL,
@@ -288,7 +341,9 @@ CREATE FUNCTION webhook.alter_profile(name text, url text DEFAULT NULL, method t
                                       public_headers text[] DEFAULT NULL,
                                       envelope text DEFAULT NULL,
                                       ignore_origins text[] DEFAULT NULL, log text DEFAULT NULL,
-                                      max_rate numeric DEFAULT NULL)
+                                      max_rate numeric DEFAULT NULL,
+                                      client_cert text DEFAULT NULL, client_key text DEFAULT NULL,
+                                      ca_cert text DEFAULT NULL)
     RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     id bigint := webhook._profile_id(name);
@@ -322,7 +377,14 @@ BEGIN
         log = coalesce(alter_profile.log, p.log),
         -- 0 lifts the limit
         max_rate = CASE WHEN alter_profile.max_rate = 0 THEN NULL
-                        ELSE coalesce(alter_profile.max_rate, p.max_rate) END
+                        ELSE coalesce(alter_profile.max_rate, p.max_rate) END,
+        -- '' removes
+        client_cert = CASE WHEN alter_profile.client_cert = '' THEN NULL
+                           ELSE coalesce(alter_profile.client_cert, p.client_cert) END,
+        client_key = CASE WHEN alter_profile.client_key = '' THEN NULL
+                          ELSE coalesce(alter_profile.client_key, p.client_key) END,
+        ca_cert = CASE WHEN alter_profile.ca_cert = '' THEN NULL
+                       ELSE coalesce(alter_profile.ca_cert, p.ca_cert) END
      WHERE p.profile_id = id;
     IF enabled THEN
         PERFORM webhook.enable_profile(coalesce(new_name, name));
@@ -331,11 +393,11 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text, numeric) IS
+COMMENT ON FUNCTION webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text, numeric, text, text, text) IS
     'Changes a profile; NULL leaves an option as it is. Deliveries not yet sent go out with the new settings.';
 
-REVOKE ALL ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[], text, numeric),
-                       webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text, numeric)
+REVOKE ALL ON FUNCTION webhook.create_profile(text, text, text[], text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text[], text, text[], text, numeric, text, text, text),
+                       webhook.alter_profile(text, text, text, text, text, text, jsonb, text, text, interval, int, text, boolean, int, interval[], interval, text, text[], text, text[], text, numeric, text, text, text)
     FROM PUBLIC;
 DO $$
 DECLARE
@@ -371,7 +433,9 @@ SELECT p.name,
        p.created_at, p.public_headers, p.envelope, p.guid, p.ignore_origins, p.log,
        CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret_until END
          AS previous_secret_until,
-       p.max_rate
+       p.max_rate, p.client_cert,
+       CASE WHEN p.client_key IS NOT NULL THEN '[redacted]' END AS client_key,
+       p.ca_cert
   FROM webhook.profile p;
 
 -- the old and the retired secrets, echoed back by a receiver, are redacted as the secret is
@@ -393,7 +457,7 @@ SELECT d.delivery_id, p.name AS profile, d.events, d.items,
   LEFT JOIN webhook.profile p ON p.profile_id = d.profile_id
   LEFT JOIN LATERAL (
        SELECT ARRAY[p.password, p.secret, pg_catalog.substr(p.secret, 7),
-                    p.previous_secret, pg_catalog.substr(p.previous_secret, 7),
+                    p.previous_secret, pg_catalog.substr(p.previous_secret, 7), p.client_key,
                     pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(
                         COALESCE(p.username, '') || ':' || p.password, 'UTF8'), 'base64'), E'\n', '')]
               || ARRAY(SELECT v.secret FROM webhook.retired_secret r,
@@ -421,7 +485,7 @@ SELECT a.delivery_id, a.attempt, a.started_at, a.duration_ms, a.outcome, a.respo
   FROM webhook.attempt a
   LEFT JOIN LATERAL (
        SELECT ARRAY[p.password, p.secret, pg_catalog.substr(p.secret, 7),
-                    p.previous_secret, pg_catalog.substr(p.previous_secret, 7),
+                    p.previous_secret, pg_catalog.substr(p.previous_secret, 7), p.client_key,
                     pg_catalog.translate(pg_catalog.encode(pg_catalog.convert_to(
                         COALESCE(p.username, '') || ':' || p.password, 'UTF8'), 'base64'), E'\n', '')]
               || ARRAY(SELECT v.secret FROM webhook.retired_secret r,

@@ -255,6 +255,9 @@ webhook_channel_post_request(WebhookChannel *channel, WebhookRequest *req)
 	put_int64(buf, req->profile_id);
 	put_int32(buf, req->timeout_ms);
 	put_double(buf, req->max_rate);
+	put_string(buf, req->client_cert);
+	put_string(buf, req->client_key);
+	put_string(buf, req->ca_cert);
 	put_string(buf, req->url);
 	put_string(buf, req->method);
 	put_string(buf, req->body);
@@ -387,6 +390,9 @@ webhook_channel_receive(WebhookChannel *channel, WebhookMessage *msg)
 	{
 		req->timeout_ms = get_int32(&r);
 		req->max_rate = get_double(&r);
+		req->client_cert = get_string(&r);
+		req->client_key = get_string(&r);
+		req->ca_cert = get_string(&r);
 		req->url = get_string(&r);
 		req->method = get_string(&r);
 		req->body = get_string(&r);

@@ -155,13 +155,18 @@ write_header(char *data, size_t size, size_t nmemb, void *userp)
 	return len;
 }
 
-/* Refuse to connect to an address of webhook.blocked_networks. */
+/*
+ * Refuse to connect to an address of webhook.blocked_networks.  Through a
+ * proxy, every connection is to the proxy, which the server's
+ * configuration chose: the target is checked before (blocked_target).
+ */
 static curl_socket_t
 open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
 {
 	WebhookRequest *req = clientp;
 
-	if (purpose == CURLSOCKTYPE_IPCXN && webhook_address_blocked(&address->addr))
+	if (purpose == CURLSOCKTYPE_IPCXN && webhook_proxy[0] == '\0' &&
+		webhook_address_blocked(&address->addr))
 	{
 		char		text[INET6_ADDRSTRLEN] = "?";
 
@@ -310,6 +315,54 @@ webhook_http_timeout_ms(void)
 	return (long) ((timer_deadline - now + 999) / 1000);
 }
 
+/*
+ * Through a proxy: the target's address, when the URL's host is one, in
+ * webhook.blocked_networks (a host name is resolved by the proxy, out of
+ * our sight).
+ */
+static const char *
+blocked_target(WebhookRequest *req)
+{
+	CURLU	   *url = curl_url();
+	char	   *host = NULL;
+	const char *blocked = NULL;
+
+	if (url != NULL && curl_url_set(url, CURLUPART_URL, req->url, 0) == CURLUE_OK &&
+		curl_url_get(url, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+	{
+		struct sockaddr_storage sa;
+		char	   *bare = host;
+		size_t		len = strlen(host);
+
+		memset(&sa, 0, sizeof(sa));
+		if (len > 2 && host[0] == '[' && host[len - 1] == ']')
+		{
+			bare = pnstrdup(host + 1, len - 2);
+			if (inet_pton(AF_INET6, bare, &((struct sockaddr_in6 *) &sa)->sin6_addr) == 1)
+				sa.ss_family = AF_INET6;
+		}
+		else if (inet_pton(AF_INET, host, &((struct sockaddr_in *) &sa)->sin_addr) == 1)
+			sa.ss_family = AF_INET;
+		if (sa.ss_family != 0 && webhook_address_blocked((struct sockaddr *) &sa))
+			blocked = MemoryContextStrdup(req->cxt, bare);
+	}
+	curl_free(host);
+	curl_url_cleanup(url);
+	return blocked;
+}
+
+/* A PEM text for libcurl, which keeps its own copy. */
+static void
+set_pem(CURL *easy, CURLoption option, char *pem)
+{
+	struct curl_blob blob;
+
+	blob.data = pem;
+	blob.len = strlen(pem);
+	blob.flags = CURL_BLOB_COPY;
+	curl_easy_setopt(easy, option, &blob);
+}
+
 void
 webhook_http_start(WebhookRequest *req)
 {
@@ -321,6 +374,16 @@ webhook_http_start(WebhookRequest *req)
 	initStringInfo(&req->response_headers);
 	req->errbuf = palloc0(CURL_ERROR_SIZE);
 	req->started_at = GetCurrentTimestamp();
+
+	if (webhook_proxy[0] != '\0' && (req->blocked_address = (char *) blocked_target(req)) != NULL)
+	{
+		req->outcome = OUTCOME_BLOCKED;
+		req->error = psprintf("connecting to %s is refused by webhook.blocked_networks",
+							  req->blocked_address);
+		dlist_push_tail(&done_requests, &req->node);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 
 	easy = take_handle();
 	if (easy == NULL)
@@ -341,8 +404,18 @@ webhook_http_start(WebhookRequest *req)
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(easy, CURLOPT_URL, req->url);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	/* never a proxy from the environment: blocked_networks would see only it */
-	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	/* a proxy of webhook.proxy only, never one from the environment */
+	curl_easy_setopt(easy, CURLOPT_PROXY, webhook_proxy);
+	curl_easy_setopt(easy, CURLOPT_NOPROXY, "");
+	if (req->client_cert && req->client_key)
+	{
+		set_pem(easy, CURLOPT_SSLCERT_BLOB, req->client_cert);
+		curl_easy_setopt(easy, CURLOPT_SSLCERTTYPE, "PEM");
+		set_pem(easy, CURLOPT_SSLKEY_BLOB, req->client_key);
+		curl_easy_setopt(easy, CURLOPT_SSLKEYTYPE, "PEM");
+	}
+	if (req->ca_cert)
+		set_pem(easy, CURLOPT_CAINFO_BLOB, req->ca_cert);
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);

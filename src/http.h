@@ -58,6 +58,9 @@ typedef struct WebhookRequest
 	List	   *redacted;		/* header names whose values are not recorded */
 	int			timeout_ms;
 	double		max_rate;		/* of its profile, requests a second; 0: none */
+	char	   *client_cert;	/* PEM: a client certificate (mutual TLS), */
+	char	   *client_key;		/* its key, */
+	char	   *ca_cert;		/* the CA to trust instead of the system's */
 
 	/* what happened */
 	TimestampTz started_at;

@@ -44,6 +44,7 @@ int			webhook_worker_idle_timeout = 60;
 /* for SHOW only: the worker reads the setting with webhook_queue_sending */
 static bool webhook_sending = true;
 char	   *webhook_user_agent = NULL;
+char	   *webhook_proxy = NULL;
 char	   *webhook_origin = NULL;	/* webhook.origin: this session's tag for its changes */
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -187,6 +188,26 @@ check_user_agent(char **newval, void **extra, GucSource source)
 		if ((unsigned char) *c < 0x20 || *c == 0x7f)
 		{
 			GUC_check_errdetail("The User-Agent must not contain control characters.");
+			return false;
+		}
+	return true;
+}
+
+/* Empty, or an http:// or https:// proxy URL without control characters or spaces. */
+static bool
+check_proxy(char **newval, void **extra, GucSource source)
+{
+	if (**newval == '\0')
+		return true;
+	if (pg_strncasecmp(*newval, "http://", 7) != 0 && pg_strncasecmp(*newval, "https://", 8) != 0)
+	{
+		GUC_check_errdetail("A proxy is an http:// or https:// URL, e.g. http://proxy.example.com:3128.");
+		return false;
+	}
+	for (const char *c = *newval; *c; c++)
+		if ((unsigned char) *c <= 0x20 || *c == 0x7f)
+		{
+			GUC_check_errdetail("The proxy URL must not contain spaces or control characters.");
 			return false;
 		}
 	return true;
@@ -533,6 +554,16 @@ define_gucs(void)
 							   "webhook/" WEBHOOK_VERSION,
 							   PGC_SIGHUP, 0,
 							   check_user_agent, NULL, NULL);
+	DefineCustomStringVariable("webhook.proxy",
+							   "Sets an HTTP proxy that every request goes through.",
+							   "Empty (the default): requests go to their receivers directly; a proxy "
+							   "of the environment is never used. Through a proxy, webhook.blocked_networks "
+							   "is checked on a URL whose host is an address; host names are resolved by "
+							   "the proxy, which must block what it should not reach.",
+							   &webhook_proxy,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   check_proxy, NULL, NULL);
 	DefineCustomStringVariable("webhook.origin",
 							   "Tags the changes this session makes with where they come from.",
 							   "A profile whose ignore_origins lists the tag does not send them: "

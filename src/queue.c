@@ -144,8 +144,8 @@ static const char *claim_sql =
 
 /*
  * What a request needs from its profile, read once per claim: with the
- * old secret of a rotation that has not ended, and the rate limit
- * ($previous: a schema before 0.12 has neither).
+ * old secret of a rotation that has not ended, the rate limit and the
+ * TLS options ($previous: a schema before 0.12 has none of them).
  */
 #define PROFILES_SQL(previous) \
 "SELECT p.profile_id, p.url, p.method, p.auth, p.username, p.password, p.secret," \
@@ -160,9 +160,10 @@ previous \
 static const char *profiles_sql = PROFILES_SQL(
 "       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret END,"
 "       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret_until END,"
-"       COALESCE(p.max_rate::float8, 0)");
+"       COALESCE(p.max_rate::float8, 0), p.client_cert, p.client_key, p.ca_cert");
 
-static const char *profiles_sql_before_0_12 = PROFILES_SQL("NULL::text, NULL::timestamptz, 0::float8");
+static const char *profiles_sql_before_0_12 =
+PROFILES_SQL("NULL::text, NULL::timestamptz, 0::float8, NULL::text, NULL::text, NULL::text");
 
 /* Of the profiles the worker holds requests for, those no longer enabled. */
 static const char *stopped_sql =
@@ -500,6 +501,9 @@ typedef struct ProfileSettings
 	char	   *previous_secret;	/* NULL: no rotation in progress */
 	TimestampTz previous_secret_until;	/* it signs until then */
 	double		max_rate;		/* requests a second, 0: no limit */
+	char	   *client_cert;	/* PEM, or NULL */
+	char	   *client_key;
+	char	   *ca_cert;
 	int			timeout_ms;		/* -1: webhook.request_timeout */
 	List	   *headers;		/* the profile's own "Name: value" lines */
 	List	   *redacted;		/* their names that look secret */
@@ -542,6 +546,9 @@ read_profiles(List *profile_ids)
 		if (p->previous_secret != NULL)
 			p->previous_secret_until = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 12, &isnull));
 		p->max_rate = DatumGetFloat8(SPI_getbinval(tuple, desc, 13, &isnull));
+		p->client_cert = SPI_getvalue(tuple, desc, 14);
+		p->client_key = SPI_getvalue(tuple, desc, 15);
+		p->ca_cert = SPI_getvalue(tuple, desc, 16);
 		result = lappend(result, p);
 	}
 	return result;
@@ -592,6 +599,9 @@ new_request(ProfileSettings *p, const char *body, const char *webhook_id)
 	}
 	req->timeout_ms = p->timeout_ms > 0 ? p->timeout_ms : webhook_request_timeout;
 	req->max_rate = p->max_rate;
+	req->client_cert = copy_or_null(p->client_cert);
+	req->client_key = copy_or_null(p->client_key);
+	req->ca_cert = copy_or_null(p->ca_cert);
 
 	req->headers = list_make2(pstrdup("Content-Type: application/json"),
 							  psprintf("User-Agent: %s", webhook_user_agent));
@@ -1135,6 +1145,9 @@ keep_profile(ProfileSettings *p, TransactionId version)
 	copy->previous_secret = copy_or_null(p->previous_secret);
 	copy->previous_secret_until = p->previous_secret_until;
 	copy->max_rate = p->max_rate;
+	copy->client_cert = copy_or_null(p->client_cert);
+	copy->client_key = copy_or_null(p->client_key);
+	copy->ca_cert = copy_or_null(p->ca_cert);
 	copy->timeout_ms = p->timeout_ms;
 	copy->headers = copy_strings(p->headers);
 	copy->redacted = copy_strings(p->redacted);

@@ -311,8 +311,13 @@ wait_ms(bool leaving)
 	return ms;
 }
 
-/* The webhook.blocked_networks that the open connections were checked against. */
+/*
+ * The webhook.blocked_networks that the open connections were checked
+ * against, and the webhook.proxy they go through: when either changes,
+ * they are let go.
+ */
 static char *blocked_networks_in_use = NULL;
+static char *proxy_in_use = NULL;
 
 void
 webhook_sender_main(Datum main_arg)
@@ -332,6 +337,7 @@ webhook_sender_main(Datum main_arg)
 		proc_exit(0);
 
 	blocked_networks_in_use = MemoryContextStrdup(TopMemoryContext, webhook_blocked_networks);
+	proxy_in_use = MemoryContextStrdup(TopMemoryContext, webhook_proxy);
 	webhook_http_init();
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -348,10 +354,13 @@ webhook_sender_main(Datum main_arg)
 		MemoryContextSwitchTo(loop_cxt);
 		MemoryContextReset(loop_cxt);
 		if (webhook_handle_interrupts() &&
-			strcmp(blocked_networks_in_use, webhook_blocked_networks) != 0)
+			(strcmp(blocked_networks_in_use, webhook_blocked_networks) != 0 ||
+			 strcmp(proxy_in_use, webhook_proxy) != 0))
 		{
 			pfree(blocked_networks_in_use);
+			pfree(proxy_in_use);
 			blocked_networks_in_use = MemoryContextStrdup(TopMemoryContext, webhook_blocked_networks);
+			proxy_in_use = MemoryContextStrdup(TopMemoryContext, webhook_proxy);
 			webhook_http_forget_connections();
 		}
 

@@ -50,6 +50,7 @@ extern int	webhook_worker_idle_timeout;
 extern int	webhook_disable_after_failures;
 extern int	webhook_max_per_profile;
 extern char *webhook_user_agent;
+extern char *webhook_proxy;
 extern char *webhook_blocked_networks;
 extern char *webhook_origin;
 extern bool webhook_handle_interrupts(void);

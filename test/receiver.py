@@ -17,6 +17,12 @@ How it answers depends on the path:
                   "reset", "huge 50") or "ok"; a test rewrites it to change
                   the answer while requests flow
   anything else   answers 200 with {"ok": true}
+
+With --tls-cert and --tls-key it speaks HTTPS; with --client-ca too it
+requires a client certificate signed by that CA, and records its subject's
+common name as "client_cn".  With --proxy it is a forward proxy: a request
+for an absolute http:// URL is recorded and passed on to it, and its
+answer passed back.
 """
 import argparse
 import json
@@ -44,9 +50,32 @@ class Handler(BaseHTTPRequestHandler):
                 parts = []
         return parts or ["ok"]
 
+    def forward(self, body):
+        import http.client
+        import urllib.parse
+        target = urllib.parse.urlsplit(self.path)
+        conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+        path = target.path + ("?" + target.query if target.query else "")
+        conn.request(self.command, path or "/", body=body, headers=headers)
+        answer = conn.getresponse()
+        reply = answer.read()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+        conn.close()
+
     def handle_any(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if self.server.proxy:
+            self.record(body, "proxied")
+            self.forward(body)
+            return
         parts = self.behaviour()
         answer = 200
         if parts[0] == "status" and len(parts) > 1 and parts[1].isdigit():
@@ -55,17 +84,7 @@ class Handler(BaseHTTPRequestHandler):
             answer = 503
         elif parts[0] in ("hang", "reset"):
             answer = parts[0]
-        record = {
-            "received_at": time.time(),
-            "method": self.command,
-            "path": self.path,
-            "headers": {k.lower(): v for k, v in self.headers.items()},
-            "body": body.decode("utf-8", "replace"),
-            "answer": answer,
-        }
-        with log_lock:
-            with open(self.server.log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        self.record(body, answer)
 
         status, reply, extra = 200, b'{"ok": true}', {}
         if parts[0] == "status" and len(parts) > 1 and parts[1].isdigit():
@@ -109,6 +128,22 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(reply)
 
+    def record(self, body, answer):
+        record = {
+            "received_at": time.time(),
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body.decode("utf-8", "replace"),
+            "answer": answer,
+        }
+        peer = getattr(self.connection, "getpeercert", lambda: None)()
+        if peer:
+            record["client_cn"] = dict(x[0] for x in peer["subject"]).get("commonName")
+        with log_lock:
+            with open(self.server.log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
     do_POST = do_PUT = do_PATCH = do_GET = handle_any
 
 
@@ -118,6 +153,10 @@ def main():
     parser.add_argument("--port-file", help="write the chosen port here")
     parser.add_argument("--log", required=True, help="append requests here (JSON lines)")
     parser.add_argument("--mode-file", help="how /fault/... answers (see above)")
+    parser.add_argument("--tls-cert", help="speak HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="and this key (PEM)")
+    parser.add_argument("--client-ca", help="require a client certificate of this CA (PEM)")
+    parser.add_argument("--proxy", action="store_true", help="be a forward proxy")
     args = parser.parse_args()
 
     # a listen backlog of 5 (the default) drops the SYNs of a burst of new
@@ -127,6 +166,15 @@ def main():
     server.daemon_threads = True
     server.log_path = args.log
     server.mode_path = args.mode_file
+    server.proxy = args.proxy
+    if args.tls_cert:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(args.client_ca)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     open(args.log, "a").close()
     if args.port_file:
         with open(args.port_file + ".tmp", "w") as f:

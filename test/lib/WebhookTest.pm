@@ -75,15 +75,23 @@ use warnings;
 use JSON::PP;
 use Time::HiRes qw(time usleep);
 
-# Starts test/receiver.py on 127.0.0.1 with a free port.
+# Starts test/receiver.py on 127.0.0.1 with a free port.  Options:
+# tls => { cert => FILE, key => FILE, client_ca => FILE } for HTTPS (and
+# client certificates), proxy => 1 for a forward proxy.
 sub start
 {
-	my ($class) = @_;
+	my ($class, %options) = @_;
 	my $dir = PostgreSQL::Test::Utils::tempdir();
 	my $self = bless {
 		log => "$dir/requests.jsonl",
 		port_file => "$dir/port",
 		mode_file => "$dir/mode",
+		options => [
+			$options{tls} ? ('--tls-cert', $options{tls}{cert}, '--tls-key', $options{tls}{key}) : (),
+			$options{tls} && $options{tls}{client_ca} ? ('--client-ca', $options{tls}{client_ca}) : (),
+			$options{proxy} ? ('--proxy') : ()
+		],
+		scheme => $options{tls} ? 'https' : 'http',
 	}, $class;
 	$self->launch;
 	$self->{port} = PostgreSQL::Test::Utils::slurp_file($self->{port_file});
@@ -101,7 +109,7 @@ sub launch
 	{
 		exec('python3', "$WebhookTest::test_dir/receiver.py", @port,
 			'--port-file', $self->{port_file}, '--log', $self->{log},
-			'--mode-file', $self->{mode_file})
+			'--mode-file', $self->{mode_file}, @{ $self->{options} })
 		  or die "could not start the receiver: $!";
 	}
 	$self->{pid} = $pid;
@@ -130,7 +138,7 @@ sub set_mode
 sub url
 {
 	my ($self, $path) = @_;
-	return "http://127.0.0.1:$self->{port}" . ($path // '/hooks');
+	return "$self->{scheme}://127.0.0.1:$self->{port}" . ($path // '/hooks');
 }
 
 # How many requests were recorded so far (cheap: no JSON parsing).
