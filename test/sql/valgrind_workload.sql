@@ -1,6 +1,7 @@
 -- The workload of test/valgrind.sh: every payload kind, a batch, failures,
--- retries, an oversized answer, a dangling key, previews, and deadline
--- events (a column and an expression, past and soon, moved and deleted).
+-- retries, an oversized answer, a dangling key, previews, deadline events
+-- (a column and an expression, past and soon, moved and deleted), a rate
+-- limit, a pause asked for by a 503, and a secret rotation.
 CREATE EXTENSION webhook;
 ALTER TABLE tickets ADD COLUMN deadline_at timestamptz;
 SELECT webhook.define_ticket_events('tickets', 'actions', deadline => 'deadline_at');
@@ -8,7 +9,12 @@ SELECT webhook.define_deadline_event('ticket.reply_due', 'tickets', $$new.create
 SELECT webhook.create_profile('d', :'url' || '/d', ARRAY['ticket.deadline', 'ticket.reply_due'], envelope => 'halo');
 SELECT webhook.create_profile('s', :'url' || '/s', ARRAY['ticket.created','ticket.updated','action.added']);
 SELECT webhook.create_profile('f', :'url' || '/f', ARRAY['ticket.created','ticket.updated','action.added'], payload => 'full');
-SELECT webhook.create_profile('e', :'url' || '/e', ARRAY['ticket.created','action.added'], payload => 'event_only');
+SELECT webhook.create_profile('e', :'url' || '/e', ARRAY['ticket.created','action.added'], payload => 'event_only',
+                              max_rate => 100);
+-- signed with two secrets while the rotation lasts
+SELECT webhook.rotate_secret('s', '1 hour') <> '';
+-- a 503 with Retry-After pauses its profile
+SELECT webhook.create_profile('paused', :'url' || '/retry-after/1', ARRAY['action.added'], max_attempts => 1);
 SELECT webhook.create_profile('c', :'url' || '/c', ARRAY['ticket.created','ticket.updated','action.added'], payload => 'custom', batching => 'any_event', batch_wait => '1 second');
 SELECT webhook.set_payload_fields('c', '[{"name":"status","column":"ticket.status_id"},{"name":"agent","column":"ticket.agent_id","display":"email"},{"name":"s","column":"ticket.summary"}]');
 SELECT webhook.create_profile('failing', :'url' || '/status/503', ARRAY['ticket.created'],
