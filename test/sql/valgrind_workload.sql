@@ -17,7 +17,8 @@ SELECT webhook.rotate_secret('s', '1 hour') <> '';
 SELECT webhook.create_profile('paused', :'url' || '/retry-after/1', ARRAY['action.added'], max_attempts => 1);
 SELECT webhook.create_profile('c', :'url' || '/c', ARRAY['ticket.created','ticket.updated','action.added'], payload => 'custom', batching => 'any_event', batch_wait => '1 second');
 SELECT webhook.set_payload_fields('c', '[{"name":"status","column":"ticket.status_id"},{"name":"agent","column":"ticket.agent_id","display":"email"},{"name":"s","column":"ticket.summary"}]');
-SELECT webhook.create_profile('failing', :'url' || '/status/503', ARRAY['ticket.created'],
+-- (500s: 503s in a row would pause the profile up to a minute each, past the drain's wait)
+SELECT webhook.create_profile('failing', :'url' || '/status/500', ARRAY['ticket.created'],
                               max_attempts => 2, retry_schedule => '{1 second}');
 SELECT webhook.create_profile('oversized', :'url' || '/huge/5', ARRAY['action.added']);
 -- each failure of 'failing' said to an alert profile, and a profile disabled by hand
