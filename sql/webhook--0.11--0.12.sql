@@ -187,8 +187,8 @@ ALTER TABLE webhook.profile ADD COLUMN max_rate numeric;
 CREATE FUNCTION webhook._max_rate_guard() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NEW.max_rate IS NOT NULL AND NOT (NEW.max_rate > 0 AND NEW.max_rate <= 100000) THEN
-        RAISE EXCEPTION 'max_rate must be more than 0 and at most 100000 requests a second'
+    IF NEW.max_rate IS NOT NULL AND NOT (NEW.max_rate >= 0.001 AND NEW.max_rate <= 100000) THEN
+        RAISE EXCEPTION 'max_rate must be between 0.001 and 100000 requests a second'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Leave it NULL for no limit (alter_profile: pass 0 to lift a limit).';
     END IF;
@@ -219,22 +219,22 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give both (PEM), or neither; alter_profile removes them with ''''.';
     END IF;
-    IF NEW.client_cert IS NOT NULL AND (length(NEW.client_cert) > 65536 OR NEW.client_cert !~ certs) THEN
+    IF NEW.client_cert IS NOT NULL AND (length(NEW.client_cert) > 16384 OR NEW.client_cert !~ certs) THEN
         RAISE EXCEPTION 'client_cert is not a PEM certificate'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass the text of a PEM file: -----BEGIN CERTIFICATE----- ... (a chain may follow, at most 64 kB).';
+                  HINT = 'Pass the text of a PEM file: -----BEGIN CERTIFICATE----- ... (a chain may follow, at most 16 kB).';
     END IF;
     -- not quoted back: it is a credential
-    IF NEW.client_key IS NOT NULL AND (length(NEW.client_key) > 65536
+    IF NEW.client_key IS NOT NULL AND (length(NEW.client_key) > 16384
            OR NEW.client_key !~ '^\s*-----BEGIN (RSA |EC )?PRIVATE KEY-----[A-Za-z0-9+/=\s]+-----END (RSA |EC )?PRIVATE KEY-----\s*$') THEN
         RAISE EXCEPTION 'client_key is not an unencrypted PEM private key'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass the text of a PEM key file: -----BEGIN PRIVATE KEY----- ... (decrypt an encrypted one first, e.g. openssl pkey -in key.pem).';
+                  HINT = 'Pass the text of a PEM key file: -----BEGIN PRIVATE KEY----- ... (unencrypted, at most 16 kB: decrypt an encrypted one first, e.g. openssl pkey -in key.pem).';
     END IF;
-    IF NEW.ca_cert IS NOT NULL AND (length(NEW.ca_cert) > 65536 OR NEW.ca_cert !~ certs) THEN
+    IF NEW.ca_cert IS NOT NULL AND (length(NEW.ca_cert) > 32768 OR NEW.ca_cert !~ certs) THEN
         RAISE EXCEPTION 'ca_cert is not a PEM certificate'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass the text of the CA''s PEM file: -----BEGIN CERTIFICATE----- ... (several may follow, at most 64 kB).';
+                  HINT = 'Pass the text of the CA''s PEM file: -----BEGIN CERTIFICATE----- ... (several may follow, at most 32 kB).';
     END IF;
     IF (NEW.client_cert IS NOT NULL OR NEW.ca_cert IS NOT NULL) AND NEW.url !~* '^https://' THEN
         RAISE EXCEPTION 'client certificates and ca_cert need an https URL'
@@ -246,7 +246,8 @@ END
 $$;
 COMMENT ON FUNCTION webhook._tls_guard() IS 'Checks a profile''s client certificate, key and CA (internal).';
 REVOKE ALL ON FUNCTION webhook._tls_guard() FROM PUBLIC;
-CREATE TRIGGER profile_tls BEFORE INSERT OR UPDATE ON webhook.profile
+-- (not of the worker's updates of a profile's counters)
+CREATE TRIGGER profile_tls BEFORE INSERT OR UPDATE OF client_cert, client_key, ca_cert, url ON webhook.profile
     FOR EACH ROW EXECUTE FUNCTION webhook._tls_guard();
 
 /*

@@ -292,7 +292,9 @@ webhook_channel_post_result(WebhookChannel *channel, WebhookRequest *req, bool s
 	put_int64(buf, req->delivery_id);
 	put_int32(buf, req->attempt);
 	put_int64(buf, req->profile_id);
-	if (sent)
+	if (!sent)
+		put_int64(buf, req->due_again);
+	else
 	{
 		bool		response = webhook_outcome_has_response(req->outcome);
 		HeaderFields response_fields = {NIL, NIL};
@@ -421,7 +423,9 @@ webhook_channel_receive(WebhookChannel *channel, WebhookMessage *msg)
 		if (body)
 			appendStringInfoString(&req->response_body, body);
 	}
-	else if (msg->kind != MESSAGE_UNSENT)
+	else if (msg->kind == MESSAGE_UNSENT)
+		req->due_again = get_int64(&r);
+	else
 		elog(ERROR, "unknown webhook channel message kind %d", (int) msg->kind);
 	MemoryContextSwitchTo(old);
 	msg->request = req;

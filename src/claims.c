@@ -41,7 +41,14 @@ typedef struct ProfileClaims
 	int64		mark_delivery_id;
 } ProfileClaims;
 
+typedef struct ProfileCap
+{
+	int64		profile_id;		/* hash key */
+	int			cap;
+} ProfileCap;
+
 static HTAB *claims = NULL;
+static HTAB *caps = NULL;		/* rate-limited profiles' allowances */
 static int	total = 0;			/* claimed, all profiles */
 static TimestampTz marks_since = 0; /* when marks were last all dropped */
 
@@ -126,6 +133,41 @@ webhook_claims_allowance(void)
 }
 
 /*
+ * A rate-limited profile's allowance is smaller (see claim_sql): what it
+ * sends in two seconds, and one more.  Learnt from its settings, as each
+ * claim reads them; 0 (no limit) forgets it.
+ */
+void
+webhook_claims_set_cap(int64 profile_id, int cap)
+{
+	if (caps == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (cap == 0)
+			return;
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(ProfileCap);
+		ctl.hcxt = TopMemoryContext;
+		caps = hash_create("webhook claim caps", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	if (cap == 0)
+		hash_search(caps, &profile_id, HASH_REMOVE, NULL);
+	else
+		((ProfileCap *) hash_search(caps, &profile_id, HASH_ENTER, NULL))->cap = cap;
+}
+
+/* The allowance of this profile. */
+int
+webhook_claims_allowance_of(int64 profile_id)
+{
+	ProfileCap *entry = caps ? hash_search(caps, &profile_id, HASH_FIND, NULL) : NULL;
+	int			allowance = webhook_claims_allowance();
+
+	return entry ? Min(entry->cap, allowance) : allowance;
+}
+
+/*
  * Per profile with claims: its id, how many, and its mark (a ClaimMark *,
  * NULL when its next claim starts from the oldest due).
  */
@@ -191,7 +233,7 @@ webhook_claims_marked(List *marks)
 	hash_seq_init(&status, claims);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
-		if (entry->count < webhook_claims_allowance())
+		if (entry->count < webhook_claims_allowance_of(entry->profile_id))
 			entry->marked = false;
 		if (entry->count == 0)
 			hash_search(claims, &entry->profile_id, HASH_REMOVE, NULL);

@@ -31,6 +31,8 @@ extern void webhook_claims_forget(int64 profile_id);
 extern int	webhook_claims_count(void);
 extern int	webhook_claims_held(int64 profile_id);
 extern int	webhook_claims_allowance(void);
+extern void webhook_claims_set_cap(int64 profile_id, int cap);
+extern int	webhook_claims_allowance_of(int64 profile_id);
 extern void webhook_claims_loads(List **profile_ids, List **counts, List **marks);
 extern void webhook_claims_marked(List *marks);
 extern List *webhook_claims_profiles(void);

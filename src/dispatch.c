@@ -16,6 +16,9 @@
  * while after its receiver answered 429 or 503: for the Retry-After it
  * gave (an hour at most), else for a pause that doubles from a second to
  * a minute while such answers go on, and ends with the first success.
+ * What a paused profile has waiting is given back to its worker, due when
+ * the pause ends: it would hold the worker's claims, and with them every
+ * other profile's deliveries, for as long.
  */
 #include "webhook.h"
 #include "dispatch.h"
@@ -70,6 +73,16 @@ static HTAB *paces = NULL;
 /* when a request held back by its pace may start (0: none is) */
 static TimestampTz next_paced_start = 0;
 
+/* requests of paused profiles, to give back (webhook_dispatch_next_given_back) */
+static dlist_head given_back = DLIST_STATIC_INIT(given_back);
+
+typedef enum PaceVerdict
+{
+	PACE_GO,					/* it took its token */
+	PACE_WAIT,					/* no token yet */
+	PACE_PAUSED					/* its profile is paused */
+} PaceVerdict;
+
 static void
 make_tables(void)
 {
@@ -122,23 +135,23 @@ wake_at(TimestampTz when)
 }
 
 /*
- * Whether the request's profile must wait: paused, or out of tokens.  If
- * not, the request takes its token.
+ * Whether the request may start: its profile is paused (due_again is set
+ * to the pause's end), or out of tokens; else it takes its token.
  */
-static bool
-held_by_pace(WebhookRequest *req, TimestampTz now)
+static PaceVerdict
+pace_verdict(WebhookRequest *req, TimestampTz now)
 {
 	ProfilePace *pace;
 
 	if (req->max_rate <= 0 && hash_get_num_entries(paces) == 0)
-		return false;
+		return PACE_GO;
 	pace = pace_of(req->origin, req->profile_id, req->max_rate > 0, now);
 	if (pace == NULL)
-		return false;
+		return PACE_GO;
 	if (now < pace->paused_until)
 	{
-		wake_at(pace->paused_until);
-		return true;
+		req->due_again = pace->paused_until;
+		return PACE_PAUSED;
 	}
 	if (req->max_rate > 0)
 	{
@@ -146,12 +159,16 @@ held_by_pace(WebhookRequest *req, TimestampTz now)
 		pace->refilled_at = now;
 		if (pace->tokens < 1.0)
 		{
-			wake_at(now + (int64) ((1.0 - pace->tokens) / req->max_rate * 1e6) + 1);
-			return true;
+			/* (max_rate is at least 0.001: the wait at most 1000 s) */
+			double		wait_us = Min((1.0 - pace->tokens) / req->max_rate * 1e6,
+									  (double) USECS_PER_DAY);
+
+			wake_at(now + (int64) wait_us + 1);
+			return PACE_WAIT;
 		}
 		pace->tokens -= 1.0;
 	}
-	return false;
+	return PACE_GO;
 }
 
 /*
@@ -263,13 +280,23 @@ start_ready(DatabaseQueue *queue, TimestampTz now)
 	{
 		WebhookRequest *req = dlist_container(WebhookRequest, node, iter.cur);
 		ProfileOnWire *wire;
+		PaceVerdict verdict;
 
 		if (queue->on_wire >= webhook_max_concurrency)
 			break;
 		wire = on_wire_of(req->origin, req->profile_id);
-		if (wire->count >= webhook_max_per_profile || held_by_pace(req, now))
+		if (wire->count >= webhook_max_per_profile)
+			continue;
+		verdict = pace_verdict(req, now);
+		if (verdict == PACE_WAIT)
 			continue;
 		dlist_delete(&req->node);
+		if (verdict == PACE_PAUSED)
+		{
+			queue->ready_count--;
+			dlist_push_tail(&given_back, &req->node);
+			continue;
+		}
 		queue->ready_count--;
 		queue->on_wire++;
 		wire->count++;
@@ -297,6 +324,15 @@ webhook_dispatch_start(void)
 			start_ready(queue, now);
 }
 
+/* The next request of a paused profile to give back unsent, or NULL. */
+WebhookRequest *
+webhook_dispatch_next_given_back(void)
+{
+	if (dlist_is_empty(&given_back))
+		return NULL;
+	return dlist_container(WebhookRequest, node, dlist_pop_head_node(&given_back));
+}
+
 /*
  * Milliseconds until a request held back by its profile's pace may start,
  * or -1 when none is.
@@ -310,7 +346,7 @@ webhook_dispatch_wait_ms(void)
 	if (next_paced_start == 0)
 		return -1;
 	TimestampDifference(GetCurrentTimestamp(), next_paced_start, &secs, &usecs);
-	return secs * 1000 + (usecs + 999) / 1000;
+	return Min(secs, 24 * 3600) * 1000 + (usecs + 999) / 1000;
 }
 
 /* A request came back from the wire. */

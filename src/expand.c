@@ -58,7 +58,7 @@
  * have the planner join them to the queue row by row, in time that grows
  * with the square of the backlog.
  */
-#define TAKE_SQL(origin_filter, halo_columns) \
+#define TAKE_SQL(origin_filter, halo_columns, claimable) \
 "WITH locked AS (" \
 "  SELECT occurrence_id, row_count FROM webhook.occurrence" \
 "   WHERE table_oid <> ALL ($2::oid[])" \
@@ -92,7 +92,7 @@ origin_filter \
 "        b.binding_id, p.profile_id, p.name, p.payload, p.payload_fields, e.name, e.title," \
 "        e.object, e.operation, e.table_oid::oid, e.created_by::oid, e.key_columns," \
 "        e.parent_object, e.parent_table::oid, e.parent_column, e.parent_key," \
-"        e.event_id, p.batching, p.batch_wait, p.batch_max_items, p.enabled, p.xmin," \
+"        e.event_id, p.batching, p.batch_wait, p.batch_max_items, " claimable ", p.xmin," \
 "        " halo_columns ", NULL, NULL" \
 "   FROM claimed c" \
 "   JOIN matched m ON m.occurrence_id = c.occurrence_id" \
@@ -100,16 +100,25 @@ origin_filter \
 "   JOIN webhook.event e ON e.event_id = b.event_id" \
 "   JOIN webhook.profile p ON p.profile_id = b.profile_id"
 
+/*
+ * A rate-limited profile's deliveries are not claimed as they are made:
+ * its claims are kept few (see claim_sql in queue.c).
+ */
 static const char *take_sql =
 TAKE_SQL("   WHERE c.origin IS NULL OR c.origin <> ALL (p.ignore_origins)",
-		 "p.envelope, p.guid::text, e.message, e.agent_column");
+		 "p.envelope, p.guid::text, e.message, e.agent_column", "p.enabled AND p.max_rate IS NULL");
+
+/* The same of a schema before 0.12, which has no rate limits. */
+static const char *take_sql_before_0_12 =
+TAKE_SQL("   WHERE c.origin IS NULL OR c.origin <> ALL (p.ignore_origins)",
+		 "p.envelope, p.guid::text, e.message, e.agent_column", "p.enabled");
 
 /*
  * The same of a schema before 0.9 (a library installed before ALTER
  * EXTENSION webhook UPDATE): no origins, the standard envelope.
  */
 static const char *take_sql_before_0_9 =
-TAKE_SQL("", "'standard'::text, NULL::text, NULL::text, NULL::text");
+TAKE_SQL("", "'standard'::text, NULL::text, NULL::text, NULL::text", "p.enabled");
 
 /*
  * The deliveries made, in order: single items, and batches.  A batch's
@@ -391,7 +400,7 @@ enum
 	TAKE_BATCHING,
 	TAKE_BATCH_WAIT,
 	TAKE_BATCH_MAX_ITEMS,
-	TAKE_ENABLED,
+	TAKE_ENABLED,				/* and claimable as made */
 	TAKE_PROFILE_VERSION,		/* the profile row's xmin: see MadeClaim */
 	TAKE_ENVELOPE,
 	TAKE_PROFILE_GUID,
@@ -503,7 +512,7 @@ claim_as_made(Expansion *x, TakenRow *item_of, const char *webhook_id, Datum bod
 	foreach(lc, claim->made)
 		if (((MadeClaim *) lfirst(lc))->profile_id == profile_id)
 			held++;
-	if (list_length(claim->made) >= claim->room || held >= webhook_claims_allowance())
+	if (list_length(claim->made) >= claim->room || held >= webhook_claims_allowance_of(profile_id))
 	{
 		claim->all_taken = false;
 		return false;
@@ -960,6 +969,7 @@ expand_changes(Datum *args, bool *more, ClaimAsMade *claim)
 	Oid			types[2] = {INT4OID, OIDARRAYOID};
 	static SPIPlanPtr take_plan = NULL;
 	static SPIPlanPtr take_plan_before_0_9 = NULL;
+	static SPIPlanPtr take_plan_before_0_12 = NULL;
 	bool		before_0_9 = webhook_schema_before_0_9();
 	SPITupleTable *taken_rows;
 	TupleDesc	desc;
@@ -976,6 +986,8 @@ expand_changes(Datum *args, bool *more, ClaimAsMade *claim)
 
 	if (SPI_execute_plan(before_0_9 ?
 						 webhook_keep_plan(&take_plan_before_0_9, take_sql_before_0_9, 2, types, false) :
+						 webhook_schema_before_0_12() ?
+						 webhook_keep_plan(&take_plan_before_0_12, take_sql_before_0_12, 2, types, false) :
 						 webhook_keep_plan(&take_plan, take_sql, 2, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not take webhook occurrences");

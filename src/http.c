@@ -165,7 +165,7 @@ open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
 {
 	WebhookRequest *req = clientp;
 
-	if (purpose == CURLSOCKTYPE_IPCXN && webhook_proxy[0] == '\0' &&
+	if (purpose == CURLSOCKTYPE_IPCXN && !req->via_proxy &&
 		webhook_address_blocked(&address->addr))
 	{
 		char		text[INET6_ADDRSTRLEN] = "?";
@@ -335,7 +335,13 @@ blocked_target(WebhookRequest *req)
 		size_t		len = strlen(host);
 
 		memset(&sa, 0, sizeof(sa));
-		if (len > 2 && host[0] == '[' && host[len - 1] == ']')
+		/* an address with a trailing dot is one too, to a resolver */
+		if (len > 1 && host[len - 1] == '.')
+			host[--len] = '\0';
+		/* a zone id or an escape: no plain address, and not to be guessed */
+		if (strchr(host, '%') != NULL)
+			blocked = MemoryContextStrdup(req->cxt, host);
+		else if (len > 2 && host[0] == '[' && host[len - 1] == ']')
 		{
 			bare = pnstrdup(host + 1, len - 2);
 			if (inet_pton(AF_INET6, bare, &((struct sockaddr_in6 *) &sa)->sin6_addr) == 1)
@@ -375,7 +381,8 @@ webhook_http_start(WebhookRequest *req)
 	req->errbuf = palloc0(CURL_ERROR_SIZE);
 	req->started_at = GetCurrentTimestamp();
 
-	if (webhook_proxy[0] != '\0' && (req->blocked_address = (char *) blocked_target(req)) != NULL)
+	req->via_proxy = webhook_proxy[0] != '\0';
+	if (req->via_proxy && (req->blocked_address = (char *) blocked_target(req)) != NULL)
 	{
 		req->outcome = OUTCOME_BLOCKED;
 		req->error = psprintf("connecting to %s is refused by webhook.blocked_networks",

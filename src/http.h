@@ -74,6 +74,8 @@ typedef struct WebhookRequest
 	HeaderFields request_fields;	/* as recorded, secrets redacted */
 	bool		body_truncated;
 	int64		retry_after_s;	/* the response's Retry-After, 0: none */
+	TimestampTz due_again;		/* given back unsent: due then (0: now) */
+	bool		via_proxy;		/* started through webhook.proxy */
 	char	   *blocked_address;	/* set when the connection was refused */
 
 	/* libcurl state, released when the request completes */

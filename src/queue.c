@@ -39,6 +39,8 @@
  * flight is made pending again (_restored_in_flight).
  */
 #include "webhook.h"
+
+#include <math.h>
 #include "claims.h"
 #include "http.h"
 #include "queue.h"
@@ -120,27 +122,38 @@ static const char *assemble_sql =
  * receiver that hangs) never hides the others' due deliveries.  A disabled
  * profile's deliveries are held: this is where that is read.
  */
+#define CLAIM_SQL(allowance) \
+"UPDATE webhook.delivery d" \
+"   SET status = 'sending', attempts = d.attempts + 1," \
+"       last_attempt_at = pg_catalog.now()" \
+" WHERE d.delivery_id = ANY (ARRAY(" \
+"        SELECT c.delivery_id" \
+"          FROM webhook.profile p" \
+"          LEFT JOIN ROWS FROM (pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::int4[])," \
+"                               pg_catalog.unnest($5::timestamptz[]), pg_catalog.unnest($6::int8[]))" \
+"               AS held(profile_id, n, after_due_at, after_id) ON held.profile_id = p.profile_id" \
+"         CROSS JOIN LATERAL (" \
+"               SELECT due.delivery_id, due.next_attempt_at FROM webhook.delivery due" \
+"                WHERE due.profile_id = p.profile_id AND due.status IN ('pending', 'retrying')" \
+"                  AND due.next_attempt_at <= pg_catalog.now() AND due.body IS NOT NULL" \
+"                  AND (due.next_attempt_at, due.delivery_id)" \
+"                      > (COALESCE(held.after_due_at, '-infinity'), COALESCE(held.after_id, 0))" \
+"                ORDER BY due.next_attempt_at, due.delivery_id" \
+"                LIMIT GREATEST(" allowance " - COALESCE(held.n, 0), 0) FOR UPDATE SKIP LOCKED) AS c" \
+"         WHERE p.enabled" \
+"         ORDER BY c.next_attempt_at, c.delivery_id LIMIT $1))" \
+" RETURNING d.delivery_id, d.attempts, d.profile_id, d.body::text, d.webhook_id, d.next_attempt_at"
+
+/*
+ * A profile's allowance is $2, but a rate-limited one's: what it sends in
+ * two seconds, and one more.  Claimed, they wait in the sender, and hold
+ * that much of the worker's claims, which the other profiles need.
+ */
 static const char *claim_sql =
-"UPDATE webhook.delivery d"
-"   SET status = 'sending', attempts = d.attempts + 1,"
-"       last_attempt_at = pg_catalog.now()"
-" WHERE d.delivery_id = ANY (ARRAY("
-"        SELECT c.delivery_id"
-"          FROM webhook.profile p"
-"          LEFT JOIN ROWS FROM (pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::int4[]),"
-"                               pg_catalog.unnest($5::timestamptz[]), pg_catalog.unnest($6::int8[]))"
-"               AS held(profile_id, n, after_due_at, after_id) ON held.profile_id = p.profile_id"
-"         CROSS JOIN LATERAL ("
-"               SELECT due.delivery_id, due.next_attempt_at FROM webhook.delivery due"
-"                WHERE due.profile_id = p.profile_id AND due.status IN ('pending', 'retrying')"
-"                  AND due.next_attempt_at <= pg_catalog.now() AND due.body IS NOT NULL"
-"                  AND (due.next_attempt_at, due.delivery_id)"
-"                      > (COALESCE(held.after_due_at, '-infinity'), COALESCE(held.after_id, 0))"
-"                ORDER BY due.next_attempt_at, due.delivery_id"
-"                LIMIT GREATEST($2 - COALESCE(held.n, 0), 0) FOR UPDATE SKIP LOCKED) AS c"
-"         WHERE p.enabled"
-"         ORDER BY c.next_attempt_at, c.delivery_id LIMIT $1))"
-" RETURNING d.delivery_id, d.attempts, d.profile_id, d.body::text, d.webhook_id, d.next_attempt_at";
+CLAIM_SQL("LEAST($2, CASE WHEN p.max_rate IS NULL THEN $2 ELSE pg_catalog.ceil(p.max_rate * 2)::int + 1 END)");
+
+/* The same of a schema before 0.12, which has no rate limits. */
+static const char *claim_sql_before_0_12 = CLAIM_SQL("$2");
 
 /*
  * What a request needs from its profile, read once per claim: with the
@@ -173,12 +186,15 @@ static const char *stopped_sql =
 
 /*
  * Claimed deliveries the worker gives back unsent: due again, as they were
- * (held, while their profile is disabled).
+ * (held, while their profile is disabled), or when the pause their
+ * receiver asked for ends ($2).
  */
 static const char *give_back_sql =
 "UPDATE webhook.delivery d"
-"   SET status = 'pending', next_attempt_at = pg_catalog.now(), attempts = d.attempts - 1"
-" WHERE d.delivery_id = ANY ($1) AND d.status = 'sending'";
+"   SET status = 'pending', attempts = d.attempts - 1,"
+"       next_attempt_at = GREATEST(pg_catalog.now(), COALESCE(b.due_at, pg_catalog.now()))"
+"  FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::timestamptz[])) AS b(delivery_id, due_at)"
+" WHERE d.delivery_id = b.delivery_id AND d.delivery_id = ANY ($1) AND d.status = 'sending'";
 
 /*
  * The earliest waiting delivery of an enabled profile, one step down the
@@ -328,6 +344,7 @@ static const char *purge_sql =
 
 static SPIPlanPtr assemble_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr claim_plan_before_0_12 = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr record_plan_before_0_11 = NULL;
@@ -900,15 +917,22 @@ find_stopped(void)
 static void
 give_back(List *unsent)
 {
-	Oid			types[1] = {INT8ARRAYOID};
-	Datum		args[1];
+	Oid			types[2] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		args[2];
 	List	   *ids = NIL;
+	ArrayColumn due = {NULL, TIMESTAMPTZOID};
 	ListCell   *lc;
 
 	foreach(lc, unsent)
-		ids = lappend(ids, &((WebhookRequest *) lfirst(lc))->delivery_id);
+	{
+		WebhookRequest *req = lfirst(lc);
+
+		ids = lappend(ids, &req->delivery_id);
+		add_value(&due, TimestampTzGetDatum(req->due_again), req->due_again == 0);
+	}
 	args[0] = int8_array(ids);
-	if (SPI_execute_plan(webhook_keep_plan(&give_back_plan, give_back_sql, 1, types, false),
+	args[1] = column_array(&due);
+	if (SPI_execute_plan(webhook_keep_plan(&give_back_plan, give_back_sql, 2, types, false),
 						 args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not give back webhook deliveries");
 }
@@ -997,7 +1021,9 @@ claim_due(int limit, bool after_marks, List *made, List **marks, List **full)
 	 * it is planned at every call: the generic plan's guess of the arrays'
 	 * lengths makes it look a little dearer.
 	 */
-	if (SPI_execute_plan(webhook_keep_plan(&claim_plan, claim_sql, 6, types, true),
+	if (SPI_execute_plan(webhook_schema_before_0_12() ?
+						 webhook_keep_plan(&claim_plan_before_0_12, claim_sql_before_0_12, 6, types, true) :
+						 webhook_keep_plan(&claim_plan, claim_sql, 6, types, true),
 						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim webhook deliveries");
 	claimed = SPI_tuptable;
@@ -1040,24 +1066,33 @@ claim_due(int limit, bool after_marks, List *made, List **marks, List **full)
 		t->count++;
 	}
 
+	/* the rate-limited profiles' allowances, as their settings say now */
+	profiles = nclaimed > 0 ? read_profiles(profile_ids) : NIL;
+	foreach(lc, profiles)
+	{
+		ProfileSettings *p = lfirst(lc);
+
+		webhook_claims_set_cap(p->profile_id, p->max_rate > 0 ? (int) ceil(p->max_rate * 2) + 1 : 0);
+	}
+
 	/* the profiles now at their allowance: those held at it, those just filled */
 	forboth(lc, held_ids, lc2, held_counts)
-		if (lfirst_int(lc2) >= allowance)
+		if (lfirst_int(lc2) >= webhook_claims_allowance_of(*(int64 *) lfirst(lc)))
 			*full = lappend(*full, lfirst(lc));
 	foreach(lc, taken)
 	{
 		ProfileTaken *t = lfirst(lc);
 		MemoryContext old = MemoryContextSwitchTo(caller_cxt);	/* outlives SPI */
+		int			its_allowance = webhook_claims_allowance_of(t->mark.profile_id);
 
 		*marks = lappend(*marks, &t->mark);
 		MemoryContextSwitchTo(old);
-		if (t->held < allowance && t->held + t->count >= allowance)
+		if (t->held < its_allowance && t->held + t->count >= its_allowance)
 			*full = lappend(*full, &t->mark.profile_id);
 	}
 	if (nclaimed == 0)
 		return NIL;
 
-	profiles = read_profiles(profile_ids);
 	for (uint64 i = 0; i < nclaimed; i++)
 	{
 		bool		isnull;

@@ -319,6 +319,17 @@ wait_ms(bool leaving)
 static char *blocked_networks_in_use = NULL;
 static char *proxy_in_use = NULL;
 
+/* What a proxy leaves to the proxy, said in the log whenever one is set. */
+static void
+warn_of_proxy(void)
+{
+	if (webhook_proxy[0] != '\0')
+		ereport(LOG,
+				(errmsg("webhook requests go through webhook.proxy"),
+				 errdetail("webhook.blocked_networks is checked on URLs whose host is an address; "
+						   "host names are resolved by the proxy, which must refuse what it should not reach.")));
+}
+
 void
 webhook_sender_main(Datum main_arg)
 {
@@ -338,6 +349,7 @@ webhook_sender_main(Datum main_arg)
 
 	blocked_networks_in_use = MemoryContextStrdup(TopMemoryContext, webhook_blocked_networks);
 	proxy_in_use = MemoryContextStrdup(TopMemoryContext, webhook_proxy);
+	warn_of_proxy();
 	webhook_http_init();
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -362,6 +374,7 @@ webhook_sender_main(Datum main_arg)
 			blocked_networks_in_use = MemoryContextStrdup(TopMemoryContext, webhook_blocked_networks);
 			proxy_in_use = MemoryContextStrdup(TopMemoryContext, webhook_proxy);
 			webhook_http_forget_connections();
+			warn_of_proxy();
 		}
 
 		if (ShutdownRequestPending && stop_by == 0)
@@ -371,7 +384,19 @@ webhook_sender_main(Datum main_arg)
 		take_messages();
 		post_finished();
 		if (stop_by == 0)
+		{
+			WebhookRequest *req;
+
 			webhook_dispatch_start();
+			while ((req = webhook_dispatch_next_given_back()) != NULL)
+			{
+				ServedChannel *sc = served_channel(req->origin);
+
+				if (sc != NULL)
+					webhook_channel_post_result(sc->channel, req, false);
+				webhook_request_free(req);
+			}
+		}
 		else
 		{
 			ListCell   *lc;

@@ -10,11 +10,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 use WebhookTest;
 
 my $node = new_webhook_node('pacing');
-# one request of a profile on the wire at a time: each waits for the answer before
-$node->append_conf('postgresql.conf', "webhook.max_per_profile = 1\n");
+# four requests of a profile on the wire at most (one, from part 2 on)
+$node->append_conf('postgresql.conf', "webhook.max_per_profile = 4\n");
 $node->restart;
 my $receiver = WebhookTest::Receiver->start;
 
@@ -30,6 +31,10 @@ $node->safe_psql('postgres', qq{
 	SELECT webhook.create_profile('busy', '@{[ $receiver->url('/retry-after/2') ]}', ARRAY['busy.created'],
 	                              max_attempts => 1);
 	SELECT webhook.create_profile('slow', '@{[ $receiver->url('/fault/slow') ]}', ARRAY['slow.created'],
+	                              max_attempts => 1);
+	CREATE TABLE long_rows (id serial PRIMARY KEY, n int);
+	SELECT webhook.define_event('long.created', 'long_rows', 'insert');
+	SELECT webhook.create_profile('long_pause', '@{[ $receiver->url('/retry-after/60') ]}', ARRAY['long.created'],
 	                              max_attempts => 1);
 });
 is($node->safe_psql('postgres', "SELECT max_rate FROM webhook.profiles WHERE name = 'paced'"), '20',
@@ -74,8 +79,38 @@ my $free_done = $node->safe_psql('postgres', q{
 	         WHERE d.profile = 'paced')});
 is($free_done, 't', 'the other profile was not held to that pace: it was done first');
 
+# a rate-limited profile holds claimed what it sends in two seconds, and
+# one more (at max_rate 2: 5), not the whole allowance (8 x 4)
+$node->safe_psql('postgres', qq{
+	CREATE TABLE trickle_rows (id serial PRIMARY KEY, n int);
+	SELECT webhook.define_event('trickle.created', 'trickle_rows', 'insert');
+	SELECT webhook.create_profile('trickle', '@{[ $receiver->url('/trickle') ]}', ARRAY['trickle.created'],
+	                              max_rate => 2);
+	INSERT INTO trickle_rows (n) SELECT g FROM generate_series(1, 30) g;
+});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM webhook.deliveries WHERE profile = 'trickle' AND status = 'delivered'}),
+	'the trickle profile delivers');
+my $most = 0;
+for (1 .. 10)
+{
+	my $claimed = $node->safe_psql('postgres', q{
+		SELECT count(*) FROM webhook.deliveries WHERE profile = 'trickle' AND status = 'sending'});
+	$most = $claimed if $claimed > $most;
+	usleep(100_000);
+}
+cmp_ok($most, '<=', 5, "at most 5 of its deliveries claimed at once (seen: $most)");
+cmp_ok($node->safe_psql('postgres', q{
+	SELECT count(*) FROM webhook.deliveries WHERE profile = 'trickle' AND status = 'pending'}), '>', 0,
+	'the others wait in the queue');
+$node->safe_psql('postgres', "SELECT webhook.drop_profile('trickle')");
+
 # 2. 503 with Retry-After: 2 pauses the whole profile for 2 s after each
 # answer; the others go on meanwhile
+$node->append_conf('postgresql.conf', "webhook.max_per_profile = 1\n");
+$node->reload;
+ok($node->poll_query_until('postgres', "SELECT current_setting('webhook.max_per_profile') = '1'"),
+	'one request of a profile on the wire at a time from now on');
 $node->safe_psql('postgres', "INSERT INTO busy_rows (n) SELECT g FROM generate_series(1, 3) g");
 ok(delivered_or_failed('busy', 3), 'the three requests to the busy receiver were answered');
 my @busy = @{ gaps('busy') };
@@ -87,6 +122,16 @@ is($node->safe_psql('postgres', q{
 	         WHERE d.profile = 'free')
 	     < (SELECT max(a.started_at) FROM webhook.attempts a JOIN webhook.deliveries d USING (delivery_id)
 	         WHERE d.profile = 'busy')}), 't', 'during the pause: it was not paused');
+
+# what a paused profile has waiting goes back to the queue, due when the
+# pause ends: it holds none of the worker's claims meanwhile
+$node->safe_psql('postgres', "INSERT INTO long_rows (n) SELECT g FROM generate_series(1, 3) g");
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) FILTER (WHERE status = 'failed') = 1
+	   AND count(*) FILTER (WHERE status = 'pending' AND next_attempt_at > now() + interval '30 seconds') = 2
+	  FROM webhook.deliveries WHERE profile = 'long_pause'}),
+	'after a Retry-After of 60 s, the other two wait in the queue until the pause ends, unclaimed');
+$node->safe_psql('postgres', "SELECT webhook.drop_profile('long_pause')");
 
 # 3. 503 without Retry-After: a pause of 1 s, then 2 s; a success ends the run
 $receiver->set_mode('status 503');

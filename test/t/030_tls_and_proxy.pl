@@ -104,12 +104,17 @@ is($node->safe_psql('postgres', 'SHOW webhook.proxy'), $proxy->url(''), 'webhook
 $node->safe_psql('postgres', qq{
 	SELECT webhook.create_profile('via_proxy', '@{[ $plain->url('/via') ]}', ARRAY['ticket.created']);
 	SELECT webhook.create_profile('blocked', 'http://127.0.0.2:9/blocked', ARRAY['ticket.created'], max_attempts => 1);
-	SELECT webhook.disable_profile(name) FROM webhook.profiles WHERE name NOT IN ('via_proxy', 'blocked');
+	-- the same address written otherwise: a number, IPv4 in IPv6, a trailing dot, a zone
+	SELECT webhook.create_profile('blocked_' || n, u, ARRAY['ticket.created'], max_attempts => 1)
+	  FROM (VALUES (1, 'http://2130706434:9/blocked'), (2, 'http://[::ffff:127.0.0.2]:9/blocked'),
+	               (3, 'http://127.0.0.2.:9/blocked'), (4, 'http://[fe80::1%25eth0]:9/blocked')) AS v(n, u);
+	SELECT webhook.disable_profile(name) FROM webhook.profiles WHERE name <> 'via_proxy' AND name NOT LIKE 'blocked%';
 	INSERT INTO tickets (summary, status_id) VALUES ('Through the proxy', 1);
 });
 ok($node->poll_query_until('postgres', q{
-	SELECT count(*) = 2 FROM webhook.deliveries WHERE profile IN ('via_proxy', 'blocked') AND status IN ('delivered', 'failed')}),
-	'both answered');
+	SELECT count(*) = 6 FROM webhook.deliveries WHERE (profile IN ('via_proxy', 'blocked') OR profile LIKE 'blocked\_%')
+	                                               AND status IN ('delivered', 'failed')}),
+	'all answered');
 is($node->safe_psql('postgres', "SELECT status FROM webhook.deliveries WHERE profile = 'via_proxy'"), 'delivered',
 	'delivered through the proxy');
 my @proxied = @{ $proxy->requests };
@@ -119,7 +124,12 @@ is($node->safe_psql('postgres', q{
 	SELECT a.outcome || ': ' || a.error FROM webhook.attempts a JOIN webhook.deliveries d USING (delivery_id)
 	 WHERE d.profile = 'blocked'}), 'blocked: connecting to 127.0.0.2 is refused by webhook.blocked_networks',
 	'an address of blocked_networks is refused, proxy or not');
-ok(!grep({ $_->{path} =~ /127\.0\.0\.2/ } @{ $proxy->requests }), 'and never reached the proxy');
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(d.profile || ' ' || a.outcome, ', ' ORDER BY d.profile)
+	  FROM webhook.attempts a JOIN webhook.deliveries d USING (delivery_id) WHERE d.profile LIKE 'blocked\_%'}),
+	'blocked_1 blocked, blocked_2 blocked, blocked_3 blocked, blocked_4 blocked',
+	'so is the same address as a number, in IPv6, with a trailing dot, and an address with a zone');
+is(scalar(grep { $_->{path} =~ /blocked/ } @{ $proxy->requests }), 0, 'none of them reached the proxy');
 # a plain role does not see where the proxy is
 $node->safe_psql('postgres', 'CREATE ROLE tls_nobody LOGIN');
 my ($ret, $out, $err) = $node->psql('postgres', "SET ROLE tls_nobody; SELECT current_setting('webhook.proxy')");
