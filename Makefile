@@ -32,9 +32,9 @@ DATA = sql/webhook--0.1.sql sql/webhook--0.1--0.2.sql sql/webhook--0.2--0.3.sql 
        sql/webhook--0.5--0.6.sql sql/webhook--0.6--0.7.sql \
        sql/webhook--0.7--0.8.sql sql/webhook--0.8--0.9.sql \
        sql/webhook--0.9--0.10.sql sql/webhook--0.10--0.11.sql \
-       sql/webhook--0.11--0.12.sql
+       sql/webhook--0.11--0.12.sql sql/webhook--0.12--0.13.sql
 
-REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges security row_json condition_paths halo deadlines failures rotation pacing tls
+REGRESS = setup api capture conditions catalogue profiles batching payloads operations bad_input privileges security row_json condition_paths halo deadlines failures rotation pacing tls ordering
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config

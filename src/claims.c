@@ -41,14 +41,16 @@ typedef struct ProfileClaims
 	int64		mark_delivery_id;
 } ProfileClaims;
 
-typedef struct ProfileCap
+/* What a profile's settings say of its claims, if anything. */
+typedef struct ProfileTerms
 {
 	int64		profile_id;		/* hash key */
-	int			cap;
-} ProfileCap;
+	int			cap;			/* rate-limited: its allowance; 0: none */
+	bool		ordered;		/* its deliveries of one object go in order */
+} ProfileTerms;
 
 static HTAB *claims = NULL;
-static HTAB *caps = NULL;		/* rate-limited profiles' allowances */
+static HTAB *terms = NULL;		/* profiles rate-limited or ordered */
 static int	total = 0;			/* claimed, all profiles */
 static TimestampTz marks_since = 0; /* when marks were last all dropped */
 
@@ -134,37 +136,59 @@ webhook_claims_allowance(void)
 
 /*
  * A rate-limited profile's allowance is smaller (see claim_sql): what it
- * sends in two seconds, and one more.  Learnt from its settings, as each
- * claim reads them; 0 (no limit) forgets it.
+ * sends in two seconds, and one more (cap; 0: no limit).  An ordered
+ * profile's finished deliveries let the next of their objects go (see
+ * promote_sql).  Learnt from its settings, as each claim reads them.
  */
 void
-webhook_claims_set_cap(int64 profile_id, int cap)
+webhook_claims_set_terms(int64 profile_id, int cap, bool ordered)
 {
-	if (caps == NULL)
+	ProfileTerms *entry;
+
+	if (terms == NULL)
 	{
 		HASHCTL		ctl;
 
-		if (cap == 0)
+		if (cap == 0 && !ordered)
 			return;
 		ctl.keysize = sizeof(int64);
-		ctl.entrysize = sizeof(ProfileCap);
+		ctl.entrysize = sizeof(ProfileTerms);
 		ctl.hcxt = TopMemoryContext;
-		caps = hash_create("webhook claim caps", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		terms = hash_create("webhook claim terms", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
-	if (cap == 0)
-		hash_search(caps, &profile_id, HASH_REMOVE, NULL);
-	else
-		((ProfileCap *) hash_search(caps, &profile_id, HASH_ENTER, NULL))->cap = cap;
+	if (cap == 0 && !ordered)
+	{
+		hash_search(terms, &profile_id, HASH_REMOVE, NULL);
+		return;
+	}
+	entry = hash_search(terms, &profile_id, HASH_ENTER, NULL);
+	entry->cap = cap;
+	entry->ordered = ordered;
+}
+
+static ProfileTerms *
+terms_of(int64 profile_id)
+{
+	return terms ? hash_search(terms, &profile_id, HASH_FIND, NULL) : NULL;
 }
 
 /* The allowance of this profile. */
 int
 webhook_claims_allowance_of(int64 profile_id)
 {
-	ProfileCap *entry = caps ? hash_search(caps, &profile_id, HASH_FIND, NULL) : NULL;
+	ProfileTerms *entry = terms_of(profile_id);
 	int			allowance = webhook_claims_allowance();
 
-	return entry ? Min(entry->cap, allowance) : allowance;
+	return entry && entry->cap > 0 ? Min(entry->cap, allowance) : allowance;
+}
+
+/* Whether the profile orders its deliveries, as its last claim read it. */
+bool
+webhook_claims_ordered(int64 profile_id)
+{
+	ProfileTerms *entry = terms_of(profile_id);
+
+	return entry && entry->ordered;
 }
 
 /*

@@ -58,7 +58,7 @@
  * have the planner join them to the queue row by row, in time that grows
  * with the square of the backlog.
  */
-#define TAKE_SQL(origin_filter, halo_columns, claimable) \
+#define TAKE_SQL(origin_filter, halo_columns, claimable, ordering) \
 "WITH locked AS (" \
 "  SELECT occurrence_id, row_count FROM webhook.occurrence" \
 "   WHERE table_oid <> ALL ($2::oid[])" \
@@ -85,7 +85,7 @@ origin_filter \
 "       NULL::int8, NULL::int8, NULL::text, NULL::text, NULL::jsonb, NULL::text, NULL::text," \
 "       NULL::text, NULL::text, NULL::oid, NULL::oid, NULL::text[], NULL::text, NULL::oid," \
 "       NULL::text, NULL::text, NULL::int8, NULL::text, NULL::interval, NULL::int4, NULL::bool, NULL::xid," \
-"       NULL::text, NULL::text, NULL::text, NULL::text," \
+"       NULL::text, NULL::text, NULL::text, NULL::text, NULL::text," \
 "       (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM claimed)" \
 " UNION ALL " \
 "SELECT c.occurrence_id, c.captured_at, c.capture_error, c.id_seed::text, c.new_rows, c.old_rows," \
@@ -93,7 +93,7 @@ origin_filter \
 "        e.object, e.operation, e.table_oid::oid, e.created_by::oid, e.key_columns," \
 "        e.parent_object, e.parent_table::oid, e.parent_column, e.parent_key," \
 "        e.event_id, p.batching, p.batch_wait, p.batch_max_items, " claimable ", p.xmin," \
-"        " halo_columns ", NULL, NULL" \
+"        " halo_columns ", " ordering ", NULL, NULL" \
 "   FROM claimed c" \
 "   JOIN matched m ON m.occurrence_id = c.occurrence_id" \
 "   JOIN webhook.binding b ON b.binding_id = m.binding_id" \
@@ -102,23 +102,31 @@ origin_filter \
 
 /*
  * A rate-limited profile's deliveries are not claimed as they are made:
- * its claims are kept few (see claim_sql in queue.c).
+ * its claims are kept few (see claim_sql in queue.c).  Nor are an ordering
+ * profile's, which may have to wait their turn.
  */
 static const char *take_sql =
 TAKE_SQL("   WHERE c.origin IS NULL OR c.origin <> ALL (p.ignore_origins)",
-		 "p.envelope, p.guid::text, e.message, e.agent_column", "p.enabled AND p.max_rate IS NULL");
+		 "p.envelope, p.guid::text, e.message, e.agent_column",
+		 "p.enabled AND p.max_rate IS NULL AND p.ordering = 'none'", "p.ordering");
+
+/* The same of a schema before 0.13, which orders nothing. */
+static const char *take_sql_before_0_13 =
+TAKE_SQL("   WHERE c.origin IS NULL OR c.origin <> ALL (p.ignore_origins)",
+		 "p.envelope, p.guid::text, e.message, e.agent_column", "p.enabled AND p.max_rate IS NULL",
+		 "'none'::text");
 
 /* The same of a schema before 0.12, which has no rate limits. */
 static const char *take_sql_before_0_12 =
 TAKE_SQL("   WHERE c.origin IS NULL OR c.origin <> ALL (p.ignore_origins)",
-		 "p.envelope, p.guid::text, e.message, e.agent_column", "p.enabled");
+		 "p.envelope, p.guid::text, e.message, e.agent_column", "p.enabled", "'none'::text");
 
 /*
  * The same of a schema before 0.9 (a library installed before ALTER
  * EXTENSION webhook UPDATE): no origins, the standard envelope.
  */
 static const char *take_sql_before_0_9 =
-TAKE_SQL("", "'standard'::text, NULL::text, NULL::text, NULL::text", "p.enabled");
+TAKE_SQL("", "'standard'::text, NULL::text, NULL::text, NULL::text", "p.enabled", "'none'::text");
 
 /*
  * The deliveries made, in order: single items, and batches.  A batch's
@@ -126,11 +134,13 @@ TAKE_SQL("", "'standard'::text, NULL::text, NULL::text, NULL::text", "p.enabled"
  * event's name has none), and are kept sorted, as a grown batch's are.
  * No due time is now: a single item or a full batch is due at once.  One
  * claimed as it is made ($10, see ClaimAsMade) is made sending, its first
- * attempt begun.
+ * attempt begun.  One in an object's order ($11, see delivery.order_key)
+ * waits for its turn when an unfinished one goes before it.
  */
-#define INSERT_DELIVERIES \
+#define INSERT_DELIVERIES(order_key_column, next_attempt) \
 "INSERT INTO webhook.delivery (profile_id, webhook_id, events, items, body, status, attempts,"\
-"                              last_attempt_at, next_attempt_at, captured_at, error, batch_key)"\
+"                              last_attempt_at, next_attempt_at, captured_at, error, batch_key"\
+order_key_column ")"\
 "SELECT d.profile_id, d.webhook_id,"\
 "       CASE WHEN pg_catalog.strpos(d.events, ',') = 0 THEN ARRAY[d.events]"\
 "            ELSE ARRAY(SELECT e FROM pg_catalog.unnest(pg_catalog.string_to_array(d.events, ','))"\
@@ -138,54 +148,78 @@ TAKE_SQL("", "'standard'::text, NULL::text, NULL::text, NULL::text", "p.enabled"
 "       d.items, d.body,"\
 "       CASE WHEN d.error IS NOT NULL THEN 'failed' WHEN d.claimed THEN 'sending' ELSE 'pending' END,"\
 "       CASE WHEN d.claimed THEN 1 ELSE 0 END, CASE WHEN d.claimed THEN pg_catalog.now() END,"\
-"       CASE WHEN d.error IS NULL THEN COALESCE(d.due_at, pg_catalog.now()) END,"\
-"       d.captured_at, d.error, d.batch_key"\
+"       CASE WHEN d.error IS NULL THEN " next_attempt " END,"\
+"       d.captured_at, d.error, d.batch_key" order_key_column \
 "  FROM ROWS FROM (pg_catalog.unnest($1::int8[]), pg_catalog.unnest($2::text[]),"\
 "                  pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::int4[]),"\
 "                  pg_catalog.unnest($5::json[]), pg_catalog.unnest($6::timestamptz[]),"\
 "                  pg_catalog.unnest($7::timestamptz[]), pg_catalog.unnest($8::text[]),"\
-"                  pg_catalog.unnest($9::text[]), pg_catalog.unnest($10::bool[]))"\
+"                  pg_catalog.unnest($9::text[]), pg_catalog.unnest($10::bool[]),"\
+"                  pg_catalog.unnest($11::text[]))"\
 "       WITH ORDINALITY AS d(profile_id, webhook_id, events, items, body, due_at, captured_at,"\
-"                            error, batch_key, claimed, n)"\
+"                            error, batch_key, claimed, order_key, n)"\
 " ORDER BY d.n"\
 " RETURNING delivery_id, webhook_id, status"
 
+/*
+ * A delivery in order waits when one made before it in this statement has
+ * its key, or an unfinished one of the profile goes before it (see
+ * ORDER_BLOCKED in queue.h; every delivery made before has a lower id).  A
+ * batch still open is due when it closes, and waits then if it must (see
+ * assemble_sql in queue.c).
+ */
+#define ORDERED_INSERT \
+INSERT_DELIVERIES(", order_key", \
+"CASE WHEN d.order_key IS NOT NULL AND d.due_at IS NULL"\
+"           AND (pg_catalog.row_number() OVER (PARTITION BY d.profile_id, d.order_key ORDER BY d.n) > 1"\
+"                OR " ORDER_BLOCKED("d", "true") ")"\
+"      THEN 'infinity'::timestamptz ELSE COALESCE(d.due_at, pg_catalog.now()) END")
+
+/* The same of a schema before 0.13, which orders nothing. */
+#define UNORDERED_INSERT INSERT_DELIVERIES("", "COALESCE(d.due_at, pg_catalog.now())")
+
 /* The ids of those claimed as made, in the order they were made. */
-static const char *insert_sql =
-"WITH made AS (" INSERT_DELIVERIES ")"
-"SELECT delivery_id, webhook_id FROM made WHERE status = 'sending'";
+#define INSERT_SQL(insert) \
+"WITH made AS (" insert ")" \
+"SELECT delivery_id, webhook_id FROM made WHERE status = 'sending'"
+
+static const char *insert_sql = INSERT_SQL(ORDERED_INSERT);
+static const char *insert_sql_before_0_13 = INSERT_SQL(UNORDERED_INSERT);
 
 /*
- * The deliveries made, the open batches that grew ($11 to $14: the last
+ * The deliveries made, the open batches that grew ($12 to $15: the last
  * item's number, the new items' events, whether the batch is full now: it
- * then takes no more, and is due), and the items filed in batch_item ($15
- * to $18), each in an open batch by its id or in a new one by its
+ * then takes no more, and is due), and the items filed in batch_item ($16
+ * to $19), each in an open batch by its id or in a new one by its
  * webhook-id; then, as insert_sql, those claimed as made.
  */
-static const char *write_batches_sql =
-"WITH made AS ("
-INSERT_DELIVERIES
-"), grown AS ("
-"  UPDATE webhook.delivery d"
-"     SET items = g.last_no,"
-"         events = ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest("
-"                          d.events || pg_catalog.string_to_array(g.events, ',')) AS x ORDER BY 1),"
-"         batch_key = CASE WHEN g.now_full THEN NULL ELSE d.batch_key END,"
-"         next_attempt_at = CASE WHEN g.now_full AND d.status = 'pending' THEN pg_catalog.now()"
-"                                ELSE d.next_attempt_at END"
-"    FROM ROWS FROM (pg_catalog.unnest($11::int8[]), pg_catalog.unnest($12::int4[]),"
-"                    pg_catalog.unnest($13::text[]), pg_catalog.unnest($14::bool[]))"
-"         AS g(delivery_id, last_no, events, now_full)"
-"   WHERE d.delivery_id = g.delivery_id AND d.delivery_id = ANY ($11)"
-"), filed AS ("
-"  INSERT INTO webhook.batch_item (delivery_id, item_no, envelope)"
-"  SELECT COALESCE(i.delivery_id, m.delivery_id), i.item_no, i.envelope"
-"    FROM ROWS FROM (pg_catalog.unnest($15::int8[]), pg_catalog.unnest($16::text[]),"
-"                    pg_catalog.unnest($17::int4[]), pg_catalog.unnest($18::json[]))"
-"         AS i(delivery_id, webhook_id, item_no, envelope)"
-"    LEFT JOIN made m ON m.webhook_id = i.webhook_id"
-")"
-"SELECT delivery_id, webhook_id FROM made WHERE status = 'sending'";
+#define WRITE_BATCHES_SQL(insert) \
+"WITH made AS (" \
+insert \
+"), grown AS (" \
+"  UPDATE webhook.delivery d" \
+"     SET items = g.last_no," \
+"         events = ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest(" \
+"                          d.events || pg_catalog.string_to_array(g.events, ',')) AS x ORDER BY 1)," \
+"         batch_key = CASE WHEN g.now_full THEN NULL ELSE d.batch_key END," \
+"         next_attempt_at = CASE WHEN g.now_full AND d.status = 'pending' THEN pg_catalog.now()" \
+"                                ELSE d.next_attempt_at END" \
+"    FROM ROWS FROM (pg_catalog.unnest($12::int8[]), pg_catalog.unnest($13::int4[])," \
+"                    pg_catalog.unnest($14::text[]), pg_catalog.unnest($15::bool[]))" \
+"         AS g(delivery_id, last_no, events, now_full)" \
+"   WHERE d.delivery_id = g.delivery_id AND d.delivery_id = ANY ($12)" \
+"), filed AS (" \
+"  INSERT INTO webhook.batch_item (delivery_id, item_no, envelope)" \
+"  SELECT COALESCE(i.delivery_id, m.delivery_id), i.item_no, i.envelope" \
+"    FROM ROWS FROM (pg_catalog.unnest($16::int8[]), pg_catalog.unnest($17::text[])," \
+"                    pg_catalog.unnest($18::int4[]), pg_catalog.unnest($19::json[]))" \
+"         AS i(delivery_id, webhook_id, item_no, envelope)" \
+"    LEFT JOIN made m ON m.webhook_id = i.webhook_id" \
+")" \
+"SELECT delivery_id, webhook_id FROM made WHERE status = 'sending'"
+
+static const char *write_batches_sql = WRITE_BATCHES_SQL(ORDERED_INSERT);
+static const char *write_batches_sql_before_0_13 = WRITE_BATCHES_SQL(UNORDERED_INSERT);
 
 /*
  * The open batches of the profiles that have items to place: the newest of
@@ -406,6 +440,7 @@ enum
 	TAKE_PROFILE_GUID,
 	TAKE_MESSAGE,
 	TAKE_AGENT_COLUMN,
+	TAKE_ORDERING,
 	TAKE_LOCKED,
 	TAKE_TAKEN					/* the column after TAKE_LOCKED: see webhook_rows_left */
 };
@@ -448,6 +483,7 @@ typedef struct NewBatchItems
 	List	   *items;			/* BatchedItem * */
 	int64		open_id;		/* the open batch they join, or 0 */
 	int			open_items;
+	bool		ordered;		/* the profile orders: its batches go one at a time */
 } NewBatchItems;
 
 /* What a step makes, as the arrays of insert_sql and write_batches_sql. */
@@ -464,6 +500,7 @@ typedef struct Expansion
 	ArrayBuildState *errors;
 	ArrayBuildState *batch_keys;
 	ArrayBuildState *claimed;
+	ArrayBuildState *order_keys;
 	int			made;
 	ClaimAsMade *claim;			/* NULL: none is claimed as it is made */
 	/* open batches that grew */
@@ -532,7 +569,7 @@ static void
 add_delivery(Expansion *x, Datum profile_id, const char *webhook_id, const char *events,
 			 int items, Datum body, bool no_body, Datum due_at, bool no_due_at,
 			 Datum captured_at, bool no_captured_at, Datum error, bool no_error,
-			 const char *batch_key, TakenRow *item_of)
+			 const char *batch_key, const char *order_key, TakenRow *item_of)
 {
 	bool		claimed = false;
 
@@ -554,6 +591,7 @@ add_delivery(Expansion *x, Datum profile_id, const char *webhook_id, const char 
 	add_column(&x->captured_at, captured_at, no_captured_at, TIMESTAMPTZOID);
 	add_column(&x->errors, error, no_error, TEXTOID);
 	add_text(&x->batch_keys, batch_key);
+	add_text(&x->order_keys, order_key);
 	x->made++;
 }
 
@@ -580,6 +618,84 @@ batch_key_of(TakenRow *binding, BatchKey *key)
 	else
 		strlcpy(key->key, "any", sizeof(key->key));
 	return true;
+}
+
+/* Whether the item's profile sends each object's deliveries in order. */
+static bool
+ordered(TakenRow *binding)
+{
+	text	   *ordering = DatumGetTextPP(TAKEN(binding, TAKE_ORDERING));
+
+	return VARSIZE_ANY_EXHDR(ordering) == 10 && memcmp(VARDATA_ANY(ordering), "per_object", 10) == 0;
+}
+
+static void
+append_field_value(StringInfo out, List *fields, Datum column)
+{
+	JsonField  *f = webhook_find_field(fields, TextDatumGetCString(column));
+
+	if (f)
+		appendBinaryStringInfo(out, f->value, f->len);
+	else
+		appendStringInfoString(out, "null");
+}
+
+/*
+ * The order a single item of an ordering profile goes in (see
+ * delivery.order_key): its object's, by the values of the event's key
+ * columns in ROW; for an event with a parent (an action), the parent's, so
+ * that a ticket's changes and its actions' go in one order.  A key too
+ * long for an index entry is hashed.
+ */
+static char *
+order_key_of(TakenRow *binding, Datum row, bool no_row)
+{
+	List	   *fields = NIL;
+	StringInfoData key;
+	char	   *hashed;
+
+	if (!no_row)
+	{
+		text	   *t = DatumGetTextPP(row);
+
+		fields = webhook_json_fields(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	}
+	initStringInfo(&key);
+	if (!TAKEN_NULL(binding, TAKE_PARENT_OBJECT) && !TAKEN_NULL(binding, TAKE_PARENT_COLUMN))
+	{
+		appendStringInfo(&key, "%s:", TextDatumGetCString(TAKEN(binding, TAKE_PARENT_OBJECT)));
+		append_field_value(&key, fields, TAKEN(binding, TAKE_PARENT_COLUMN));
+	}
+	else
+	{
+		Datum	   *columns = NULL;
+		bool	   *nulls;
+		int			ncolumns = 0;
+
+		if (!TAKEN_NULL(binding, TAKE_OBJECT))
+			appendStringInfoString(&key, TextDatumGetCString(TAKEN(binding, TAKE_OBJECT)));
+		appendStringInfoChar(&key, ':');
+		if (!TAKEN_NULL(binding, TAKE_KEY_COLUMNS))
+			deconstruct_array(DatumGetArrayTypeP(TAKEN(binding, TAKE_KEY_COLUMNS)), TEXTOID, -1,
+							  false, TYPALIGN_INT, &columns, &nulls, &ncolumns);
+		if (ncolumns == 0)
+			appendStringInfoString(&key, "null");
+		for (int i = 0; i < ncolumns; i++)
+		{
+			if (i > 0)
+				appendStringInfoChar(&key, ',');
+			if (nulls[i])
+				appendStringInfoString(&key, "null");
+			else
+				append_field_value(&key, fields, columns[i]);
+		}
+	}
+	list_free_deep(fields);
+	if (key.len <= 200)
+		return key.data;
+	hashed = psprintf("#%s", name_uuid(key.data));
+	pfree(key.data);
+	return hashed;
 }
 
 static bool
@@ -622,6 +738,8 @@ add_item(Expansion *x, FunctionCallInfo render, MemoryContext item_cxt,
 	bool		delete;
 	Datum		envelope;
 	BatchKey	key;
+	bool		batched;
+	char	   *order_key = NULL;	/* in item_cxt */
 
 	for (size_t i = 0; i < lengthof(from_take); i++)
 	{
@@ -645,9 +763,13 @@ add_item(Expansion *x, FunctionCallInfo render, MemoryContext item_cxt,
 	args[RENDER_NEW_ROW].isnull = no_new;
 	render->isnull = false;
 	envelope = webhook_render(render);
+	/* a change that could not be captured is a failed delivery, in no order */
+	batched = batch_key_of(binding, &key);
+	if (!batched && ordered(binding) && TAKEN_NULL(binding, TAKE_CAPTURE_ERROR))
+		order_key = order_key_of(binding, args[RENDER_ROW].value, args[RENDER_ROW].isnull);
 	MemoryContextSwitchTo(old);
 
-	if (batch_key_of(binding, &key))
+	if (batched)
 	{
 		NewBatchItems *batch;
 		BatchedItem *item = palloc(sizeof(BatchedItem));
@@ -661,6 +783,7 @@ add_item(Expansion *x, FunctionCallInfo render, MemoryContext item_cxt,
 			batch->items = NIL;
 			batch->open_id = 0;
 			batch->open_items = 0;
+			batch->ordered = ordered(binding);
 			x->batch_order = lappend(x->batch_order, batch);
 		}
 		item->id = pstrdup(id);
@@ -677,7 +800,7 @@ add_item(Expansion *x, FunctionCallInfo render, MemoryContext item_cxt,
 					 1, envelope, false, (Datum) 0, true,
 					 args[RENDER_CAPTURED_AT].value, args[RENDER_CAPTURED_AT].isnull,
 					 TAKEN(binding, TAKE_CAPTURE_ERROR), TAKEN_NULL(binding, TAKE_CAPTURE_ERROR),
-					 NULL, binding);
+					 NULL, order_key, binding);
 	}
 	/* what is kept was copied: what making this one took goes */
 	MemoryContextReset(item_cxt);
@@ -859,7 +982,7 @@ place_batch_items(Expansion *x, NewBatchItems *batch)
 				add_delivery(x, Int64GetDatum(batch->key.profile_id), webhook_id, events, last_no,
 							 PointerGetDatum(cstring_to_text_with_len(body.data, body.len)), false,
 							 (Datum) 0, true, first_captured, no_first_captured,
-							 (Datum) 0, true, NULL, NULL);
+							 (Datum) 0, true, NULL, batch->ordered ? "" : NULL, NULL);
 				pfree(body.data);
 			}
 			else
@@ -871,7 +994,7 @@ place_batch_items(Expansion *x, NewBatchItems *batch)
 				add_delivery(x, Int64GetDatum(batch->key.profile_id), webhook_id, events, last_no,
 							 (Datum) 0, true, due_at, no_first_captured,
 							 first_captured, no_first_captured, (Datum) 0, true, batch->key.key,
-							 NULL);
+							 batch->ordered ? "" : NULL, NULL);
 				for (int i = first; i < last; i++)
 					file_item(x, 0, webhook_id, (open_items + i) % max + 1,
 							  ((BatchedItem *) list_nth(batch->items, i))->envelope);
@@ -889,7 +1012,11 @@ write_expansion(Expansion *x)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr write_batches_plan = NULL;
-	/* the parameters, in order: insert_sql's ten, then write_batches_sql's */
+	static SPIPlanPtr insert_plan_before_0_13 = NULL;
+	static SPIPlanPtr write_batches_plan_before_0_13 = NULL;
+	bool		before_0_13 = webhook_schema_before_0_13();
+
+	/* the parameters, in order: insert_sql's eleven, then write_batches_sql's */
 	const struct
 	{
 		ArrayBuildState **values;
@@ -906,6 +1033,7 @@ write_expansion(Expansion *x)
 		{&x->errors, TEXTOID, TEXTARRAYOID},
 		{&x->batch_keys, TEXTOID, TEXTARRAYOID},
 		{&x->claimed, BOOLOID, BOOLARRAYOID},
+		{&x->order_keys, TEXTOID, TEXTARRAYOID},
 		{&x->grown_ids, INT8OID, INT8ARRAYOID},
 		{&x->grown_last_nos, INT4OID, INT4ARRAYOID},
 		{&x->grown_events, TEXTOID, TEXTARRAYOID},
@@ -918,7 +1046,7 @@ write_expansion(Expansion *x)
 	Oid			types[lengthof(columns)];
 	Datum		args[lengthof(columns)];
 	bool		batches = x->grown > 0 || x->filed > 0;
-	int			nargs = batches ? lengthof(columns) : 10;
+	int			nargs = batches ? lengthof(columns) : 11;
 	SPIPlanPtr	plan;
 
 	if (x->made == 0 && !batches)
@@ -932,11 +1060,15 @@ write_expansion(Expansion *x)
 	}
 	if (batches)
 	{
-		plan = webhook_keep_plan(&write_batches_plan, write_batches_sql, nargs, types, false);
+		plan = before_0_13 ?
+			webhook_keep_plan(&write_batches_plan_before_0_13, write_batches_sql_before_0_13, nargs, types, false) :
+			webhook_keep_plan(&write_batches_plan, write_batches_sql, nargs, types, false);
 		batches_written = true;
 	}
 	else
-		plan = webhook_keep_plan(&insert_plan, insert_sql, nargs, types, false);
+		plan = before_0_13 ?
+			webhook_keep_plan(&insert_plan_before_0_13, insert_sql_before_0_13, nargs, types, false) :
+			webhook_keep_plan(&insert_plan, insert_sql, nargs, types, false);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not insert webhook deliveries");
 
@@ -970,6 +1102,7 @@ expand_changes(Datum *args, bool *more, ClaimAsMade *claim)
 	static SPIPlanPtr take_plan = NULL;
 	static SPIPlanPtr take_plan_before_0_9 = NULL;
 	static SPIPlanPtr take_plan_before_0_12 = NULL;
+	static SPIPlanPtr take_plan_before_0_13 = NULL;
 	bool		before_0_9 = webhook_schema_before_0_9();
 	SPITupleTable *taken_rows;
 	TupleDesc	desc;
@@ -988,6 +1121,8 @@ expand_changes(Datum *args, bool *more, ClaimAsMade *claim)
 						 webhook_keep_plan(&take_plan_before_0_9, take_sql_before_0_9, 2, types, false) :
 						 webhook_schema_before_0_12() ?
 						 webhook_keep_plan(&take_plan_before_0_12, take_sql_before_0_12, 2, types, false) :
+						 webhook_schema_before_0_13() ?
+						 webhook_keep_plan(&take_plan_before_0_13, take_sql_before_0_13, 2, types, false) :
 						 webhook_keep_plan(&take_plan, take_sql, 2, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not take webhook occurrences");

@@ -89,30 +89,41 @@
  * that was empty when last analyzed would otherwise be joined to them row
  * by row.
  */
+#define ASSEMBLE_SQL(next_attempt) \
+"WITH locked AS (" \
+"  SELECT d.delivery_id, d.items, d.next_attempt_at FROM webhook.delivery d" \
+"   WHERE d.body IS NULL AND d.next_attempt_at <= pg_catalog.now()" \
+"   ORDER BY d.next_attempt_at, d.delivery_id LIMIT " CppAsString2(LOCK_STEP) " FOR UPDATE SKIP LOCKED" \
+"), due AS (" \
+"  SELECT delivery_id FROM (" \
+"    SELECT delivery_id, items," \
+"           pg_catalog.sum(items) OVER (ORDER BY next_attempt_at, delivery_id) AS running" \
+"      FROM locked) AS x" \
+"   WHERE running - items < $1" \
+"), assembled AS (" \
+"  UPDATE webhook.delivery d" \
+"     SET batch_key = NULL, next_attempt_at = " next_attempt "," \
+"         body = (SELECT pg_catalog.json_agg(i.envelope ORDER BY i.item_no)" \
+"                   FROM webhook.batch_item i WHERE i.delivery_id = d.delivery_id)" \
+"    FROM due WHERE d.delivery_id = due.delivery_id" \
+"     AND d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM due))" \
+"  RETURNING d.delivery_id" \
+"), gone AS (" \
+"  DELETE FROM webhook.batch_item i" \
+"   WHERE i.delivery_id = ANY (ARRAY(SELECT delivery_id FROM assembled))" \
+")" \
+"SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM assembled)"
+
+/*
+ * A batch of an ordering profile goes after every delivery of the profile
+ * made before it: it waits its turn if one of them is unfinished.
+ */
 static const char *assemble_sql =
-"WITH locked AS ("
-"  SELECT d.delivery_id, d.items, d.next_attempt_at FROM webhook.delivery d"
-"   WHERE d.body IS NULL AND d.next_attempt_at <= pg_catalog.now()"
-"   ORDER BY d.next_attempt_at, d.delivery_id LIMIT " CppAsString2(LOCK_STEP) " FOR UPDATE SKIP LOCKED"
-"), due AS ("
-"  SELECT delivery_id FROM ("
-"    SELECT delivery_id, items,"
-"           pg_catalog.sum(items) OVER (ORDER BY next_attempt_at, delivery_id) AS running"
-"      FROM locked) AS x"
-"   WHERE running - items < $1"
-"), assembled AS ("
-"  UPDATE webhook.delivery d"
-"     SET batch_key = NULL,"
-"         body = (SELECT pg_catalog.json_agg(i.envelope ORDER BY i.item_no)"
-"                   FROM webhook.batch_item i WHERE i.delivery_id = d.delivery_id)"
-"    FROM due WHERE d.delivery_id = due.delivery_id"
-"     AND d.delivery_id = ANY (ARRAY(SELECT delivery_id FROM due))"
-"  RETURNING d.delivery_id"
-"), gone AS ("
-"  DELETE FROM webhook.batch_item i"
-"   WHERE i.delivery_id = ANY (ARRAY(SELECT delivery_id FROM assembled))"
-")"
-"SELECT (SELECT pg_catalog.count(*) FROM locked), (SELECT pg_catalog.count(*) FROM assembled)";
+ASSEMBLE_SQL("CASE WHEN d.order_key IS NOT NULL AND " ORDER_BLOCKED("d", "e.delivery_id < d.delivery_id")
+			 " THEN 'infinity'::timestamptz ELSE d.next_attempt_at END");
+
+/* The same of a schema before 0.13, which orders nothing. */
+static const char *assemble_sql_before_0_13 = ASSEMBLE_SQL("d.next_attempt_at");
 
 /*
  * Claim up to $1 due deliveries, oldest first, taking from each enabled
@@ -157,8 +168,9 @@ static const char *claim_sql_before_0_12 = CLAIM_SQL("$2");
 
 /*
  * What a request needs from its profile, read once per claim: with the
- * old secret of a rotation that has not ended, the rate limit and the
- * TLS options ($previous: a schema before 0.12 has none of them).
+ * old secret of a rotation that has not ended, the rate limit, the TLS
+ * options and whether it orders ($previous: a schema before 0.12 has none
+ * of them, one before 0.13 does not order).
  */
 #define PROFILES_SQL(previous) \
 "SELECT p.profile_id, p.url, p.method, p.auth, p.username, p.password, p.secret," \
@@ -170,13 +182,17 @@ static const char *claim_sql_before_0_12 = CLAIM_SQL("$2");
 previous \
 "  FROM webhook.profile p WHERE p.profile_id = ANY ($1)"
 
-static const char *profiles_sql = PROFILES_SQL(
-"       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret END,"
-"       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret_until END,"
-"       COALESCE(p.max_rate::float8, 0), p.client_cert, p.client_key, p.ca_cert");
+#define PROFILE_ROTATION_RATE_TLS \
+"       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret END," \
+"       CASE WHEN p.previous_secret_until > pg_catalog.now() THEN p.previous_secret_until END," \
+"       COALESCE(p.max_rate::float8, 0), p.client_cert, p.client_key, p.ca_cert,"
+
+static const char *profiles_sql = PROFILES_SQL(PROFILE_ROTATION_RATE_TLS "p.ordering = 'per_object'");
+
+static const char *profiles_sql_before_0_13 = PROFILES_SQL(PROFILE_ROTATION_RATE_TLS "false");
 
 static const char *profiles_sql_before_0_12 =
-PROFILES_SQL("NULL::text, NULL::timestamptz, 0::float8, NULL::text, NULL::text, NULL::text");
+PROFILES_SQL("NULL::text, NULL::timestamptz, 0::float8, NULL::text, NULL::text, NULL::text, false");
 
 /* Of the profiles the worker holds requests for, those no longer enabled. */
 static const char *stopped_sql =
@@ -199,13 +215,14 @@ static const char *give_back_sql =
 /*
  * The earliest waiting delivery of an enabled profile, one step down the
  * index for each; but those that have their allowance claimed ($1): a
- * record will make room for them, and wake the worker.
+ * record will make room for them, and wake the worker.  One that waits its
+ * turn in an order is due when the one before it finishes (promote_sql).
  */
 static const char *next_due_sql =
 "SELECT pg_catalog.min(first.next_attempt_at) FROM webhook.profile p"
 " CROSS JOIN LATERAL (SELECT d.next_attempt_at FROM webhook.delivery d"
 "                      WHERE d.profile_id = p.profile_id AND d.status IN ('pending', 'retrying')"
-"                        AND d.next_attempt_at IS NOT NULL"
+"                        AND d.next_attempt_at < 'infinity'"
 "                      ORDER BY d.next_attempt_at LIMIT 1) AS first"
 " WHERE p.enabled AND p.profile_id <> ALL ($1)";
 
@@ -320,6 +337,54 @@ static const char *outcomes_sql_before_0_11 =
 static const char *delivery_failed_sql =
 "SELECT webhook._delivery_failed($1)";
 
+/*
+ * Deliveries of ordering profiles just finished ($1, recorded by this
+ * step): the next of each one's object, and the batches after it (after a
+ * batch, the next of every object), are due now if nothing else unfinished
+ * goes before them.  The worker waits on no one: one locked is left to
+ * release_sql.
+ */
+static const char *promote_sql =
+"WITH done AS ("
+"  SELECT DISTINCT d.profile_id, d.order_key FROM webhook.delivery d"
+"   WHERE d.delivery_id = ANY ($1) AND d.order_key IS NOT NULL AND d.next_attempt_at IS NULL"
+"), heads AS ("
+"  SELECT h.delivery_id FROM done CROSS JOIN pg_catalog.unnest(ARRAY[done.order_key, '']) AS k(order_key)"
+"   CROSS JOIN LATERAL ("
+"    SELECT w.delivery_id FROM webhook.delivery w"
+"     WHERE w.profile_id = done.profile_id AND w.order_key IS NOT NULL"
+"       AND w.order_key = k.order_key AND w.next_attempt_at IS NOT NULL"
+"     ORDER BY w.delivery_id LIMIT 1) AS h"
+"  UNION"
+"  SELECT h.delivery_id FROM done CROSS JOIN LATERAL ("
+"    SELECT DISTINCT ON (w.order_key) w.delivery_id FROM webhook.delivery w"
+"     WHERE w.profile_id = done.profile_id AND w.order_key > '' AND w.next_attempt_at IS NOT NULL"
+"     ORDER BY w.order_key, w.delivery_id) AS h"
+"   WHERE done.order_key = ''"
+")"
+"UPDATE webhook.delivery d SET next_attempt_at = pg_catalog.now()"
+" WHERE d.delivery_id = ANY (ARRAY("
+"        SELECT w.delivery_id FROM webhook.delivery w"
+"         WHERE w.delivery_id = ANY (ARRAY(SELECT delivery_id FROM heads))"
+"           AND w.next_attempt_at = 'infinity'"
+"           AND NOT " ORDER_BLOCKED("w", "e.delivery_id < w.delivery_id")
+"         FOR UPDATE SKIP LOCKED))";
+
+/*
+ * Every delivery waiting its turn that nothing goes before any more: what
+ * promote_sql could not see (a replay that committed after the one before
+ * finished) or passed over (locked).  Now and then, and when an operator
+ * called.
+ */
+static const char *release_sql =
+"UPDATE webhook.delivery d SET next_attempt_at = pg_catalog.now()"
+" WHERE d.delivery_id = ANY (ARRAY("
+"        SELECT w.delivery_id FROM webhook.profile p"
+"          JOIN webhook.delivery w ON w.profile_id = p.profile_id"
+"         WHERE w.next_attempt_at = 'infinity'"
+"           AND NOT " ORDER_BLOCKED("w", "e.delivery_id < w.delivery_id")
+"         FOR UPDATE OF w SKIP LOCKED))";
+
 /* At start: what a worker that ended without recording left in flight. */
 static const char *recover_sql =
 "UPDATE webhook.delivery d"
@@ -343,6 +408,9 @@ static const char *purge_sql =
 "DELETE FROM webhook.delivery WHERE delivery_id = ANY (ARRAY(SELECT delivery_id FROM old))";
 
 static SPIPlanPtr assemble_plan = NULL;
+static SPIPlanPtr assemble_plan_before_0_13 = NULL;
+static SPIPlanPtr promote_plan = NULL;
+static SPIPlanPtr release_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr claim_plan_before_0_12 = NULL;
 static SPIPlanPtr next_due_plan = NULL;
@@ -355,6 +423,7 @@ static SPIPlanPtr delivery_failed_plan = NULL;
 static SPIPlanPtr purge_plan = NULL;
 static SPIPlanPtr profiles_plan = NULL;
 static SPIPlanPtr profiles_plan_before_0_12 = NULL;
+static SPIPlanPtr profiles_plan_before_0_13 = NULL;
 static SPIPlanPtr tidy_secrets_plan = NULL;
 static SPIPlanPtr stopped_plan = NULL;
 static SPIPlanPtr give_back_plan = NULL;
@@ -460,6 +529,14 @@ webhook_schema_before_0_12(void)
 	return get_attnum(profile, "previous_secret") == InvalidAttrNumber;
 }
 
+bool
+webhook_schema_before_0_13(void)
+{
+	Oid			profile = get_relname_relid("profile", get_namespace_oid(WEBHOOK_SCHEMA_NAME, false));
+
+	return get_attnum(profile, "ordering") == InvalidAttrNumber;
+}
+
 /* Give the deliveries a dead worker left in flight back to the queue. */
 bool
 webhook_queue_recover(void)
@@ -521,6 +598,7 @@ typedef struct ProfileSettings
 	char	   *client_cert;	/* PEM, or NULL */
 	char	   *client_key;
 	char	   *ca_cert;
+	bool		ordered;		/* ordering per_object */
 	int			timeout_ms;		/* -1: webhook.request_timeout */
 	List	   *headers;		/* the profile's own "Name: value" lines */
 	List	   *redacted;		/* their names that look secret */
@@ -538,6 +616,8 @@ read_profiles(List *profile_ids)
 
 	SPIPlanPtr	plan = webhook_schema_before_0_12() ?
 		webhook_keep_plan(&profiles_plan_before_0_12, profiles_sql_before_0_12, 1, types, true) :
+		webhook_schema_before_0_13() ?
+		webhook_keep_plan(&profiles_plan_before_0_13, profiles_sql_before_0_13, 1, types, true) :
 		webhook_keep_plan(&profiles_plan, profiles_sql, 1, types, true);
 
 	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
@@ -566,6 +646,7 @@ read_profiles(List *profile_ids)
 		p->client_cert = SPI_getvalue(tuple, desc, 14);
 		p->client_key = SPI_getvalue(tuple, desc, 15);
 		p->ca_cert = SPI_getvalue(tuple, desc, 16);
+		p->ordered = DatumGetBool(SPI_getbinval(tuple, desc, 17, &isnull));
 		result = lappend(result, p);
 	}
 	return result;
@@ -749,11 +830,12 @@ raise_delivery_failed(void *failed_ids)
 
 /*
  * Record the attempts of finished requests, all in one statement, then
- * what they mean for their profiles (runs of failures, 410).  True when a
- * retry was scheduled.
+ * what they mean for their profiles (runs of failures, 410), and let the
+ * next in order go (*released: some did).  True when a retry was
+ * scheduled.
  */
 static bool
-record_finished(List *requests)
+record_finished(List *requests, bool *released)
 {
 	enum
 	{
@@ -774,6 +856,7 @@ record_finished(List *requests)
 	bool		before_0_11 = webhook_schema_before_0_11();
 	bool		to_note = false;
 	bool		retrying = false;
+	List	   *in_order = NIL;
 	SPIPlanPtr	plan;
 
 	for (int i = 0; i < NCOLS; i++)
@@ -796,6 +879,8 @@ record_finished(List *requests)
 		add_text(&cols[7], response ? req->response_body.data : NULL);
 		add_text(&cols[8], req->error);
 		add_value(&cols[9], fields_jsonb(&req->request_fields), false);
+		if (webhook_claims_ordered(req->profile_id))
+			in_order = lappend(in_order, &req->delivery_id);
 	}
 	for (int i = 0; i < NCOLS; i++)
 		args[i] = makeArrayResult(cols[i].state, CurrentMemoryContext);
@@ -839,6 +924,18 @@ record_finished(List *requests)
 		add_value(&outcome[1], SPI_getbinval(row, desc, 2, &isnull), false);
 		add_value(&outcome[2], response_status, no_status);
 		add_value(&outcome[3], error, no_error);
+	}
+
+	/* the next in order of those that finished may go */
+	if (in_order != NIL && !webhook_schema_before_0_13())
+	{
+		Oid			type = INT8ARRAYOID;
+		Datum		ids = int8_array(in_order);
+
+		if (SPI_execute_plan(webhook_keep_plan(&promote_plan, promote_sql, 1, &type, false),
+							 &ids, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not release webhook deliveries waiting their turn");
+		*released = SPI_processed > 0;
 	}
 
 	/*
@@ -1066,13 +1163,14 @@ claim_due(int limit, bool after_marks, List *made, List **marks, List **full)
 		t->count++;
 	}
 
-	/* the rate-limited profiles' allowances, as their settings say now */
+	/* the rate-limited profiles' allowances, and which order, as their settings say now */
 	profiles = nclaimed > 0 ? read_profiles(profile_ids) : NIL;
 	foreach(lc, profiles)
 	{
 		ProfileSettings *p = lfirst(lc);
 
-		webhook_claims_set_cap(p->profile_id, p->max_rate > 0 ? (int) ceil(p->max_rate * 2) + 1 : 0);
+		webhook_claims_set_terms(p->profile_id, p->max_rate > 0 ? (int) ceil(p->max_rate * 2) + 1 : 0,
+								 p->ordered);
 	}
 
 	/* the profiles now at their allowance: those held at it, those just filled */
@@ -1183,6 +1281,7 @@ keep_profile(ProfileSettings *p, TransactionId version)
 	copy->client_cert = copy_or_null(p->client_cert);
 	copy->client_key = copy_or_null(p->client_key);
 	copy->ca_cert = copy_or_null(p->ca_cert);
+	copy->ordered = p->ordered;
 	copy->timeout_ms = p->timeout_ms;
 	copy->headers = copy_strings(p->headers);
 	copy->redacted = copy_strings(p->redacted);
@@ -1290,7 +1389,9 @@ assemble_due(bool *assembled)
 	Datum		args[1] = {Int32GetDatum(ASSEMBLE_STEP)};
 	bool		isnull;
 
-	if (SPI_execute_plan(webhook_keep_plan(&assemble_plan, assemble_sql, 1, types, false),
+	if (SPI_execute_plan(webhook_schema_before_0_13() ?
+						 webhook_keep_plan(&assemble_plan_before_0_13, assemble_sql_before_0_13, 1, types, false) :
+						 webhook_keep_plan(&assemble_plan, assemble_sql, 1, types, false),
 						 args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not assemble webhook batches");
 	*assembled = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
@@ -1324,6 +1425,7 @@ webhook_queue_step(WebhookStep *step)
 	bool		assembled = false;
 	bool		batched = false;
 	bool		retrying = false;
+	bool		released = false;	/* deliveries in order were made due */
 	List	   *full_profiles = NIL;
 	ClaimAsMade as_made = {0};
 	bool		claim_as_made;
@@ -1347,7 +1449,7 @@ webhook_queue_step(WebhookStep *step)
 							 GUC_ACTION_LOCAL, true, 0, false);
 
 	if (step->finished != NIL)
-		retrying = record_finished(step->finished);
+		retrying = record_finished(step->finished, &released);
 	if (step->unsent != NIL)
 		give_back(step->unsent);
 	if (step->sending)
@@ -1361,6 +1463,15 @@ webhook_queue_step(WebhookStep *step)
 		MemoryContextSwitchTo(old);
 	}
 
+	/* what waited its turn and may go now: before the claim, which takes it */
+	if (step->release_waiting && !webhook_schema_before_0_13())
+	{
+		if (SPI_execute_plan(webhook_keep_plan(&release_plan, release_sql, 0, NULL, false),
+							 NULL, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not release webhook deliveries waiting their turn");
+		released = released || SPI_processed > 0;
+	}
+
 	/*
 	 * Nothing is due but what this step makes: the deliveries the expansion
 	 * makes are claimed by the statement that makes them, and there is no
@@ -1368,10 +1479,11 @@ webhook_queue_step(WebhookStep *step)
 	 * together.  Something may have come due since the last claim when
 	 * deliveries are given back, a batch may be due, or the next due time
 	 * is to be looked for (it was reached, an operator called, or a second
-	 * passed): then only the claim finds it.
+	 * passed), or deliveries waiting their turn in an order were released:
+	 * then only the claim finds it.
 	 */
 	claim_as_made = step->claim_as_made && step->sending && step->claim_limit > 0 &&
-		step->unsent == NIL && !step->assemble && !step->find_next_due;
+		step->unsent == NIL && !step->assemble && !step->find_next_due && !released;
 	as_made.room = step->claim_limit;
 	as_made.all_taken = true;
 	/* what comes due is queued first, and expanded below */

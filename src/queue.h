@@ -26,6 +26,8 @@ typedef struct WebhookStep
 								 * unless something came due since, claim
 								 * what the expansion makes as it makes it,
 								 * and no claim besides */
+	bool		release_waiting;	/* look for deliveries in order whose
+									 * turn has come (see release_sql) */
 
 	/* out */
 	bool		extension_present;	/* false: the extension was dropped */
@@ -53,6 +55,23 @@ extern bool webhook_queue_recover(void);
 extern bool webhook_schema_before_0_9(void);
 extern bool webhook_schema_before_0_11(void);
 extern bool webhook_schema_before_0_12(void);
+extern bool webhook_schema_before_0_13(void);
+
+/*
+ * Whether the delivery D (an SQL alias) of an ordering profile must wait:
+ * an unfinished delivery of its profile, made before it (the condition
+ * EARLIER on e and D), goes before it in the order: one of its object, or
+ * a batch; or, for a batch (order key ''), any.  Each branch is one probe
+ * of delivery_order_idx or delivery_ordered_idx.
+ */
+#define ORDER_BLOCKED(d, earlier) \
+"(EXISTS (SELECT FROM webhook.delivery e" \
+"          WHERE e.profile_id = " d ".profile_id AND e.order_key IS NOT NULL" \
+"            AND e.order_key = ANY (ARRAY[" d ".order_key, ''])" \
+"            AND e.next_attempt_at IS NOT NULL AND " earlier ")" \
+" OR (" d ".order_key = '' AND EXISTS (SELECT FROM webhook.delivery e" \
+"          WHERE e.profile_id = " d ".profile_id AND e.order_key IS NOT NULL" \
+"            AND e.next_attempt_at IS NOT NULL AND " earlier ")))"
 
 /*
  * Deliveries the expansion claims as it makes them: those due at once, of

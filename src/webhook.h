@@ -35,7 +35,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
-#define WEBHOOK_VERSION "0.12"
+#define WEBHOOK_VERSION "0.13"
 #define WEBHOOK_EXTENSION_NAME "webhook"
 #define WEBHOOK_SCHEMA_NAME "webhook"
 

@@ -72,6 +72,13 @@
  */
 #define DUE_RECHECK_MS 1000
 
+/*
+ * A step looks for deliveries waiting their turn in an order that nothing
+ * holds up any more (see release_sql) at least this often, while it runs,
+ * and after an operator's call.
+ */
+#define RELEASE_RECHECK_MS 5000
+
 /* A step that gave way to a lock is tried again after this. */
 #define STEP_RETRY_MS 100
 
@@ -385,6 +392,8 @@ webhook_worker_main(Datum main_arg)
 	TimestampTz deadline_at = 0;	/* the next deadline event is due, 0: none */
 	bool		deadlines_unknown = true;	/* due times may have been set: look */
 	bool		claim_blocked = true;	/* a due delivery may be unclaimed */
+	bool		release_unknown = true; /* a waiting delivery may be free to go */
+	TimestampTz released_at = 0;
 	TimestampTz next_housekeeping = 0;
 	List	   *finished = NIL;	/* outcomes from the sender, not yet recorded */
 	List	   *unsent = NIL;	/* requests the sender gave back unsent */
@@ -564,6 +573,8 @@ webhook_worker_main(Datum main_arg)
 			step.find_next_due = next_due_unknown || (next_due != 0 && next_due <= now) ||
 				now >= TimestampTzPlusMilliseconds(next_due_found_at, DUE_RECHECK_MS);
 			step.claim_as_made = !claim_blocked;
+			step.release_waiting = release_unknown ||
+				now >= TimestampTzPlusMilliseconds(released_at, RELEASE_RECHECK_MS);
 			step.fire_deadlines = deadlines_unknown || (deadline_at != 0 && deadline_at <= now);
 			if (!give_way_to_locks(queue_step, &step, loop_cxt))
 			{
@@ -596,6 +607,11 @@ webhook_worker_main(Datum main_arg)
 				webhook_claims_add(req->profile_id);
 				webhook_channel_post_request(channel, req);
 				webhook_request_free(req);
+			}
+			if (step.release_waiting)
+			{
+				release_unknown = false;
+				released_at = now;
 			}
 			/* committed: the next claim of each profile starts after this one */
 			webhook_claims_marked(step.claim_marks);
@@ -716,7 +732,7 @@ sleep:
 					work_pending = queue_changed = true;
 				/* new changes make nothing due that the step does not see */
 				if (work & WORK_OTHER)
-					batches_due = next_due_unknown = true;
+					batches_due = next_due_unknown = release_unknown = true;
 				if (work & (WORK_OTHER | WORK_DEADLINES))
 					deadlines_unknown = true;
 			}

@@ -11,11 +11,13 @@ How it answers depends on the path:
   /slow/MS        waits MS milliseconds, then answers 200
   /hang           never answers (until the client gives up)
   /huge/MB        answers 200 with a body of MB megabytes
+  /flaky/PCT      answers 500 to PCT percent of requests, at random, else 200
   /reset          closes the connection without answering
   /fault/...      as the mode file says, read at each request: one of the
                   above without slashes ("status 500", "slow 200", "hang",
-                  "reset", "huge 50") or "ok"; a test rewrites it to change
-                  the answer while requests flow
+                  "reset", "huge 50"), "fail-if TEXT" (500 to a request
+                  whose body holds TEXT, 200 to the others) or "ok"; a test
+                  rewrites it to change the answer while requests flow
   anything else   answers 200 with {"ok": true}
 
 With --tls-cert and --tls-key it speaks HTTPS; with --client-ca too it
@@ -26,6 +28,7 @@ answer passed back.
 """
 import argparse
 import json
+import random
 import sys
 import threading
 import time
@@ -77,6 +80,10 @@ class Handler(BaseHTTPRequestHandler):
             self.forward(body)
             return
         parts = self.behaviour()
+        if parts[0] == "flaky" and len(parts) > 1 and parts[1].isdigit():
+            parts = ["status", "500"] if random.random() * 100 < int(parts[1]) else ["ok"]
+        elif parts[0] == "fail-if" and len(parts) > 1:
+            parts = ["status", "500"] if " ".join(parts[1:]).encode() in body else ["ok"]
         answer = 200
         if parts[0] == "status" and len(parts) > 1 and parts[1].isdigit():
             answer = int(parts[1])
